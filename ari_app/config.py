@@ -1,0 +1,319 @@
+"""Configuration: built-in defaults, an optional TOML file, then environment variables.
+
+Validated once at start-up with marshmallow; an error names the bad key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+_QUEUE_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-], 1-64 chars")
+_ENDPOINT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-]")
+_HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9-]{1,64}$", error="must be a SIP header name")
+_HEADER_VALUE = validate.Regexp(r"^[A-Za-z0-9 _.:@+/=;-]{0,256}$", error="unsafe characters")
+_SIP_URI = validate.Regexp(r"^sips?:[A-Za-z0-9_.+-]+@[A-Za-z0-9_.:\[\]-]+(;[A-Za-z0-9=_.-]+)*$",
+                           error="must be sip:user@host[:port]")
+_CONTEXT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{0,64}$", error="must be a dialplan context name")
+_PATTERN = validate.Regexp(r"^(_[0-9A-Za-z+*#NXZ.!\[\]-]+|[0-9A-Za-z+*#]+)$",
+                           error="must be an exact number or an Asterisk pattern like _X.")
+_ENCRYPTION = validate.OneOf(["no", "sdes"])
+
+# scalar settings that an environment variable may override: env name -> (section, key)
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "BOTBRIDGE_ARI_URL": ("ari", "url"),
+    "BOTBRIDGE_ARI_APP": ("ari", "app"),
+    "BOTBRIDGE_ARI_USERNAME": ("ari", "username"),
+    "BOTBRIDGE_ARI_PASSWORD_FILE": ("ari", "password_file"),
+    "BOTBRIDGE_SIP_HOST": ("sip", "host"),
+    "BOTBRIDGE_SIP_PORT": ("sip", "port"),
+    "BOTBRIDGE_SIP_TLS_PORT": ("sip", "tls_port"),
+    "BOTBRIDGE_CARRIER_MATCH": ("sip", "carrier_match"),
+    "BOTBRIDGE_AGENT_CONTACT": ("sip", "agent_contact"),
+    "BOTBRIDGE_RTP_START": ("sip", "rtp_start"),
+    "BOTBRIDGE_RTP_END": ("sip", "rtp_end"),
+    "BOTBRIDGE_MAX_CONTEXT_BYTES": ("bridge", "max_context_bytes"),
+    "BOTBRIDGE_STORE_PATH": ("store", "path"),
+    "BOTBRIDGE_BOT_URI": ("profiles.default", "bot_uri"),
+    "BOTBRIDGE_BOT_ANSWER_TIMEOUT": ("profiles.default", "answer_timeout_seconds"),
+}
+
+
+class ConfigError(ValueError):
+    """Configuration is invalid; the message names the key and what to change."""
+
+
+class _AriSchema(Schema):
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    app = fields.Str(required=True, validate=_ENDPOINT_NAME)
+    username = fields.Str(required=True, validate=_ENDPOINT_NAME)
+    password_file = fields.Str(required=True)
+
+
+class _SipSchema(Schema):
+    host = fields.IP(required=True)
+    port = fields.Int(required=True, validate=validate.Range(1, 65535))
+    tls_port = fields.Int(required=True, validate=validate.Range(1, 65535))
+    carrier_match = fields.Str(required=True, validate=validate.Regexp(r"^[0-9a-fA-F.:/, ]+$"))
+    agent_contact = fields.Str(required=True, validate=_SIP_URI)
+    rtp_start = fields.Int(required=True, validate=validate.Range(1024, 65535))
+    rtp_end = fields.Int(required=True, validate=validate.Range(1024, 65535))
+    tls_cert_file = fields.Str(required=True)
+    tls_key_file = fields.Str(required=True)
+    carrier_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
+    carrier_media_encryption_optimistic = fields.Bool(required=True)
+    bot_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
+    bot_media_encryption_optimistic = fields.Bool(required=True)
+
+
+class _BridgeSchema(Schema):
+    max_context_bytes = fields.Int(required=True, validate=validate.Range(1, 256))
+    transfer_hold_seconds = fields.Int(required=True, validate=validate.Range(1, 300))
+    queue_timeout_seconds = fields.Int(required=True, validate=validate.Range(1, 86400))
+    max_calls = fields.Int(required=True, validate=validate.Range(1, 100000))
+    availability_variable = fields.Str(required=True, validate=_ENDPOINT_NAME)
+    queue_context = fields.Str(required=True, validate=_CONTEXT_NAME)
+
+
+class _ProfileSchema(Schema):
+    bot_endpoint = fields.Str(required=True, validate=_ENDPOINT_NAME)
+    bot_uri = fields.Str(load_default="", validate=validate.Regexp(r"^$|^sips?:.+"))
+    answer_timeout_seconds = fields.Int(required=True, validate=validate.Range(1, 300))
+    interaction_header = fields.Str(load_default="X-Interaction-Id", validate=_HEADER_NAME)
+    extra_headers = fields.Dict(
+        keys=fields.Str(validate=_HEADER_NAME), values=fields.Str(validate=_HEADER_VALUE),
+        load_default=dict,
+    )
+    fallback_queue = fields.Str(required=True, validate=_QUEUE_NAME)
+    default_queue = fields.Str(required=True, validate=_QUEUE_NAME)
+    availability_queue = fields.Str(required=True, validate=_QUEUE_NAME)
+    post_bot_context = fields.Str(load_default="", validate=_CONTEXT_NAME)
+    uui_discriminator = fields.Bool(load_default=False)
+
+    @validates_schema
+    def _uri(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("bot_uri"):
+            _SIP_URI(data["bot_uri"])
+
+
+class _RouteSchema(Schema):
+    pattern = fields.Str(required=True, validate=_PATTERN)
+    profile = fields.Str(required=True)
+
+
+class _ConfigSchema(Schema):
+    ari = fields.Nested(_AriSchema, required=True)
+    sip = fields.Nested(_SipSchema, required=True)
+    bridge = fields.Nested(_BridgeSchema, required=True)
+    store = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
+    routing = fields.Dict(keys=fields.Str(validate=validate.Length(1, 64)),
+                          values=fields.Str(validate=_QUEUE_NAME), required=True)
+    profiles = fields.Dict(keys=fields.Str(validate=_ENDPOINT_NAME),
+                           values=fields.Nested(_ProfileSchema), required=True)
+    routes = fields.List(fields.Nested(_RouteSchema), load_default=list)
+
+    @validates_schema
+    def _references(self, data: dict[str, Any], **_: Any) -> None:
+        profiles = data.get("profiles", {})
+        if "default" not in profiles:
+            raise ValidationError("a profile named 'default' is required", "profiles")
+        for route in data.get("routes", []):
+            if route["profile"] not in profiles:
+                raise ValidationError(
+                    f"route {route['pattern']!r} names unknown profile {route['profile']!r}",
+                    "routes",
+                )
+        sip = data["sip"]
+        if sip["rtp_end"] <= sip["rtp_start"]:
+            raise ValidationError("rtp_end must be above rtp_start", "sip")
+
+
+@dataclass(frozen=True)
+class BotProfile:
+    name: str
+    bot_endpoint: str
+    bot_uri: str
+    answer_timeout_seconds: int
+    interaction_header: str
+    extra_headers: Mapping[str, str]
+    fallback_queue: str
+    default_queue: str
+    availability_queue: str
+    post_bot_context: str
+    uui_discriminator: bool
+
+    @property
+    def dial_string(self) -> str:
+        """PJSIP dial string, built only from configuration."""
+        if self.bot_uri:
+            return f"PJSIP/{self.bot_endpoint}/{self.bot_uri}"
+        return f"PJSIP/{self.bot_endpoint}"
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class Config:
+    ari: Mapping[str, Any]
+    sip: Mapping[str, Any]
+    bridge: Mapping[str, Any]
+    store_path: Path
+    routing: Mapping[str, str]
+    profiles: Mapping[str, BotProfile]
+    routes: tuple[Route, ...]
+    state_dir: Path
+    ari_password: str = field(repr=False, default="")
+
+    @property
+    def ari_url(self) -> str:
+        return str(self.ari["url"]).rstrip("/")
+
+    @property
+    def app_name(self) -> str:
+        return str(self.ari["app"])
+
+    def state_path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else self.state_dir / path
+
+    def with_password(self, password: str) -> Config:
+        return replace(self, ari_password=password)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Defaults, then the TOML file (argument or BOTBRIDGE_CONFIG), then env, then overrides."""
+    env = os.environ if env is None else env
+    raw = tomllib.loads(resources.files("ari_app").joinpath("defaults.toml").read_text())
+    file_path = path or env.get("BOTBRIDGE_CONFIG")
+    if file_path:
+        try:
+            user = tomllib.loads(Path(file_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file_path}: {exc}") from exc
+        _merge(raw, user)
+    for name, (section, key) in ENV_OVERRIDES.items():
+        if name in env:
+            _section(raw, section)[key] = _coerce(env[name], _section(raw, section).get(key))
+    if overrides:
+        _merge(raw, {k: dict(v) for k, v in overrides.items()})
+    try:
+        data = _ConfigSchema().load(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_flatten(exc.messages)}") from exc
+    state_dir = Path(env.get("BOTBRIDGE_STATE_DIR") or Path.cwd() / "var").resolve()
+    config = Config(
+        ari=data["ari"],
+        sip=data["sip"],
+        bridge=data["bridge"],
+        store_path=Path(),
+        routing=dict(data["routing"]),
+        profiles={
+            name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()
+        },
+        routes=tuple(Route(**r) for r in data["routes"]),
+        state_dir=state_dir,
+    )
+    config = replace(config, store_path=config.state_path(data["store"].get("path", "")))
+    return config.with_password(_ari_password(config, env))
+
+
+def ensure_password_file(config: Config) -> Path:
+    """Create the ARI secret file with a random password when absent (mode 0600)."""
+    path = config.state_path(config.ari["password_file"])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(24) + "\n")
+    return path
+
+
+def _ari_password(config: Config, env: Mapping[str, str]) -> str:
+    if env.get("BOTBRIDGE_ARI_PASSWORD"):
+        return env["BOTBRIDGE_ARI_PASSWORD"]
+    path = config.state_path(config.ari["password_file"])
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""  # `make setup` or the stack creates it; the app refuses to start without
+
+
+def _section(raw: dict[str, Any], dotted: str) -> dict[str, Any]:
+    node = raw
+    for part in dotted.split("."):
+        node = node.setdefault(part, {})
+    return node
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "routing":
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _coerce(text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        return text.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            return text  # the schema reports it with the key's name
+    return text
+
+
+def _flatten(messages: Any, prefix: str = "") -> str:
+    if isinstance(messages, dict):
+        return "; ".join(_flatten(v, f"{prefix}{k}.") for k, v in messages.items())
+    if isinstance(messages, list):
+        return f"{prefix.rstrip('.')}: " + ", ".join(str(m) for m in messages)
+    return f"{prefix.rstrip('.')}: {messages}"
+
+
+def match_pattern(pattern: str, number: str) -> bool:
+    """Asterisk extension pattern match (_X., _NXX, [1-5], ., !) or exact comparison."""
+    if not pattern.startswith("_"):
+        return pattern == number
+    regex = []
+    body = pattern[1:]
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "X":
+            regex.append("[0-9]")
+        elif ch == "Z":
+            regex.append("[1-9]")
+        elif ch == "N":
+            regex.append("[2-9]")
+        elif ch == ".":
+            regex.append(".+")
+        elif ch == "!":
+            regex.append(".*")
+        elif ch == "[":
+            end = body.index("]", i)
+            regex.append("[" + re.escape(body[i + 1 : end]).replace("\\-", "-") + "]")
+            i = end
+        else:
+            regex.append(re.escape(ch))
+        i += 1
+    return re.fullmatch("".join(regex), number) is not None

@@ -1,0 +1,240 @@
+"""Run SIPp scenarios (kept as data, one folder per scenario) and read what crossed the wire.
+
+Used by the integration tests and by ``make demo``. Each run gets its own directory under the
+runtime's scratch area, holding a copy of the scenario, ``-trace_msg`` and error logs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import uuid
+import wave
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ari_app.runtime import Runtime
+
+SIPP_DEFAULT_TIMEOUT_SECONDS = 60
+TONE_SECONDS = 4
+
+_DIRECTION = re.compile(r"message (?P<dir>sent|received)[^\n]*\n", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    """One SIP message from a SIPp trace: direction, first line and headers."""
+
+    direction: str  # "sent" or "received", from the SIPp party's point of view
+    start_line: str
+    headers: tuple[tuple[str, str], ...]
+    body: str
+
+    @property
+    def method(self) -> str | None:
+        first = self.start_line.split(" ", 1)[0]
+        return None if first.startswith("SIP/") else first
+
+    @property
+    def status(self) -> int | None:
+        if self.start_line.startswith("SIP/2.0 "):
+            return int(self.start_line.split()[1])
+        return None
+
+    @property
+    def cseq_method(self) -> str:
+        return (self.header("CSeq") or " ").split()[-1]
+
+    def header(self, name: str) -> str | None:
+        values = self.header_all(name)
+        return values[0] if values else None
+
+    def header_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def describe(self) -> str:
+        arrow = "->" if self.direction == "sent" else "<-"
+        return f"{arrow} {self.start_line}"
+
+
+@dataclass
+class SippRun:
+    name: str
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    argv: list[str]
+    returncode: int | None = None
+    _stdout_path: Path = field(default_factory=Path)
+
+    def wait(self, timeout: float = SIPP_DEFAULT_TIMEOUT_SECONDS) -> int:
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+        return self.returncode
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.returncode = self.proc.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def messages(self) -> list[SipMessage]:
+        return parse_trace(self.trace_text())
+
+    def trace_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_messages.log")))
+
+    def errors_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_errors.log")))
+
+    def output(self) -> str:
+        return self._stdout_path.read_text(errors="replace") if self._stdout_path.exists() else ""
+
+    def report(self) -> str:
+        """What a failing test should print: exit code, errors and the message list."""
+        lines = [f"sipp {self.name} exit={self.returncode}"]
+        lines += [m.describe() for m in self.messages()]
+        errors = self.errors_text().strip()
+        if errors:
+            lines.append("errors:\n" + errors[-3000:])
+        out = self.output().strip()
+        if out:
+            lines.append("output:\n" + out[-2000:])
+        return "\n".join(lines)
+
+
+class Sipp:
+    """Starts SIPp parties inside a runtime."""
+
+    def __init__(self, runtime: Runtime, scenarios_dir: Path, run_root: Path) -> None:
+        self.runtime = runtime
+        self.scenarios_dir = scenarios_dir
+        self.run_root = run_root
+        self.run_root.mkdir(parents=True, exist_ok=True)
+        self._tone = self.run_root / "tone.wav"
+        if not self._tone.exists():
+            write_tone(self._tone)
+
+    def start(
+        self,
+        scenario: str,
+        *,
+        local_port: int,
+        remote: str | None = None,
+        local_ip: str = "127.0.0.1",
+        service: str | None = None,
+        keys: Mapping[str, str] | None = None,
+        transport: str = "u1",
+        extra: Sequence[str] = (),
+        calls: int = 1,
+        timeout: float = SIPP_DEFAULT_TIMEOUT_SECONDS,
+    ) -> SippRun:
+        """Start ``<scenarios_dir>/<scenario>.xml`` (e.g. ``escalate/bot``) in the background."""
+        source = self.scenarios_dir / f"{scenario}.xml"
+        if not source.exists():
+            raise FileNotFoundError(f"no SIPp scenario {source}")
+        name = scenario.replace("/", "-")
+        workdir = self.run_root / f"{name}-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir(parents=True)
+        shutil.copy(source, workdir / "scenario.xml")
+        shutil.copy(self._tone, workdir / "tone.wav")
+        rp = self.runtime.runtime_path
+        argv = [
+            "sipp", "-sf", rp(workdir / "scenario.xml"),
+            "-i", local_ip, "-p", str(local_port), "-t", transport,
+            "-m", str(calls), "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
+            "-trace_msg", "-message_file", rp(workdir / f"{name}_messages.log"),
+            "-trace_err", "-error_file", rp(workdir / f"{name}_errors.log"),
+            "-key", "tone", rp(workdir / "tone.wav"),
+            "-min_rtp_port", str(local_port + 1000), "-max_rtp_port", str(local_port + 1100),
+        ]
+        if service:
+            argv += ["-s", service]
+        for key, value in (keys or {}).items():
+            argv += ["-key", key, value]
+        argv += list(extra)
+        if remote:
+            argv.append(remote)
+        stdout_path = workdir / "stdout.log"
+        proc = subprocess.Popen(
+            self.runtime.command(argv), stdout=stdout_path.open("wb"), stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        run = SippRun(name=name, proc=proc, workdir=workdir, argv=argv)
+        run._stdout_path = stdout_path
+        time.sleep(0.05)  # let a UAS bind before a UAC is started against it
+        return run
+
+
+def parse_trace(text: str) -> list[SipMessage]:
+    """Parse a SIPp -trace_msg log into messages, in order."""
+    messages: list[SipMessage] = []
+    for chunk in re.split(r"^-{10,} .*$", text, flags=re.MULTILINE):
+        match = _DIRECTION.search(chunk[:200])
+        if not match:
+            continue
+        direction = match.group("dir").lower()
+        lines = chunk[match.end():].strip("\n").split("\n")
+        # skip anything SIPp writes before the start line
+        while lines and not re.match(r"^(SIP/2\.0 \d{3}|[A-Z]+ \S+ SIP/2\.0)", lines[0].strip()):
+            lines.pop(0)
+        if not lines:
+            continue
+        start = lines[0].strip()
+        headers: list[tuple[str, str]] = []
+        body_lines: list[str] = []
+        in_body = False
+        for line in lines[1:]:
+            line = line.rstrip("\r")
+            if in_body:
+                body_lines.append(line)
+            elif not line.strip():
+                in_body = True
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                headers.append((key.strip(), value.strip()))
+        messages.append(SipMessage(direction, start, tuple(headers), "\n".join(body_lines).strip()))
+    return messages
+
+
+def write_tone(path: Path, seconds: int = TONE_SECONDS) -> None:
+    """A 440 Hz tone as 8 kHz mu-law WAV, the payload SIPp's rtp_stream sends as PCMU."""
+    import math
+
+    samples = bytearray()
+    for n in range(8000 * seconds):
+        value = int(8000 * math.sin(2 * math.pi * 440 * n / 8000))
+        samples.append(_linear_to_ulaw(value))
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)
+        wav.setframerate(8000)
+        wav.setcomptype("NONE", "not compressed")
+        wav.writeframes(bytes(samples))
+
+
+def _linear_to_ulaw(sample: int) -> int:
+    bias, clip = 0x84, 32635
+    sign = 0x80 if sample < 0 else 0
+    sample = min(abs(sample), clip) + bias
+    exponent = 7
+    mask = 0x4000
+    while exponent > 0 and not sample & mask:
+        exponent -= 1
+        mask >>= 1
+    mantissa = (sample >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
