@@ -21,11 +21,15 @@ _QUEUE_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-
 _ENDPOINT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-]")
 _HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9-]{1,64}$", error="must be a SIP header name")
 _HEADER_VALUE = validate.Regexp(r"^[A-Za-z0-9 _.:@+/=;-]{0,256}$", error="unsafe characters")
-_SIP_URI = validate.Regexp(r"^sips?:[A-Za-z0-9_.+-]+@[A-Za-z0-9_.:\[\]-]+(;[A-Za-z0-9=_.-]+)*$",
-                           error="must be sip:user@host[:port]")
+_SIP_URI = validate.Regexp(
+    r"^sips?:[A-Za-z0-9_.+-]+@[A-Za-z0-9_.:\[\]-]+(;[A-Za-z0-9=_.-]+)*$",
+    error="must be sip:user@host[:port]",
+)
 _CONTEXT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{0,64}$", error="must be a dialplan context name")
-_PATTERN = validate.Regexp(r"^(_[0-9A-Za-z+*#NXZ.!\[\]-]+|[0-9A-Za-z+*#]+)$",
-                           error="must be an exact number or an Asterisk pattern like _X.")
+_PATTERN = validate.Regexp(
+    r"^(_[0-9A-Za-z+*#NXZ.!\[\]-]+|[0-9A-Za-z+*#]+)$",
+    error="must be an exact number or an Asterisk pattern like _X.",
+)
 _ENCRYPTION = validate.OneOf(["no", "sdes"])
 
 # scalar settings that an environment variable may override: env name -> (section, key)
@@ -90,7 +94,8 @@ class _ProfileSchema(Schema):
     answer_timeout_seconds = fields.Int(required=True, validate=validate.Range(1, 300))
     interaction_header = fields.Str(load_default="X-Interaction-Id", validate=_HEADER_NAME)
     extra_headers = fields.Dict(
-        keys=fields.Str(validate=_HEADER_NAME), values=fields.Str(validate=_HEADER_VALUE),
+        keys=fields.Str(validate=_HEADER_NAME),
+        values=fields.Str(validate=_HEADER_VALUE),
         load_default=dict,
     )
     fallback_queue = fields.Str(required=True, validate=_QUEUE_NAME)
@@ -115,10 +120,16 @@ class _ConfigSchema(Schema):
     sip = fields.Nested(_SipSchema, required=True)
     bridge = fields.Nested(_BridgeSchema, required=True)
     store = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
-    routing = fields.Dict(keys=fields.Str(validate=validate.Length(1, 64)),
-                          values=fields.Str(validate=_QUEUE_NAME), required=True)
-    profiles = fields.Dict(keys=fields.Str(validate=_ENDPOINT_NAME),
-                           values=fields.Nested(_ProfileSchema), required=True)
+    routing = fields.Dict(
+        keys=fields.Str(validate=validate.Length(1, 64)),
+        values=fields.Str(validate=_QUEUE_NAME),
+        required=True,
+    )
+    profiles = fields.Dict(
+        keys=fields.Str(validate=_ENDPOINT_NAME),
+        values=fields.Nested(_ProfileSchema),
+        required=True,
+    )
     routes = fields.List(fields.Nested(_RouteSchema), load_default=list)
 
     @validates_schema
@@ -225,9 +236,7 @@ def load_config(
         bridge=data["bridge"],
         store_path=Path(),
         routing=dict(data["routing"]),
-        profiles={
-            name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()
-        },
+        profiles={name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()},
         routes=tuple(Route(**r) for r in data["routes"]),
         state_dir=state_dir,
     )

@@ -89,11 +89,14 @@ class Runtime(abc.ABC):
         """How the runtime names a host path under scratch_root()."""
 
     def module_dir(self) -> str:
-        for candidate in sorted(self._host_root().glob("usr/lib/*/asterisk/modules")) + [
-            self._host_root() / "usr/lib/asterisk/modules"
-        ]:
+        root = self._host_root()
+        candidates = [
+            *sorted(root.glob("usr/lib/*/asterisk/modules")),
+            root / "usr/lib/asterisk/modules",
+        ]
+        for candidate in candidates:
             if (candidate / "chan_pjsip.so").exists():
-                return "/" + str(candidate.relative_to(self._host_root()))
+                return "/" + str(candidate.relative_to(root))
         raise RuntimeUnavailable(f"no Asterisk module directory with chan_pjsip.so in {self.name}")
 
     def _host_root(self) -> Path:
@@ -157,7 +160,8 @@ class RootfsRuntime(Runtime):
         if os.geteuid() != 0:
             raise RuntimeUnavailable(
                 "rootfs runtime: building and entering a root filesystem needs root "
-                "(chroot); run as root or install asterisk >= 22.8 and sipp (BOTBRIDGE_RUNTIME=system)"
+                "(chroot); run as root, or install asterisk >= 22.8 and sipp and set "
+                "BOTBRIDGE_RUNTIME=system"
             )
         if shutil.which("mmdebstrap") is None:
             log("rootfs runtime: installing mmdebstrap (apt-get)")
@@ -166,14 +170,16 @@ class RootfsRuntime(Runtime):
         shutil.rmtree(build_dir, ignore_errors=True)
         self.root.parent.mkdir(parents=True, exist_ok=True)
         mirror = os.environ.get("BOTBRIDGE_DEBIAN_MIRROR", ROOTFS_MIRROR_DEFAULT)
-        log(f"rootfs runtime: building Debian {ROOTFS_SUITE} with {', '.join(ROOTFS_PACKAGES)} "
-            f"into {self.root} (about a minute, ~400 MB)")
+        log(
+            f"rootfs runtime: building Debian {ROOTFS_SUITE} with {', '.join(ROOTFS_PACKAGES)} "
+            f"into {self.root} (about a minute, ~400 MB)"
+        )
         _run_logged(
             [
                 "mmdebstrap",
                 "--variant=apt",
                 # the sid Release file reachable here is past its Valid-Until date
-                "--aptopt=Acquire::Check-Valid-Until \"false\"",
+                '--aptopt=Acquire::Check-Valid-Until "false"',
                 "--include=" + ",".join(ROOTFS_PACKAGES),
                 ROOTFS_SUITE,
                 str(build_dir),
@@ -251,8 +257,12 @@ class DockerRuntime(Runtime):
 
     def module_dir(self) -> str:
         out = subprocess.run(
-            self.command(["sh", "-c", "ls -d /usr/lib/*/asterisk/modules /usr/lib/asterisk/modules"]),
-            capture_output=True, text=True, check=False,
+            self.command(
+                ["sh", "-c", "ls -d /usr/lib/*/asterisk/modules /usr/lib/asterisk/modules"]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         for line in out.stdout.split():
             return line
@@ -266,7 +276,10 @@ def docker_unavailable_reason() -> str | None:
     try:
         out = subprocess.run(
             ["docker", "version", "--format", "{{.Server.Version}}"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"docker engine did not answer: {exc}"

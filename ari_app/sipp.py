@@ -96,10 +96,14 @@ class SippRun:
         return parse_trace(self.trace_text())
 
     def trace_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_messages.log")))
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_messages.log"))
+        )
 
     def errors_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_errors.log")))
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_errors.log"))
+        )
 
     def output(self) -> str:
         return self._stdout_path.read_text(errors="replace") if self._stdout_path.exists() else ""
@@ -154,13 +158,34 @@ class Sipp:
         shutil.copy(self._tone, workdir / "tone.wav")
         rp = self.runtime.runtime_path
         argv = [
-            "sipp", "-sf", rp(workdir / "scenario.xml"),
-            "-i", local_ip, "-p", str(local_port), "-t", transport,
-            "-m", str(calls), "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
-            "-trace_msg", "-message_file", rp(workdir / f"{name}_messages.log"),
-            "-trace_err", "-error_file", rp(workdir / f"{name}_errors.log"),
-            "-key", "tone", rp(workdir / "tone.wav"),
-            "-min_rtp_port", str(local_port + 1000), "-max_rtp_port", str(local_port + 1100),
+            "sipp",
+            "-sf",
+            rp(workdir / "scenario.xml"),
+            "-i",
+            local_ip,
+            "-p",
+            str(local_port),
+            "-t",
+            transport,
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-timeout",
+            f"{int(timeout)}s",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            rp(workdir / f"{name}_messages.log"),
+            "-trace_err",
+            "-error_file",
+            rp(workdir / f"{name}_errors.log"),
+            "-key",
+            "tone",
+            rp(workdir / "tone.wav"),
+            "-min_rtp_port",
+            str(local_port + 1000),
+            "-max_rtp_port",
+            str(local_port + 1100),
         ]
         if service:
             argv += ["-s", service]
@@ -171,7 +196,9 @@ class Sipp:
             argv.append(remote)
         stdout_path = workdir / "stdout.log"
         proc = subprocess.Popen(
-            self.runtime.command(argv), stdout=stdout_path.open("wb"), stderr=subprocess.STDOUT,
+            self.runtime.command(argv),
+            stdout=stdout_path.open("wb"),
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         run = SippRun(name=name, proc=proc, workdir=workdir, argv=argv)
@@ -188,7 +215,7 @@ def parse_trace(text: str) -> list[SipMessage]:
         if not match:
             continue
         direction = match.group("dir").lower()
-        lines = chunk[match.end():].strip("\n").split("\n")
+        lines = chunk[match.end() :].strip("\n").split("\n")
         # skip anything SIPp writes before the start line
         while lines and not re.match(r"^(SIP/2\.0 \d{3}|[A-Z]+ \S+ SIP/2\.0)", lines[0].strip()):
             lines.pop(0)

@@ -24,10 +24,26 @@ log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "asterisk"
 CONFIG_FILES = (
-    "asterisk.conf", "modules.conf", "pjsip.conf", "extensions.conf", "queues.conf",
-    "http.conf", "ari.conf", "logger.conf", "rtp.conf", "musiconhold.conf", "cdr.conf",
-    "cel.conf", "features.conf", "indications.conf", "acl.conf", "udptl.conf", "ccss.conf",
-    "pjproject.conf", "websocket_client.conf", "queuerules.conf",
+    "asterisk.conf",
+    "modules.conf",
+    "pjsip.conf",
+    "extensions.conf",
+    "queues.conf",
+    "http.conf",
+    "ari.conf",
+    "logger.conf",
+    "rtp.conf",
+    "musiconhold.conf",
+    "cdr.conf",
+    "cel.conf",
+    "features.conf",
+    "indications.conf",
+    "acl.conf",
+    "udptl.conf",
+    "ccss.conf",
+    "pjproject.conf",
+    "websocket_client.conf",
+    "queuerules.conf",
 )
 BOOT_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 15
@@ -109,13 +125,19 @@ class AsteriskInstance:
         if not self.config.ari_password:
             raise StackError("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
         dirs: dict[str, str] = {}
-        for key, sub in (("ETC_DIR", "etc"), ("VARLIB_DIR", "lib"), ("SPOOL_DIR", "spool"),
-                         ("RUN_DIR", "run"), ("LOG_DIR", "log"), ("TLS_DIR", "tls")):
+        for key, sub in (
+            ("ETC_DIR", "etc"),
+            ("VARLIB_DIR", "lib"),
+            ("SPOOL_DIR", "spool"),
+            ("RUN_DIR", "run"),
+            ("LOG_DIR", "log"),
+            ("TLS_DIR", "tls"),
+        ):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
             dirs[key] = self.runtime.runtime_path(self.root / sub)
-        cert, key = self._tls_files()
+        cert, private_key = self._tls_files()
         dirs["TLS_CERT_FILE"] = self.runtime.runtime_path(cert)
-        dirs["TLS_KEY_FILE"] = self.runtime.runtime_path(key)
+        dirs["TLS_KEY_FILE"] = self.runtime.runtime_path(private_key)
         values = template_values(self.config, dirs, self.runtime.module_dir())
         for name in CONFIG_FILES:
             text = render((CONFIG_TEMPLATE_DIR / name).read_text(), values)
@@ -129,8 +151,9 @@ class AsteriskInstance:
         log_fh = self._console_log.open("ab")
         argv = self.runtime.command(["asterisk", "-C", self.conf_path, "-f", "-n", "-g"])
         log.info("starting Asterisk: %s", " ".join(argv))
-        self._proc = subprocess.Popen(argv, stdout=log_fh, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            argv, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         self.wait_booted()
 
     def wait_booted(self) -> None:
@@ -145,11 +168,13 @@ class AsteriskInstance:
             if out.returncode == 0 and "fully booted" in out.stdout.lower():
                 return
             time.sleep(0.2)
-        raise StackError(f"Asterisk not fully booted after {BOOT_TIMEOUT_SECONDS}s; "
-                         f"see {self._console_log}")
+        raise StackError(
+            f"Asterisk not fully booted after {BOOT_TIMEOUT_SECONDS}s; see {self._console_log}"
+        )
 
-    def cli(self, command: str, *, timeout: float = 10, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, command: str, *, timeout: float = 10, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         argv = self.runtime.command(["asterisk", "-C", self.conf_path, "-rx", command])
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
@@ -189,10 +214,26 @@ def make_self_signed(cert: Path, key: Path, common_name: str = "127.0.0.1") -> N
     if cert.exists() and key.exists():
         return
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", str(DEV_CERT_DAYS), "-subj", f"/CN={common_name}",
-         "-addext", f"subjectAltName=IP:{common_name}"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            str(DEV_CERT_DAYS),
+            "-subj",
+            f"/CN={common_name}",
+            "-addext",
+            f"subjectAltName=IP:{common_name}",
+        ],
+        check=True,
+        capture_output=True,
     )
 
 

@@ -1,0 +1,66 @@
+"""Asyncio client for the Asterisk REST Interface: REST calls, event stream, event models."""
+
+from .backoff import backoff_delays, next_delay
+from .errors import (
+    AriBadRequest,
+    AriConflict,
+    AriConnectionError,
+    AriError,
+    AriNotFound,
+    AriPreconditionFailed,
+    AriServerError,
+    AriUnauthorized,
+    AriUnavailable,
+    AriUnprocessable,
+    error_for_status,
+)
+from .events import SLOW_HANDLER_SECONDS, EventHandler, EventStream, OnConnected, events_url
+from .rest import DEFAULT_REQUEST_TIMEOUT, AriRest, path_for
+from .schemas import (
+    EVENT_TYPES,
+    AriSchemaError,
+    Bridge,
+    CallerId,
+    Channel,
+    DialplanCEP,
+    Event,
+    EventSchemaError,
+    load_bridge,
+    load_channel,
+    parse_event,
+)
+
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "EVENT_TYPES",
+    "SLOW_HANDLER_SECONDS",
+    "AriBadRequest",
+    "AriConflict",
+    "AriConnectionError",
+    "AriError",
+    "AriNotFound",
+    "AriPreconditionFailed",
+    "AriRest",
+    "AriSchemaError",
+    "AriServerError",
+    "AriUnauthorized",
+    "AriUnavailable",
+    "AriUnprocessable",
+    "Bridge",
+    "CallerId",
+    "Channel",
+    "DialplanCEP",
+    "Event",
+    "EventHandler",
+    "EventSchemaError",
+    "EventStream",
+    "OnConnected",
+    "backoff_delays",
+    "error_for_status",
+    "events_url",
+    "load_bridge",
+    "load_channel",
+    "next_delay",
+    "parse_event",
+    "path_for",
+]

@@ -1,0 +1,192 @@
+"""The Stasis application: routes ARI events to per-call sessions.
+
+Channels enter the app in three roles, told apart by their Stasis arguments or by
+``replace_channel``:
+
+- ``inbound``: a carrier call (dialplan ``Stasis(app,inbound)``) -> a new CallSession;
+- ``bot,<interaction id>``: the bot leg the app created -> dial it;
+- a Local channel with ``replace_channel`` = a bot leg: the bot's REFER (core transfer mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from ari_app.ari import AriError, AriRest, Channel, Event, EventStream
+from ari_app.config import Config
+from ari_app.routing import profile_for
+from ari_app.session import CallSession
+from ari_app.store import InteractionStore
+
+log = logging.getLogger(__name__)
+
+
+class BridgeApp:
+    def __init__(self, config: Config, ari: AriRest, store: InteractionStore) -> None:
+        self.config = config
+        self.ari = ari
+        self.store = store
+        self.sessions: dict[str, CallSession] = {}  # by caller channel id
+        self._by_channel: dict[str, CallSession] = {}
+        self.stream = EventStream(
+            config.ari_url,
+            config.ari["username"],
+            config.ari_password,
+            config.app_name,
+            on_connected=self.reconcile,
+        )
+        self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
+            "StasisStart": self.on_stasis_start,
+            "StasisEnd": self.on_channel_gone,
+            "ChannelDestroyed": self.on_channel_gone,
+            "ChannelHangupRequest": self.on_hangup_request,
+            "Dial": self.on_dial,
+        }
+
+    async def run(self) -> None:
+        await self.stream.run(self.handle)
+
+    def stop(self) -> None:
+        self.stream.stop()
+
+    async def handle(self, event: Event) -> None:
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return
+        try:
+            await handler(event)
+        except AriError as exc:
+            # a channel vanishing mid-operation is normal telephony; log, keep going
+            log.warning(
+                "%s handling %s for %s: %s",
+                type(exc).__name__,
+                event.type,
+                event.channel.id if event.channel else "-",
+                exc,
+            )
+
+    # -- events --------------------------------------------------------------------------
+
+    async def on_stasis_start(self, event: Event) -> None:
+        channel = event.channel
+        assert channel is not None
+        args = list(event.args or ())
+        if event.replace_channel is not None:
+            await self._on_transfer(channel, event.replace_channel)
+        elif args[:1] == ["inbound"]:
+            await self._on_inbound(channel)
+        elif args[:1] == ["bot"]:
+            session = self._by_channel.get(channel.id)
+            if session:
+                await session.bot_entered_stasis()
+            else:
+                log.warning("bot channel %s has no call; hanging it up", channel.name)
+                await self.ari.hangup(channel.id)
+        else:
+            log.warning("channel %s entered with unknown args %r; hanging up", channel.name, args)
+            await self.ari.hangup(channel.id)
+
+    async def _on_inbound(self, channel: Channel) -> None:
+        dialled = channel.dialplan.exten if channel.dialplan else ""
+        profile = profile_for(self.config, dialled)
+        session = CallSession(self.ari, self.config, self.store, profile, channel)
+        self.sessions[channel.id] = session
+        self._by_channel[channel.id] = session
+        self._by_channel[f"bot-{session.interaction_id}"] = session
+        log.info(
+            "call %s: %s from %s to %s, bot profile %s",
+            session.interaction_id,
+            channel.name,
+            channel.caller.number if channel.caller else "?",
+            dialled,
+            profile.name,
+        )
+        await session.start()
+
+    async def _on_transfer(self, local: Channel, replaced: Channel) -> None:
+        session = self._by_channel.get(replaced.id)
+        if session is None or replaced.id != session.bot_channel_id:
+            log.warning(
+                "transfer channel %s replaces %s, which is no bot leg of ours; hanging it up",
+                local.name,
+                replaced.name,
+            )
+            await self.ari.hangup(local.id)
+            return
+        self._by_channel[local.id] = session
+        await session.transfer_requested(local)
+
+    async def on_dial(self, event: Event) -> None:
+        peer = event.peer
+        if peer is None:
+            return
+        session = self._by_channel.get(peer.id)
+        if session and peer.id == session.bot_channel_id:
+            await session.bot_dial_result(event.dialstatus or "")
+
+    async def on_hangup_request(self, event: Event) -> None:
+        await self.on_channel_gone(event)
+
+    async def on_channel_gone(self, event: Event) -> None:
+        channel = event.channel
+        if channel is None:
+            return
+        session = self._by_channel.get(channel.id)
+        if session is None:
+            return
+        if channel.id == session.caller_id:
+            if event.type == "StasisEnd" and session.finished:
+                pass  # the caller left for the queue we sent it to
+            else:
+                await session.caller_gone()
+        elif channel.id == session.bot_channel_id:
+            await session.bot_gone(event.cause_txt)
+        if event.type == "ChannelDestroyed" or (
+            event.type == "StasisEnd" and channel.id != session.caller_id
+        ):
+            self._by_channel.pop(channel.id, None)
+        if session.finished and not any(
+            k
+            for k, v in self._by_channel.items()
+            if v is session and k != f"bot-{session.interaction_id}"
+        ):
+            self.sessions.pop(session.caller_id, None)
+            self._by_channel.pop(f"bot-{session.interaction_id}", None)
+
+    # -- reconnect -----------------------------------------------------------------------
+
+    async def reconcile(self, connection: int) -> None:
+        """After a (re)connect, drop sessions whose caller no longer exists."""
+        if connection == 1:
+            log.info("ARI event stream connected; app %s registered", self.config.app_name)
+            return
+        live = {c.id for c in await self.ari.channels()}
+        for caller_id, session in list(self.sessions.items()):
+            if caller_id not in live and not session.finished:
+                log.warning(
+                    "call %s: caller vanished while ARI was disconnected", session.interaction_id
+                )
+                await session.caller_gone()
+            if caller_id not in live:
+                self.sessions.pop(caller_id, None)
+        log.info(
+            "ARI reconnected (connection %d); %d calls still active", connection, len(self.sessions)
+        )
+
+
+async def run_app(config: Config) -> None:
+    if not config.ari_password:
+        raise SystemExit("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
+    store = InteractionStore(config.store_path)
+    async with AriRest(config.ari_url, config.ari["username"], config.ari_password) as ari:
+        app = BridgeApp(config, ari, store)
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, app.stop)
+        log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
+        await app.run()
+    store.close()

@@ -1,0 +1,230 @@
+"""``ari-app``: run the Stasis application, and debug a live Asterisk through ARI REST.
+
+Every subcommand reads the same configuration as the app (defaults, BOTBRIDGE_CONFIG,
+environment); see docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ari_app.ari import AriError, AriRest, Event, EventStream
+from ari_app.config import Config, ConfigError, load_config
+
+# variables shown by `ari-app channels`: the ones the bridge sets and reads
+SHOWN_VARIABLES = (
+    "BOTBRIDGE_INTERACTION_ID",
+    "BOTBRIDGE_OUTCOME",
+    "BOTBRIDGE_QUEUE",
+    "BOTBRIDGE_ESCALATE_TO",
+    "BOTBRIDGE_ERROR",
+    "BOTBRIDGE_CONTEXT",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(asyncio.run(args.func(config, args)) or 0)
+    except AriError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ari-app", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $BOTBRIDGE_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the Stasis application").set_defaults(func=_run)
+    p = sub.add_parser("channels", help="list channels with state and bridge variables")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_channels)
+    p = sub.add_parser("bridges", help="list bridges and their channels")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bridges)
+    p = sub.add_parser("get-var", help="read a channel variable or function")
+    p.add_argument("channel")
+    p.add_argument("name")
+    p.set_defaults(func=_get_var)
+    p = sub.add_parser("set-var", help="set a channel variable")
+    p.add_argument("channel")
+    p.add_argument("name")
+    p.add_argument("value")
+    p.set_defaults(func=_set_var)
+    p = sub.add_parser("events", help="tail the app's event stream in readable form")
+    p.add_argument("--app", help="application to watch (default: a read-only observer of all)")
+    p.set_defaults(func=_events)
+    p = sub.add_parser("records", help="print interaction records as JSON lines")
+    p.set_defaults(func=_records)
+    return parser
+
+
+def _rest(config: Config) -> AriRest:
+    return AriRest(config.ari_url, config.ari["username"], config.ari_password)
+
+
+async def _run(config: Config, args: argparse.Namespace) -> int:
+    from ari_app.app import run_app
+
+    await run_app(config)
+    return 0
+
+
+async def _channels(config: Config, args: argparse.Namespace) -> int:
+    async with _rest(config) as ari:
+        rows: list[dict[str, Any]] = []
+        for ch in await ari.channels():
+            variables = {}
+            for name in SHOWN_VARIABLES:
+                value = await ari.get_var(ch.id, name)
+                if value:
+                    variables[name] = value
+            rows.append(
+                {
+                    "id": ch.id,
+                    "name": ch.name,
+                    "state": ch.state,
+                    "caller": ch.caller.number if ch.caller else "",
+                    "dialplan": f"{ch.dialplan.context},{ch.dialplan.exten},{ch.dialplan.priority}"
+                    if ch.dialplan
+                    else "",
+                    "app": f"{ch.dialplan.app_name}({ch.dialplan.app_data})"
+                    if ch.dialplan and ch.dialplan.app_name
+                    else "",
+                    "variables": variables,
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        if not rows:
+            print("no channels")
+        for row in rows:
+            print(
+                f"{row['name']}  id={row['id']}  state={row['state']}  caller={row['caller']}"
+                f"  at={row['dialplan']}  {row['app']}"
+            )
+            for name, value in row["variables"].items():
+                print(f"    {name}={value}")
+    return 0
+
+
+async def _bridges(config: Config, args: argparse.Namespace) -> int:
+    async with _rest(config) as ari:
+        bridges = await ari.bridges()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": b.id,
+                        "type": b.bridge_type,
+                        "class": b.bridge_class,
+                        "name": b.name,
+                        "channels": list(b.channels),
+                    }
+                    for b in bridges
+                ],
+                indent=2,
+            )
+        )
+    else:
+        if not bridges:
+            print("no bridges")
+        for b in bridges:
+            print(
+                f"{b.id}  {b.bridge_type}/{b.technology}  name={b.name}  "
+                f"channels={','.join(b.channels) or '-'}"
+            )
+    return 0
+
+
+async def _get_var(config: Config, args: argparse.Namespace) -> int:
+    async with _rest(config) as ari:
+        value = await ari.get_var(args.channel, args.name)
+    if value is None:
+        print(f"{args.name} is not set on {args.channel}", file=sys.stderr)
+        return 1
+    print(value)
+    return 0
+
+
+async def _set_var(config: Config, args: argparse.Namespace) -> int:
+    async with _rest(config) as ari:
+        await ari.set_var(args.channel, args.name, args.value)
+    return 0
+
+
+async def _events(config: Config, args: argparse.Namespace) -> int:
+    # an observer app subscribed to everything sees the bridge app's channels without
+    # taking them over
+    app = args.app or f"{config.app_name}-observer"
+    stream = EventStream(
+        config.ari_url,
+        config.ari["username"],
+        config.ari_password,
+        app,
+        subscribe_all=args.app is None,
+    )
+
+    async def show(event: Event) -> None:
+        print(format_event(event), flush=True)
+
+    await stream.run(show)
+    return 0
+
+
+async def _records(config: Config, args: argparse.Namespace) -> int:
+    from ari_app.store import InteractionStore
+
+    if not Path(config.store_path).exists():
+        print(f"no records yet at {config.store_path}", file=sys.stderr)
+        return 1
+    store = InteractionStore(config.store_path)
+    for record in store.all():
+        print(json.dumps(record, default=str))
+    return 0
+
+
+def format_event(event: Event) -> str:
+    """One readable line per event."""
+    parts = [event.timestamp or "", event.type]
+    if event.channel:
+        parts.append(f"{event.channel.name} ({event.channel.state})")
+    if event.bridge:
+        parts.append(f"bridge={event.bridge.id}")
+    for name in ("dialstatus", "cause_txt", "variable", "value", "digit"):
+        value = getattr(event, name, None)
+        if value not in (None, ""):
+            parts.append(f"{name}={value}")
+    if event.args:
+        parts.append(f"args={','.join(event.args)}")
+    if event.replace_channel:
+        parts.append(f"replaces={event.replace_channel.name}")
+    if event.peer:
+        parts.append(f"peer={event.peer.name}")
+    return "  ".join(p for p in parts if p)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Routing decisions, made only from configuration.
+
+A dialled number picks a bot profile; the bot's escalate_to value picks a queue through the
+routing map. Nothing the bot sends is ever used as a destination: an unknown value falls back
+to the profile's default queue, and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ari_app.config import BotProfile, Config, match_pattern
+
+
+@dataclass(frozen=True)
+class QueueDecision:
+    queue: str
+    reason: str | None  # None when the routing map matched
+
+
+def profile_for(config: Config, dialled: str) -> BotProfile:
+    for route in config.routes:
+        if match_pattern(route.pattern, dialled):
+            return config.profiles[route.profile]
+    return config.profiles["default"]
+
+
+def queue_for(config: Config, profile: BotProfile, escalate_to: str | None) -> QueueDecision:
+    if not escalate_to:
+        return QueueDecision(profile.default_queue, "escalate_to_missing")
+    queue = config.routing.get(escalate_to)
+    if queue is None:
+        return QueueDecision(profile.default_queue, "escalate_to_unknown")
+    return QueueDecision(queue, None)

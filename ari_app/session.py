@@ -1,0 +1,410 @@
+"""One call's life: caller -> bot -> (resolved | escalated to a queue | bot failed | abandoned).
+
+The session is a small explicit state machine; every transition is checked against
+``TRANSITIONS``, logged, and written to the interaction store. Side effects go through the
+ARI REST client; events reach the session through ``on_<EventType>`` style methods that the
+application dispatcher calls.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ari_app import uui
+from ari_app.ari import AriError, AriRest, Channel
+from ari_app.config import BotProfile, Config
+from ari_app.routing import queue_for
+from ari_app.store import InteractionStore
+
+log = logging.getLogger(__name__)
+
+VAR_PREFIX = "BOTBRIDGE_"
+# channel variables set on the caller before it enters a queue (documented in docs/)
+VAR_INTERACTION_ID = VAR_PREFIX + "INTERACTION_ID"
+VAR_OUTCOME = VAR_PREFIX + "OUTCOME"
+VAR_QUEUE = VAR_PREFIX + "QUEUE"
+VAR_ESCALATE_TO = VAR_PREFIX + "ESCALATE_TO"
+VAR_CONTEXT = VAR_PREFIX + "CONTEXT"
+VAR_CONTEXT_KEY = VAR_PREFIX + "CTX_"
+VAR_UUI = VAR_PREFIX + "UUI"
+VAR_ERROR = VAR_PREFIX + "ERROR"
+VAR_PROFILE = VAR_PREFIX + "PROFILE"
+
+# REFER headers that may carry the bot's context, in order of preference
+REFER_UUI_HEADERS = ("User-to-User", "x-User-to-User")
+AVAILABILITY_AVAILABLE = "available"
+AVAILABILITY_BUSY = "busy"
+AVAILABILITY_CLOSED = "closed"
+MAX_CONTEXT_VARIABLES = 16
+
+
+class CallState(enum.Enum):
+    STARTED = "started"
+    BOT_DIALLING = "bot_dialling"
+    BOT_CONNECTED = "bot_connected"
+    TRANSFERRING = "transferring"
+    QUEUED = "queued"
+    RESOLVED = "resolved"
+    BOT_FAILED = "bot_failed"
+    ABANDONED = "abandoned"
+    ERROR = "error"
+
+
+TERMINAL = frozenset({CallState.QUEUED, CallState.RESOLVED, CallState.ABANDONED, CallState.ERROR})
+
+TRANSITIONS: Mapping[CallState, frozenset[CallState]] = {
+    CallState.STARTED: frozenset(
+        {CallState.BOT_DIALLING, CallState.ABANDONED, CallState.BOT_FAILED, CallState.ERROR}
+    ),
+    CallState.BOT_DIALLING: frozenset(
+        {CallState.BOT_CONNECTED, CallState.BOT_FAILED, CallState.ABANDONED, CallState.ERROR}
+    ),
+    CallState.BOT_CONNECTED: frozenset(
+        {CallState.TRANSFERRING, CallState.RESOLVED, CallState.ABANDONED, CallState.ERROR}
+    ),
+    CallState.TRANSFERRING: frozenset({CallState.QUEUED, CallState.ABANDONED, CallState.ERROR}),
+    CallState.BOT_FAILED: frozenset({CallState.QUEUED, CallState.ABANDONED, CallState.ERROR}),
+    CallState.QUEUED: frozenset(),
+    CallState.RESOLVED: frozenset(),
+    CallState.ABANDONED: frozenset(),
+    CallState.ERROR: frozenset(),
+}
+
+# the record's outcome for each state that decides one
+OUTCOME_OF: Mapping[CallState, str] = {
+    CallState.RESOLVED: "resolved",
+    CallState.BOT_FAILED: "bot_failed",
+    CallState.ABANDONED: "abandoned",
+    CallState.ERROR: "error",
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def check_transition(current: CallState, new: CallState) -> None:
+    if new not in TRANSITIONS[current]:
+        raise InvalidTransition(f"{current.value} -> {new.value} is not a valid transition")
+
+
+def availability_from_queue(logged_in: int, ready: int) -> str:
+    """business_hours value derived from the live state of a queue's members."""
+    if ready > 0:
+        return AVAILABILITY_AVAILABLE
+    if logged_in > 0:
+        return AVAILABILITY_BUSY
+    return AVAILABILITY_CLOSED
+
+
+@dataclass(frozen=True)
+class TransferDecision:
+    """What the bot's REFER means for the caller: pure result of decoding and routing."""
+
+    queue: str
+    escalate_to: str | None
+    context: uui.Context | None
+    error: str | None  # reason code when the context or target was unusable
+    refer_user: str | None
+
+
+def decide_transfer(
+    config: Config, profile: BotProfile, refer_to: str | None, refer_headers: Mapping[str, str]
+) -> TransferDecision:
+    """Decode the bot's context from the Refer-To URI (or the REFER's own UUI header)."""
+    refer_user = uui.refer_to_user(refer_to) if refer_to else None
+    limit = int(config.bridge["max_context_bytes"])
+    error: str | None = None
+    context: uui.Context | None = None
+    try:
+        raw = uui.uui_from_refer_to(refer_to) if refer_to else None
+        if raw is None:
+            raw = next((refer_headers[h] for h in _ci(refer_headers, REFER_UUI_HEADERS)), None)
+        if raw is None:
+            raise uui.ContextMissing("the REFER carries no User-to-User context")
+        parsed = uui.parse_uui(raw, max_bytes=limit, discriminator=profile.uui_discriminator)
+        context = uui.decode_context(parsed.data, max_bytes=limit)
+    except uui.ContextError as exc:
+        error = exc.reason
+        log.warning("bot context unusable (%s): %s", exc.reason, exc)
+    escalate_to = context.get("escalate_to") if context else None
+    decision = queue_for(config, profile, escalate_to)
+    if error is None:
+        error = decision.reason
+    return TransferDecision(decision.queue, escalate_to, context, error, refer_user)
+
+
+def caller_variables(
+    interaction_id: str, profile: BotProfile, decision: TransferDecision, outcome: str
+) -> dict[str, str]:
+    """Channel variables for the caller; every value reduced to the safe alphabet."""
+    variables = {
+        VAR_INTERACTION_ID: interaction_id,
+        VAR_OUTCOME: outcome,
+        VAR_QUEUE: decision.queue,
+        VAR_PROFILE: profile.name,
+        VAR_ESCALATE_TO: uui.safe_value(decision.escalate_to or ""),
+        VAR_ERROR: decision.error or "",
+        VAR_CONTEXT: "",
+        VAR_UUI: "",
+    }
+    if decision.context:
+        # the full context travels re-encoded as hex: hex cannot carry dialplan syntax
+        encoded = uui.encode_context(decision.context.pairs)
+        variables[VAR_CONTEXT] = uui.safe_value(encoded.decode("utf-8", "replace"))
+        variables[VAR_UUI] = uui.format_uui(encoded)
+        for key, value in decision.context.pairs[:MAX_CONTEXT_VARIABLES]:
+            try:
+                variables[VAR_CONTEXT_KEY + uui.safe_key(key)] = uui.safe_value(value)
+            except uui.ContextError:
+                continue
+    return variables
+
+
+@dataclass
+class CallSession:
+    """State of one interaction, keyed by the caller's channel."""
+
+    ari: AriRest
+    config: Config
+    store: InteractionStore
+    profile: BotProfile
+    caller: Channel
+    interaction_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: CallState = CallState.STARTED
+    bot_channel_id: str | None = None
+    bridge_id: str | None = None
+    transfer_channels: set[str] = field(default_factory=set)
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def caller_id(self) -> str:
+        return self.caller.id
+
+    def owns(self, channel_id: str) -> bool:
+        return channel_id in {self.caller_id, self.bot_channel_id} | self.transfer_channels
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _move(self, new: CallState, **record: Any) -> None:
+        check_transition(self.state, new)
+        log.info("call %s: %s -> %s", self.interaction_id, self.state.value, new.value)
+        self.state = new
+        record.setdefault("state", new.value)
+        if new in OUTCOME_OF:
+            record.setdefault("outcome", OUTCOME_OF[new])
+        if new in TERMINAL and new is not CallState.QUEUED:  # a queued call lives on
+            record.setdefault("ended_at", time.time())
+        self.store.update(self.interaction_id, **record)
+
+    # -- caller arrives ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
+        self.store.create(
+            self.interaction_id,
+            profile=self.profile.name,
+            dialled_number=dialled,
+            caller_number=self.caller.caller.number if self.caller.caller else "",
+            caller_channel=self.caller_id,
+        )
+        await self.ari.ring(self.caller_id)
+        availability = await self._availability()
+        self.bot_channel_id = f"bot-{self.interaction_id}"
+        headers = {
+            "User-to-User": uui.format_uui(
+                uui.encode_context([("business_hours", availability)]),
+                discriminator=self.profile.uui_discriminator,
+            ),
+            self.profile.interaction_header: self.interaction_id,
+            **self.profile.extra_headers,
+        }
+        variables = {f"PJSIP_HEADER(add,{name})": value for name, value in headers.items()}
+        caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
+        if caller_number:
+            variables["CALLERID(num)"] = caller_number
+        self._move(
+            CallState.BOT_DIALLING, availability=availability, bot_channel=self.bot_channel_id
+        )
+        try:
+            await self.ari.create_channel(
+                self.profile.dial_string,
+                self.config.app_name,
+                app_args=f"bot,{self.interaction_id}",
+                channel_id=self.bot_channel_id,
+                originator=self.caller_id,
+                variables=variables,
+            )
+        except AriError as exc:
+            await self.bot_failed(f"bot_channel_failed: {exc.status}")
+
+    async def _availability(self) -> str:
+        variable = self.config.bridge["availability_variable"]
+        given = await self.ari.get_var(self.caller_id, variable)
+        if given:
+            return uui.safe_value(given)
+        queue = self.profile.availability_queue
+        logged = await self.ari.get_var(self.caller_id, f"QUEUE_MEMBER({queue},logged)")
+        ready = await self.ari.get_var(self.caller_id, f"QUEUE_MEMBER({queue},ready)")
+        return availability_from_queue(_int(logged), _int(ready))
+
+    # -- the bot leg ---------------------------------------------------------------------
+
+    async def bot_entered_stasis(self) -> None:
+        """The bot channel exists in our app: place the call (dialling earlier gets 409)."""
+        assert self.bot_channel_id
+        try:
+            await self.ari.dial(
+                self.bot_channel_id,
+                caller=self.caller_id,
+                timeout=self.profile.answer_timeout_seconds,
+            )
+        except AriError as exc:
+            await self.bot_failed(f"bot_dial_failed: {exc.status}")
+
+    async def bot_dial_result(self, dialstatus: str) -> None:
+        if self.state is not CallState.BOT_DIALLING or not dialstatus:
+            return
+        if dialstatus == "ANSWER":
+            await self._connect_bot()
+        elif dialstatus not in {"RINGING", "PROGRESS", "PROCEEDING"}:
+            await self.bot_failed(f"bot_{dialstatus.lower()}")
+
+    async def _connect_bot(self) -> None:
+        assert self.bot_channel_id
+        await self.ari.answer(self.caller_id)
+        bridge = await self.ari.create_bridge(
+            "mixing",
+            bridge_id=f"call-{self.interaction_id}",
+            name=f"botbridge-{self.interaction_id}",
+        )
+        self.bridge_id = bridge.id
+        await self.ari.add_to_bridge(bridge.id, [self.caller_id, self.bot_channel_id])
+        self._move(CallState.BOT_CONNECTED, bot_answered_at=time.time())
+
+    async def bot_failed(self, reason: str) -> None:
+        """The bot could not take the call: the caller goes to the fallback queue."""
+        if self.state not in {CallState.STARTED, CallState.BOT_DIALLING}:
+            return
+        self._move(CallState.BOT_FAILED, error_reason=reason)
+        await self._release_bot()
+        decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
+        await self._send_to_queue(decision, outcome="bot_failed")
+
+    async def bot_gone(self, cause: str | None = None) -> None:
+        """The bot hung up. Without a transfer the bot resolved the call."""
+        if self.state is CallState.BOT_DIALLING:
+            await self.bot_failed(f"bot_hangup_before_answer{f' ({cause})' if cause else ''}")
+            return
+        if self.state is not CallState.BOT_CONNECTED:
+            return
+        self._move(CallState.RESOLVED)
+        await self._destroy_bridge()
+        if self.profile.post_bot_context:
+            await self.ari.set_var(self.caller_id, VAR_OUTCOME, "resolved")
+            await self.ari.set_var(self.caller_id, VAR_INTERACTION_ID, self.interaction_id)
+            await self.ari.continue_in_dialplan(self.caller_id, self.profile.post_bot_context, "s")
+        else:
+            await self.ari.hangup(self.caller_id)
+
+    # -- the transfer back ---------------------------------------------------------------
+
+    async def transfer_requested(self, local: Channel) -> None:
+        """The bot's REFER created ``local`` (Local/<user>@botbridge-transfer;1) in our app."""
+        self.transfer_channels.add(local.id)
+        if self.state is not CallState.BOT_CONNECTED:
+            log.warning(
+                "call %s: transfer in state %s; releasing %s",
+                self.interaction_id,
+                self.state.value,
+                local.name,
+            )
+            await self.ari.hangup(local.id)
+            return
+        self._move(CallState.TRANSFERRING, transfer_at=time.time())
+        refer_to = await self.ari.get_var(local.id, "HASH(TRANSFER_DATA,Refer-To)")
+        headers = await self._refer_headers(local.id)
+        decision = decide_transfer(self.config, self.profile, refer_to, headers)
+        log.info(
+            "call %s: REFER to %r -> queue %s (escalate_to=%r, error=%s)",
+            self.interaction_id,
+            decision.refer_user,
+            decision.queue,
+            decision.escalate_to,
+            decision.error,
+        )
+        self.store.update(
+            self.interaction_id,
+            escalate_to=decision.escalate_to,
+            context_json=decision.context.as_dict() if decision.context else None,
+            error_reason=decision.error,
+        )
+        await self._send_to_queue(decision, outcome="escalated")
+        await self.ari.hangup(local.id)
+        await self._release_bot()
+
+    async def _refer_headers(self, channel_id: str) -> dict[str, str]:
+        keys = await self.ari.get_var(channel_id, "HASHKEYS(TRANSFER_DATA)") or ""
+        headers: dict[str, str] = {}
+        for key in keys.split(","):
+            key = key.strip()
+            if key and key.lower() in {h.lower() for h in REFER_UUI_HEADERS}:
+                value = await self.ari.get_var(channel_id, f"HASH(TRANSFER_DATA,{key})")
+                if value:
+                    headers[key] = value
+        return headers
+
+    async def _send_to_queue(self, decision: TransferDecision, outcome: str) -> None:
+        variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
+        for name, value in variables.items():
+            await self.ari.set_var(self.caller_id, name, value)
+        await self.ari.continue_in_dialplan(
+            self.caller_id, self.config.bridge["queue_context"], "s"
+        )
+        await self._destroy_bridge()
+        self._move(
+            CallState.QUEUED,
+            queue=decision.queue,
+            queued_at=time.time(),
+            **({"outcome": outcome} if outcome == "escalated" else {}),
+        )
+
+    # -- the caller leaves ---------------------------------------------------------------
+
+    async def caller_gone(self) -> None:
+        if self.finished:
+            return
+        self._move(CallState.ABANDONED)
+        await self._release_bot()
+        await self._destroy_bridge()
+
+    async def _release_bot(self) -> None:
+        if self.bot_channel_id:
+            await self.ari.hangup(self.bot_channel_id)
+
+    async def _destroy_bridge(self) -> None:
+        if self.bridge_id:
+            await self.ari.destroy_bridge(self.bridge_id)
+            self.bridge_id = None
+
+
+def _ci(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
+    lower = {k.lower(): k for k in headers}
+    return [lower[n.lower()] for n in names if n.lower() in lower]
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
