@@ -146,7 +146,11 @@ class AsteriskInstance:
             if name == "ari.conf":
                 target.chmod(0o600)
 
-    def start(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, *, detach: bool = False) -> None:
         self.render_config()
         log_fh = self._console_log.open("ab")
         argv = self.runtime.command(["asterisk", "-C", self.conf_path, "-f", "-n", "-g"])

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ari_app.devstack import DevStack, build_stack
 from ari_app.runtime import Runtime, RuntimeUnavailable, select_runtime
-from tests.harness import Stack, make_stack
 
 
 @pytest.fixture(scope="session")
@@ -17,11 +17,12 @@ def runtime() -> Runtime:
 
 
 @pytest.fixture(scope="session")
-def stack(runtime: Runtime) -> Iterator[Stack]:
-    """Asterisk + the Stasis app, shared by the call-flow tests."""
-    stack = make_stack(runtime, "flow")
-    stack.instance.start()
-    stack.start_app()
+def stack(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """Asterisk + the Stasis app on free loopback ports, shared by the call-flow tests."""
+    root = runtime.scratch_root() / f"test-{tmp_path_factory.getbasetemp().name}"
+    stack = build_stack(
+        runtime, root, free_ports=True, extra_env={"BOTBRIDGE_BOT_ANSWER_TIMEOUT": "4"}
+    )
+    stack.start()
     yield stack
-    stack.stop_app()
-    stack.instance.stop()
+    stack.stop()

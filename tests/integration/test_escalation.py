@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ari_app.stack import free_port
-from tests.harness import Stack, until
+from ari_app.devstack import DevStack as Stack
+from tests.harness import until
 
 pytestmark = pytest.mark.integration
 

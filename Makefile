@@ -1,0 +1,63 @@
+# Bot bridge: operator and developer targets. `make demo` and `make test` work from a clean
+# clone: each installs what it needs (virtualenv, Python packages, the Asterisk runtime).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help setup runtime up down status logs demo test unit integration lint format certs clean
+
+help:
+	@echo "make demo    run the bridge end to end (caller -> bot -> REFER -> agent) and print the timeline"
+	@echo "make test    lint, type-check and run every test against a real Asterisk 22"
+	@echo "make setup   virtualenv + packages + Asterisk runtime (idempotent)"
+	@echo "make up/down start/stop Asterisk and the app in the background; make logs, make status"
+	@echo "make certs   development CA and TLS certificates under var/tls"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) runtime
+	@$(PY) -c "from ari_app.config import load_config, ensure_password_file; print('ARI secret:', ensure_password_file(load_config()))"
+
+runtime: $(STAMP)
+	$(PY) -m ari_app.runtime ensure
+
+up: setup
+	$(PY) -m ari_app.devstack up
+
+down: $(STAMP)
+	$(PY) -m ari_app.devstack down
+
+status: $(STAMP)
+	$(PY) -m ari_app.devstack status
+
+logs: $(STAMP)
+	$(PY) -m ari_app.devstack logs
+
+demo: setup
+	$(PY) -m ari_app.demo
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ari_app tests
+	$(VENV)/bin/ruff format --check ari_app tests
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format ari_app tests
+	$(VENV)/bin/ruff check --fix ari_app tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

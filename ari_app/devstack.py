@@ -1,0 +1,296 @@
+"""The dev stack: Asterisk with the project's config plus the Stasis app, in the background.
+
+``python -m ari_app.devstack up|down|status|logs`` backs ``make up``, ``make down`` and
+``make logs``. The same ``DevStack`` class, given free ports, is what the tests start.
+Everything of one stack lives under one run directory: rendered config, Asterisk logs, the
+app's log, SIPp traces and the interaction store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ari_app.ari import AriRest
+from ari_app.config import Config, ensure_password_file, load_config
+from ari_app.runtime import Runtime, RuntimeUnavailable, select_runtime
+from ari_app.sipp import Sipp
+from ari_app.stack import AsteriskInstance, StackError, free_port
+
+APP_READY_TIMEOUT_SECONDS = 15
+APP_STOP_TIMEOUT_SECONDS = 10
+POLL_SECONDS = 0.1
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
+RUN_INFO = "stack.json"
+APP_READY_MARK = "registered"
+
+
+@dataclass
+class DevStack:
+    """Asterisk + the app as a subprocess, all files under ``root``."""
+
+    runtime: Runtime
+    config: Config
+    env: dict[str, str]
+    root: Path
+    bot_port: int
+    agent_port: int
+    app_proc: subprocess.Popen[bytes] | None = None
+    instance: AsteriskInstance = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.instance = AsteriskInstance(self.runtime, self.config, self.root)
+
+    @property
+    def app_log(self) -> Path:
+        return self.root / "app.log"
+
+    @property
+    def sip_port(self) -> int:
+        return int(self.config.sip["port"])
+
+    @property
+    def sip_remote(self) -> str:
+        return f"{self.config.sip['host']}:{self.sip_port}"
+
+    def rest(self) -> AriRest:
+        return AriRest(self.config.ari_url, self.config.ari["username"], self.config.ari_password)
+
+    def sipp(self) -> Sipp:
+        return Sipp(self.runtime, SCENARIOS_DIR, self.root / "sipp")
+
+    def start(self, *, detach: bool = False) -> None:
+        self.instance.start(detach=detach)
+        self.start_app(detach=detach)
+
+    def stop(self) -> None:
+        self.stop_app()
+        self.instance.stop()
+
+    def start_app(self, *, detach: bool = False) -> None:
+        self.app_proc = subprocess.Popen(
+            [sys.executable, "-m", "ari_app.cli", "run"],
+            env=self.env,
+            stdout=self.app_log.open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+        )
+        deadline = time.monotonic() + APP_READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if APP_READY_MARK in self.app_log_text():
+                return
+            if self.app_proc.poll() is not None:
+                raise StackError(
+                    f"the app exited ({self.app_proc.returncode}); "
+                    f"see {self.app_log}:\n{self.app_log_text()[-1500:]}"
+                )
+            time.sleep(POLL_SECONDS)
+        raise StackError(
+            f"the app did not register with ARI in {APP_READY_TIMEOUT_SECONDS}s; see {self.app_log}"
+        )
+
+    def stop_app(self) -> None:
+        if self.app_proc is not None and self.app_proc.poll() is None:
+            self.app_proc.send_signal(signal.SIGTERM)
+            try:
+                self.app_proc.wait(timeout=APP_STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.app_proc.kill()
+                self.app_proc.wait()
+
+    def app_log_text(self) -> str:
+        return self.app_log.read_text(errors="replace") if self.app_log.exists() else ""
+
+
+def build_stack(
+    runtime: Runtime,
+    root: Path,
+    *,
+    free_ports: bool,
+    extra_env: Mapping[str, str] | None = None,
+) -> DevStack:
+    """A stack rooted at ``root``: on free loopback ports (tests) or on the configured ones."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("BOTBRIDGE_STATE_DIR", str(root / "state"))
+    if free_ports:
+        bot_port, agent_port = free_port(udp_too=True), free_port(udp_too=True)
+        rtp_start = free_rtp_range()
+        env.update(
+            {
+                "BOTBRIDGE_STATE_DIR": str(root / "state"),
+                "BOTBRIDGE_ARI_PASSWORD": uuid.uuid4().hex,
+                "BOTBRIDGE_ARI_URL": f"http://127.0.0.1:{free_port()}/ari",
+                "BOTBRIDGE_SIP_PORT": str(free_port(udp_too=True)),
+                "BOTBRIDGE_SIP_TLS_PORT": str(free_port()),
+                "BOTBRIDGE_BOT_URI": f"sip:voicebot@127.0.0.1:{bot_port}",
+                "BOTBRIDGE_AGENT_CONTACT": f"sip:agent1@127.0.0.1:{agent_port}",
+                "BOTBRIDGE_RTP_START": str(rtp_start),
+                "BOTBRIDGE_RTP_END": str(rtp_start + RTP_RANGE_SIZE - 1),
+            }
+        )
+    env.update(extra_env or {})
+    config = load_config(env=env)
+    if not config.ari_password:
+        ensure_password_file(config)
+        config = load_config(env=env)
+    default = config.profiles["default"]
+    bot_port = _port_of(default.bot_uri) if not free_ports else bot_port
+    agent_port = _port_of(config.sip["agent_contact"]) if not free_ports else agent_port
+    return DevStack(runtime, config, env, root, bot_port, agent_port)
+
+
+RTP_RANGE_SIZE = 200
+
+
+def free_rtp_range() -> int:
+    """Start of an even RTP port block unlikely to be used by another stack on this host."""
+    for _ in range(50):
+        start = free_port(udp_too=True)
+        start -= start % 2
+        if start + RTP_RANGE_SIZE < 65535:
+            return start
+    raise StackError("no free RTP port range")
+
+
+def _port_of(uri: str) -> int:
+    tail = uri.rsplit("@", 1)[-1].split(";", 1)[0]
+    return int(tail.rsplit(":", 1)[1]) if ":" in tail else 5060
+
+
+# -- make up / down / status / logs -------------------------------------------------------
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("BOTBRIDGE_RUN_DIR") or Path.cwd() / "var" / "run").resolve()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(argv if argv is not None else sys.argv[1:]) or ["status"]
+    command = args[0]
+    try:
+        if command == "up":
+            return _up()
+        if command == "down":
+            return _down()
+        if command == "status":
+            return _status()
+        if command == "logs":
+            return _logs()
+    except (StackError, RuntimeUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"usage: python -m ari_app.devstack up|down|status|logs (got {command!r})", file=sys.stderr
+    )
+    return 2
+
+
+def _up() -> int:
+    info_path = run_dir() / RUN_INFO
+    if info_path.exists() and _alive(json.loads(info_path.read_text())):
+        print(f"already up; run directory {run_dir()}")
+        return 0
+    runtime = select_runtime()
+    # the Asterisk instance's files must be visible to the runtime (a chroot sees only its tree)
+    root = runtime.scratch_root() / "devstack"
+    os.environ.setdefault("BOTBRIDGE_STATE_DIR", str(Path.cwd() / "var"))
+    stack = build_stack(runtime, root, free_ports=False)
+    print(f"starting Asterisk ({runtime.describe()}) with config rendered into {root}/etc")
+    stack.instance.start(detach=True)
+    print(
+        f"Asterisk up: SIP {stack.sip_remote} (udp/tcp), TLS port {stack.config.sip['tls_port']}"
+        f", ARI {stack.config.ari_url}"
+    )
+    try:
+        stack.start_app(detach=True)
+    except StackError:
+        stack.instance.stop()
+        raise
+    assert stack.app_proc is not None
+    run_dir().mkdir(parents=True, exist_ok=True)
+    link = run_dir() / "instance"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(root)
+    info = {
+        "root": str(root),
+        "app_pid": stack.app_proc.pid,
+        "conf": stack.instance.conf_path,
+        "runtime": runtime.name,
+        "asterisk_pid": stack.instance.pid,
+    }
+    info_path.write_text(json.dumps(info, indent=2))
+    print(f"app up (pid {stack.app_proc.pid}); logs under {root}")
+    print(f"run directory: {run_dir()}  (make logs, make down)")
+    return 0
+
+
+def _down() -> int:
+    info_path = run_dir() / RUN_INFO
+    if not info_path.exists():
+        print("not up")
+        return 0
+    info = json.loads(info_path.read_text())
+    try:
+        os.kill(int(info["app_pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    runtime = select_runtime(info.get("runtime"), build=False)
+    subprocess.run(
+        runtime.command(["asterisk", "-C", info["conf"], "-rx", "core stop now"]),
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    deadline = time.monotonic() + APP_STOP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and _alive(info):
+        time.sleep(POLL_SECONDS)
+    info_path.unlink()
+    print("stopped Asterisk and the app" + (" (still exiting)" if _alive(info) else ""))
+    return 0
+
+
+def _status() -> int:
+    info_path = run_dir() / RUN_INFO
+    if not info_path.exists():
+        print("not up")
+        return 1
+    info = json.loads(info_path.read_text())
+    print(json.dumps({**info, "alive": _alive(info)}, indent=2))
+    return 0 if _alive(info) else 1
+
+
+def _logs() -> int:
+    info_path = run_dir() / RUN_INFO
+    if not info_path.exists():
+        print("not up; nothing to show", file=sys.stderr)
+        return 1
+    root = Path(json.loads(info_path.read_text())["root"])
+    files = [str(root / "app.log"), str(root / "log" / "messages.log")]
+    return subprocess.call(["tail", "-n", "50", "-F", *files])
+
+
+def _alive(info: Mapping[str, object]) -> bool:
+    for key in ("app_pid", "asterisk_pid"):
+        pid = info.get(key)
+        if not pid:
+            continue
+        try:
+            os.kill(int(str(pid)), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+    return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
