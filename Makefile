@@ -59,5 +59,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format ari_app tests
 	$(VENV)/bin/ruff check --fix ari_app tests
 
+certs: $(STAMP)
+	$(PY) -m ari_app.certs var/tls
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 from ari_app.ari import AriError, AriRest, Channel, Event, EventStream
@@ -36,6 +37,7 @@ class BridgeApp:
             config.ari_password,
             config.app_name,
             on_connected=self.reconcile,
+            ssl=ari_ssl_context(config),
         )
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
             "StasisStart": self.on_stasis_start,
@@ -130,6 +132,7 @@ class BridgeApp:
         await self.on_channel_gone(event)
 
     async def on_channel_gone(self, event: Event) -> None:
+        """StasisEnd, ChannelHangupRequest or ChannelDestroyed of a channel of ours."""
         channel = event.channel
         if channel is None:
             return
@@ -137,23 +140,22 @@ class BridgeApp:
         if session is None:
             return
         if channel.id == session.caller_id:
-            if event.type == "StasisEnd" and session.finished:
-                pass  # the caller left for the queue we sent it to
-            else:
+            if event.type == "ChannelHangupRequest":
+                return  # StasisEnd follows; the caller is still ours until then
+            if not session.finished:
                 await session.caller_gone()
+            # the caller left our app (hung up, or continued into the queue): the call is
+            # no longer ours to follow
+            self._forget(session)
         elif channel.id == session.bot_channel_id:
-            await session.bot_gone(event.cause_txt)
-        if event.type == "ChannelDestroyed" or (
-            event.type == "StasisEnd" and channel.id != session.caller_id
-        ):
+            await session.bot_gone(event.type, event.cause)
+        elif event.type == "ChannelDestroyed":
             self._by_channel.pop(channel.id, None)
-        if session.finished and not any(
-            k
-            for k, v in self._by_channel.items()
-            if v is session and k != f"bot-{session.interaction_id}"
-        ):
-            self.sessions.pop(session.caller_id, None)
-            self._by_channel.pop(f"bot-{session.interaction_id}", None)
+
+    def _forget(self, session: CallSession) -> None:
+        self.sessions.pop(session.caller_id, None)
+        for channel_id in [k for k, v in self._by_channel.items() if v is session]:
+            del self._by_channel[channel_id]
 
     # -- reconnect -----------------------------------------------------------------------
 
@@ -176,11 +178,33 @@ class BridgeApp:
         )
 
 
+def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """TLS settings for an https:// ARI url: verify Asterisk against ``ari.ca_file``.
+
+    An empty ``ari.ca_file`` means the system trust store; None for a plain http:// url.
+    Host names and certificate chains are always checked.
+    """
+    if not config.ari_url.lower().startswith("https:"):
+        return None
+    ca_file = str(config.ari.get("ca_file") or "")
+    if not ca_file:
+        return ssl.create_default_context()
+    path = config.state_path(ca_file)
+    if not path.is_file():
+        raise SystemExit(f"ari.ca_file {path} does not exist (`make certs` makes a dev CA)")
+    return ssl.create_default_context(cafile=str(path))
+
+
 async def run_app(config: Config) -> None:
     if not config.ari_password:
         raise SystemExit("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
     store = InteractionStore(config.store_path)
-    async with AriRest(config.ari_url, config.ari["username"], config.ari_password) as ari:
+    async with AriRest(
+        config.ari_url,
+        config.ari["username"],
+        config.ari_password,
+        ssl=ari_ssl_context(config),
+    ) as ari:
         app = BridgeApp(config, ari, store)
         loop = asyncio.get_running_loop()
         import signal

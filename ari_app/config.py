@@ -31,6 +31,7 @@ _PATTERN = validate.Regexp(
     error="must be an exact number or an Asterisk pattern like _X.",
 )
 _ENCRYPTION = validate.OneOf(["no", "sdes"])
+_ADDRESS_LIST = validate.Regexp(r"^[0-9a-fA-F.:/, \[\]]+$", error="must be addresses or CIDRs")
 
 # scalar settings that an environment variable may override: env name -> (section, key)
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -42,6 +43,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_SIP_PORT": ("sip", "port"),
     "BOTBRIDGE_SIP_TLS_PORT": ("sip", "tls_port"),
     "BOTBRIDGE_CARRIER_MATCH": ("sip", "carrier_match"),
+    "BOTBRIDGE_BOT_MATCH": ("sip", "bot_match"),
     "BOTBRIDGE_AGENT_CONTACT": ("sip", "agent_contact"),
     "BOTBRIDGE_RTP_START": ("sip", "rtp_start"),
     "BOTBRIDGE_RTP_END": ("sip", "rtp_end"),
@@ -61,13 +63,19 @@ class _AriSchema(Schema):
     app = fields.Str(required=True, validate=_ENDPOINT_NAME)
     username = fields.Str(required=True, validate=_ENDPOINT_NAME)
     password_file = fields.Str(required=True)
+    # HTTPS ARI (an https:// url): the pair Asterisk presents (empty = the SIP TLS pair) and
+    # the CA the app trusts for it (empty = the system's trust store)
+    tls_cert_file = fields.Str(load_default="")
+    tls_key_file = fields.Str(load_default="")
+    ca_file = fields.Str(load_default="")
 
 
 class _SipSchema(Schema):
     host = fields.IP(required=True)
     port = fields.Int(required=True, validate=validate.Range(1, 65535))
     tls_port = fields.Int(required=True, validate=validate.Range(1, 65535))
-    carrier_match = fields.Str(required=True, validate=validate.Regexp(r"^[0-9a-fA-F.:/, ]+$"))
+    carrier_match = fields.Str(required=True, validate=_ADDRESS_LIST)
+    bot_match = fields.Str(required=True, validate=_ADDRESS_LIST)
     agent_contact = fields.Str(required=True, validate=_SIP_URI)
     rtp_start = fields.Int(required=True, validate=validate.Range(1024, 65535))
     rtp_end = fields.Int(required=True, validate=validate.Range(1024, 65535))

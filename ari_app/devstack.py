@@ -8,6 +8,8 @@ app's log, SIPp traces and the interaction store.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -76,6 +78,8 @@ class DevStack:
         self.instance.stop()
 
     def start_app(self, *, detach: bool = False) -> None:
+        # the log is appended to across runs: only what this start writes counts
+        offset = self.app_log.stat().st_size if self.app_log.exists() else 0
         self.app_proc = subprocess.Popen(
             [sys.executable, "-m", "ari_app.cli", "run"],
             env=self.env,
@@ -86,7 +90,7 @@ class DevStack:
         )
         deadline = time.monotonic() + APP_READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if APP_READY_MARK in self.app_log_text():
+            if APP_READY_MARK in self.app_log_text()[offset:]:
                 return
             if self.app_proc.poll() is not None:
                 raise StackError(
@@ -174,6 +178,13 @@ def run_dir() -> Path:
     return Path(os.environ.get("BOTBRIDGE_RUN_DIR") or Path.cwd() / "var" / "run").resolve()
 
 
+def instance_root(runtime: Runtime) -> Path:
+    """Instance directory of the stack kept in run_dir(): one per run directory, so a second
+    checkout (or a test with its own BOTBRIDGE_RUN_DIR) never renders over a running stack."""
+    digest = hashlib.sha256(str(run_dir()).encode()).hexdigest()[:12]
+    return runtime.scratch_root() / f"devstack-{digest}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv if argv is not None else sys.argv[1:]) or ["status"]
     command = args[0]
@@ -202,7 +213,7 @@ def _up() -> int:
         return 0
     runtime = select_runtime()
     # the Asterisk instance's files must be visible to the runtime (a chroot sees only its tree)
-    root = runtime.scratch_root() / "devstack"
+    root = instance_root(runtime)
     os.environ.setdefault("BOTBRIDGE_STATE_DIR", str(Path.cwd() / "var"))
     stack = build_stack(runtime, root, free_ports=False)
     print(f"starting Asterisk ({runtime.describe()}) with config rendered into {root}/etc")
@@ -241,10 +252,8 @@ def _down() -> int:
         print("not up")
         return 0
     info = json.loads(info_path.read_text())
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(int(info["app_pid"]), signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     runtime = select_runtime(info.get("runtime"), build=False)
     subprocess.run(
         runtime.command(["asterisk", "-C", info["conf"], "-rx", "core stop now"]),

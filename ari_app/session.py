@@ -85,6 +85,22 @@ OUTCOME_OF: Mapping[CallState, str] = {
 }
 
 
+# Q.850 hangup cause -> the Dial status Asterisk reports for it (lower case)
+_CAUSE_DIALSTATUS = {
+    1: "chanunavail",
+    3: "chanunavail",
+    17: "busy",
+    18: "noanswer",
+    19: "noanswer",
+    20: "chanunavail",
+    27: "chanunavail",
+}
+
+
+def dialstatus_for_cause(cause: int | None) -> str:
+    return _CAUSE_DIALSTATUS.get(cause or 0, "congestion")
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -301,10 +317,13 @@ class CallSession:
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self._send_to_queue(decision, outcome="bot_failed")
 
-    async def bot_gone(self, cause: str | None = None) -> None:
-        """The bot hung up. Without a transfer the bot resolved the call."""
+    async def bot_gone(self, event_type: str, cause: int | None = None) -> None:
+        """The bot leg ended. Without a transfer the bot resolved the call."""
         if self.state is CallState.BOT_DIALLING:
-            await self.bot_failed(f"bot_hangup_before_answer{f' ({cause})' if cause else ''}")
+            # the Dial event names the failure best and usually comes first; the channel's
+            # destruction (with its hangup cause) decides when it does not
+            if event_type == "ChannelDestroyed":
+                await self.bot_failed(f"bot_{dialstatus_for_cause(cause)}")
             return
         if self.state is not CallState.BOT_CONNECTED:
             return

@@ -22,6 +22,8 @@ SIPP_DEFAULT_TIMEOUT_SECONDS = 60
 TONE_SECONDS = 4
 
 _DIRECTION = re.compile(r"message (?P<dir>sent|received)[^\n]*\n", re.IGNORECASE)
+# the dashes line SIPp writes before each message; the group is the time stamp after it
+_SEPARATOR = re.compile(r"^-{10,} (.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class SipMessage:
     start_line: str
     headers: tuple[tuple[str, str], ...]
     body: str
+    # the text SIPp writes after the dashes that precede the message, e.g.
+    # "2026-11-23T23:09:49.442381Z"; lets traces of several parties be merged in time order
+    timestamp: str = ""
 
     @property
     def method(self) -> str | None:
@@ -210,7 +215,10 @@ class Sipp:
 def parse_trace(text: str) -> list[SipMessage]:
     """Parse a SIPp -trace_msg log into messages, in order."""
     messages: list[SipMessage] = []
-    for chunk in re.split(r"^-{10,} .*$", text, flags=re.MULTILINE):
+    # with one group, re.split alternates: text before the first separator, then stamp, chunk
+    parts = _SEPARATOR.split(text)
+    stamped = [("", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
+    for stamp, chunk in stamped:
         match = _DIRECTION.search(chunk[:200])
         if not match:
             continue
@@ -234,7 +242,15 @@ def parse_trace(text: str) -> list[SipMessage]:
             elif ":" in line:
                 key, _, value = line.partition(":")
                 headers.append((key.strip(), value.strip()))
-        messages.append(SipMessage(direction, start, tuple(headers), "\n".join(body_lines).strip()))
+        messages.append(
+            SipMessage(
+                direction,
+                start,
+                tuple(headers),
+                "\n".join(body_lines).strip(),
+                timestamp=stamp.strip(),
+            )
+        )
     return messages
 
 

@@ -71,6 +71,7 @@ def render(template: str, values: Mapping[str, object]) -> str:
 def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) -> dict[str, object]:
     sip, bridge = config.sip, config.bridge
     ari_host, ari_port = _host_port(config.ari_url)
+    ari_tls = config.ari_url.lower().startswith("https:")
     default = config.profiles["default"]
     return {
         **dirs,
@@ -83,6 +84,8 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "TLS_CERT_FILE": dirs["TLS_CERT_FILE"],
         "TLS_KEY_FILE": dirs["TLS_KEY_FILE"],
         "CARRIER_MATCH": sip["carrier_match"],
+        "CARRIER_ACL": acl_addresses(sip["carrier_match"]),
+        "BOT_ACL": acl_addresses(sip["bot_match"]),
         "CARRIER_MEDIA_ENCRYPTION": sip["carrier_media_encryption"],
         "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["carrier_media_encryption_optimistic"]),
         "BOT_MEDIA_ENCRYPTION": sip["bot_media_encryption"],
@@ -91,6 +94,11 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "AGENT_CONTACT": sip["agent_contact"],
         "ARI_HOST": ari_host,
         "ARI_PORT": ari_port,
+        # an https:// ARI url: TLS listener only, the plain HTTP server is not started
+        "ARI_HTTP_ENABLED": _yes_no(not ari_tls),
+        "ARI_TLS_ENABLED": _yes_no(ari_tls),
+        "ARI_TLS_CERT_FILE": dirs.get("ARI_TLS_CERT_FILE", dirs["TLS_CERT_FILE"]),
+        "ARI_TLS_KEY_FILE": dirs.get("ARI_TLS_KEY_FILE", dirs["TLS_KEY_FILE"]),
         "ARI_USER": config.ari["username"],
         "ARI_PASSWORD": config.ari_password,
         "ARI_APP": config.app_name,
@@ -138,6 +146,9 @@ class AsteriskInstance:
         cert, private_key = self._tls_files()
         dirs["TLS_CERT_FILE"] = self.runtime.runtime_path(cert)
         dirs["TLS_KEY_FILE"] = self.runtime.runtime_path(private_key)
+        ari_cert, ari_key = self._ari_tls_files((cert, private_key))
+        dirs["ARI_TLS_CERT_FILE"] = self.runtime.runtime_path(ari_cert)
+        dirs["ARI_TLS_KEY_FILE"] = self.runtime.runtime_path(ari_key)
         values = template_values(self.config, dirs, self.runtime.module_dir())
         for name in CONFIG_FILES:
             text = render((CONFIG_TEMPLATE_DIR / name).read_text(), values)
@@ -156,7 +167,11 @@ class AsteriskInstance:
         argv = self.runtime.command(["asterisk", "-C", self.conf_path, "-f", "-n", "-g"])
         log.info("starting Asterisk: %s", " ".join(argv))
         self._proc = subprocess.Popen(
-            argv, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detach,  # `make up`: Asterisk outlives the command
         )
         self.wait_booted()
 
@@ -212,6 +227,36 @@ class AsteriskInstance:
         else:
             make_self_signed(self.root / "tls" / "server.crt", self.root / "tls" / "server.key")
         return self.root / "tls" / "server.crt", self.root / "tls" / "server.key"
+
+    def _ari_tls_files(self, sip_pair: tuple[Path, Path]) -> tuple[Path, Path]:
+        """The pair for HTTPS ARI: ari.tls_cert_file/tls_key_file, else the SIP TLS pair."""
+        if not self.config.ari.get("tls_cert_file"):
+            return sip_pair
+        cert = self.config.state_path(self.config.ari["tls_cert_file"])
+        key = self.config.state_path(self.config.ari.get("tls_key_file") or "")
+        if not (cert.is_file() and key.is_file()):
+            raise StackError(
+                f"ari.tls_cert_file {cert} or ari.tls_key_file {key} is missing "
+                "(`make certs` makes a development pair under var/tls)"
+            )
+        shutil.copy(cert, self.root / "tls" / "ari.crt")
+        shutil.copy(key, self.root / "tls" / "ari.key")
+        return self.root / "tls" / "ari.crt", self.root / "tls" / "ari.key"
+
+
+def acl_addresses(match: str) -> str:
+    """An identify ``match`` list (ports allowed) as an endpoint ACL list (no ports)."""
+    entries = []
+    for item in match.split(","):
+        item = item.strip()
+        address, slash, mask = item.partition("/")
+        if address.startswith("["):  # [v6]:port
+            address = address[1:].split("]", 1)[0]
+        elif address.count(":") == 1:  # v4:port
+            address = address.split(":", 1)[0]
+        if address:
+            entries.append(address + slash + mask)
+    return ",".join(entries)
 
 
 def make_self_signed(cert: Path, key: Path, common_name: str = "127.0.0.1") -> None:

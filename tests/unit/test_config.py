@@ -1,0 +1,226 @@
+"""Configuration: defaults, environment overrides, validation errors, the ARI secret, patterns."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from ari_app.config import ConfigError, ensure_password_file, load_config, match_pattern
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"BOTBRIDGE_STATE_DIR": str(tmp_path / "state"), **extra}
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "botbridge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_load_and_validate(tmp_path: Path) -> None:
+    config = load_config(env=_env(tmp_path))
+    assert config.ari_url == "http://127.0.0.1:8088/ari"
+    assert config.app_name == "botbridge"
+    assert config.sip["port"] == 5060
+    assert config.sip["tls_port"] == 5061
+    assert config.sip["rtp_start"] < config.sip["rtp_end"]
+    assert config.bridge["max_context_bytes"] == 256
+    assert config.routing == {"agents-queue": "agents-queue", "billing": "billing-queue"}
+    default = config.profiles["default"]
+    assert default.dial_string == "PJSIP/voicebot/sip:voicebot@127.0.0.1:5080"
+    assert default.fallback_queue == "agents-queue"
+    assert [(r.pattern, r.profile) for r in config.routes] == [("_X.", "default")]
+    # relative paths live under the state directory
+    assert config.state_dir == (tmp_path / "state").resolve()
+    assert config.store_path == config.state_dir / "interactions.sqlite3"
+    # no secret anywhere yet: not in the defaults, not on disk
+    assert config.ari_password == ""
+
+
+def test_env_overrides_coerce_ints(tmp_path: Path) -> None:
+    config = load_config(
+        env=_env(
+            tmp_path,
+            BOTBRIDGE_SIP_PORT="5070",
+            BOTBRIDGE_SIP_TLS_PORT="5071",
+            BOTBRIDGE_RTP_START="20000",
+            BOTBRIDGE_RTP_END="20199",
+            BOTBRIDGE_MAX_CONTEXT_BYTES="128",
+            BOTBRIDGE_BOT_ANSWER_TIMEOUT="4",
+            BOTBRIDGE_ARI_URL="http://127.0.0.1:18088/ari",
+            BOTBRIDGE_BOT_URI="sip:voicebot@127.0.0.1:15080",
+            BOTBRIDGE_ARI_PASSWORD="from-env",
+        )
+    )
+    assert config.sip["port"] == 5070 and isinstance(config.sip["port"], int)
+    assert config.sip["tls_port"] == 5071
+    assert (config.sip["rtp_start"], config.sip["rtp_end"]) == (20000, 20199)
+    assert config.bridge["max_context_bytes"] == 128
+    assert config.profiles["default"].answer_timeout_seconds == 4
+    assert config.ari_url == "http://127.0.0.1:18088/ari"
+    assert config.profiles["default"].bot_uri == "sip:voicebot@127.0.0.1:15080"
+    assert config.ari_password == "from-env"
+
+
+def test_file_then_env_precedence(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[sip]\nport = 5080\ntls_port = 5081\n")
+    config = load_config(path, env=_env(tmp_path, BOTBRIDGE_SIP_PORT="5090"))
+    assert config.sip["port"] == 5090  # env beats the file
+    assert config.sip["tls_port"] == 5081  # the file beats the defaults
+    assert str(config.sip["host"]) == "127.0.0.1"  # untouched keys keep their default
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"BOTBRIDGE_SIP_PORT": "notaport"}, "sip.port"),
+        ({"BOTBRIDGE_SIP_PORT": "70000"}, "sip.port"),
+        ({"BOTBRIDGE_RTP_START": "10"}, "sip.rtp_start"),
+        ({"BOTBRIDGE_BOT_ANSWER_TIMEOUT": "soon"}, "answer_timeout_seconds"),
+        ({"BOTBRIDGE_MAX_CONTEXT_BYTES": "4096"}, "bridge.max_context_bytes"),
+        ({"BOTBRIDGE_SIP_HOST": "not-an-ip"}, "sip.host"),
+        ({"BOTBRIDGE_ARI_URL": "ftp://127.0.0.1/ari"}, "ari.url"),
+        ({"BOTBRIDGE_ARI_APP": "bot bridge"}, "ari.app"),
+        ({"BOTBRIDGE_AGENT_CONTACT": "agent1@127.0.0.1"}, "sip.agent_contact"),
+        ({"BOTBRIDGE_RTP_START": "20000", "BOTBRIDGE_RTP_END": "19000"}, "rtp_end"),
+    ],
+)
+def test_bad_env_value_names_the_key(tmp_path: Path, env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env=_env(tmp_path, **env))
+    assert key in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "detail"),
+    [
+        ('[[routes]]\npattern = "_1X."\nprofile = "nosuch"\n', "routes", "'nosuch'"),
+        ('[routing]\nbilling = "billing,queue"\n', "routing.billing", "A-Za-z0-9_-"),
+        ('[routing]\nevil = "${SHELL}"\n', "routing.evil", "A-Za-z0-9_-"),
+        ('[routing]\nevil = "q)|Hangup("\n', "routing.evil", "A-Za-z0-9_-"),
+        ('[profiles.default]\nfallback_queue = "a,b"\n', "fallback_queue", "A-Za-z0-9_-"),
+        (
+            '[profiles.default]\nextra_headers = { "X-Tenant" = "a\\r\\nVia: x" }\n',
+            "extra_headers",
+            "unsafe characters",
+        ),
+        ('[[routes]]\npattern = "5551;x"\nprofile = "default"\n', "routes.0.pattern", "_X."),
+        (
+            "[profiles.other]\nbot_endpoint = 'x'\n",
+            "profiles.other.value.fallback_queue",
+            "Missing data",
+        ),
+    ],
+)
+def test_bad_file_value_names_the_key(tmp_path: Path, toml: str, key: str, detail: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_toml(tmp_path, toml), env=_env(tmp_path))
+    message = str(caught.value)
+    assert key in message
+    assert detail in message
+
+
+def test_unreadable_config_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
+        load_config(missing, env=_env(tmp_path))
+    broken = _toml(tmp_path, "[sip\nport = 1\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(broken, env=_env(tmp_path))
+
+
+def test_routing_table_from_a_file_replaces_the_default_one(tmp_path: Path) -> None:
+    config = load_config(_toml(tmp_path, '[routing]\nsales = "sales-queue"\n'), env=_env(tmp_path))
+    assert config.routing == {"sales": "sales-queue"}
+
+
+def test_ensure_password_file_creates_a_private_file_once(tmp_path: Path) -> None:
+    config = load_config(env=_env(tmp_path))
+    assert config.ari_password == ""
+    path = ensure_password_file(config)
+    assert path == config.state_dir / "ari-password"
+    first = path.stat()
+    assert stat.S_IMODE(first.st_mode) == 0o600
+    secret = path.read_text().strip()
+    assert len(secret) >= 24
+    # the next load reads it
+    assert load_config(env=_env(tmp_path)).ari_password == secret
+    # a second call leaves it alone
+    assert ensure_password_file(config) == path
+    second = path.stat()
+    assert path.read_text().strip() == secret
+    assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+
+
+def test_ensure_password_file_never_overwrites_an_operator_secret(tmp_path: Path) -> None:
+    config = load_config(env=_env(tmp_path))
+    path = config.state_dir / "ari-password"
+    path.parent.mkdir(parents=True)
+    path.write_text("operator-chosen\n")
+    assert ensure_password_file(config) == path
+    assert path.read_text() == "operator-chosen\n"
+    assert load_config(env=_env(tmp_path)).ari_password == "operator-chosen"
+
+
+def test_password_env_beats_the_file(tmp_path: Path) -> None:
+    ensure_password_file(load_config(env=_env(tmp_path)))
+    config = load_config(env=_env(tmp_path, BOTBRIDGE_ARI_PASSWORD="env-secret"))
+    assert config.ari_password == "env-secret"
+    assert "env-secret" not in repr(config)
+
+
+def test_two_secrets_differ(tmp_path: Path) -> None:
+    a = ensure_password_file(load_config(env=_env(tmp_path / "a"))).read_text()
+    b = ensure_password_file(load_config(env=_env(tmp_path / "b"))).read_text()
+    assert a != b
+
+
+@pytest.mark.parametrize(
+    ("pattern", "number", "matches"),
+    [
+        # _X. : a digit, then one or more of anything
+        ("_X.", "5551000", True),
+        ("_X.", "55", True),
+        ("_X.", "5", False),
+        ("_X.", "", False),
+        ("_X.", "a555", False),
+        # _NXX : 2-9 then two digits, exactly three characters
+        ("_NXX", "555", True),
+        ("_NXX", "200", True),
+        ("_NXX", "155", False),
+        ("_NXX", "055", False),
+        ("_NXX", "5555", False),
+        ("_NXX", "55", False),
+        # Z is 1-9
+        ("_ZX", "10", True),
+        ("_ZX", "01", False),
+        # exact numbers compare as strings
+        ("5551000", "5551000", True),
+        ("5551000", "5551001", False),
+        ("5551000", "55510000", False),
+        ("+15551000", "+15551000", True),
+        # character classes
+        ("_[1-5]XX", "199", True),
+        ("_[1-5]XX", "599", True),
+        ("_[1-5]XX", "699", False),
+        ("_[1-5]XX", "099", False),
+        ("_[137]X", "71", True),
+        ("_[137]X", "21", False),
+        ("_[15-7]", "6", True),
+        ("_[15-7]", "4", False),
+        # ! : zero or more
+        ("_555!", "555", True),
+        ("_555!", "5551234", True),
+        ("_555!", "556", False),
+        # literal characters after the underscore
+        ("_+1NXX.", "+12125551234", True),
+        ("_+1NXX.", "12125551234", False),
+        ("_800X.", "8001234", True),
+        ("_800X.", "9001234", False),
+    ],
+)
+def test_match_pattern(pattern: str, number: str, matches: bool) -> None:
+    assert match_pattern(pattern, number) is matches

@@ -1,0 +1,94 @@
+"""Rendering the shipped Asterisk configuration templates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ari_app.config import Config, load_config
+from ari_app.stack import CONFIG_FILES, CONFIG_TEMPLATE_DIR, StackError, render, template_values
+
+PASSWORD = "s3cret-from-config-7f1c"
+DIRS = {
+    "ETC_DIR": "/srv/botbridge/x/etc",
+    "VARLIB_DIR": "/srv/botbridge/x/lib",
+    "SPOOL_DIR": "/srv/botbridge/x/spool",
+    "RUN_DIR": "/srv/botbridge/x/run",
+    "LOG_DIR": "/srv/botbridge/x/log",
+    "TLS_DIR": "/srv/botbridge/x/tls",
+    "TLS_CERT_FILE": "/srv/botbridge/x/tls/server.crt",
+    "TLS_KEY_FILE": "/srv/botbridge/x/tls/server.key",
+}
+MODULE_DIR = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return load_config(
+        env={"BOTBRIDGE_STATE_DIR": str(tmp_path), "BOTBRIDGE_ARI_PASSWORD": PASSWORD}
+    )
+
+
+@pytest.fixture
+def rendered(config: Config) -> dict[str, str]:
+    values = template_values(config, DIRS, MODULE_DIR)
+    return {name: render((CONFIG_TEMPLATE_DIR / name).read_text(), values) for name in CONFIG_FILES}
+
+
+def test_render_fills_placeholders() -> None:
+    assert render("bind = {{HOST}}:{{PORT}}", {"HOST": "127.0.0.1", "PORT": 5060}) == (
+        "bind = 127.0.0.1:5060"
+    )
+    assert render("{{A}}{{A}}", {"A": "x"}) == "xx"
+    assert render("no placeholders; ${EXTEN} stays", {}) == "no placeholders; ${EXTEN} stays"
+
+
+def test_render_refuses_an_unknown_placeholder() -> None:
+    with pytest.raises(StackError, match=re.escape("{{MISSING}}")):
+        render("a = {{KNOWN}}\nb = {{MISSING}}\n", {"KNOWN": 1})
+
+
+def test_every_template_is_rendered() -> None:
+    shipped = {p.name for p in CONFIG_TEMPLATE_DIR.glob("*.conf")}
+    assert shipped == set(CONFIG_FILES)
+
+
+def test_every_template_renders_without_leftovers(rendered: dict[str, str]) -> None:
+    for name, text in rendered.items():
+        assert "{{" not in text and "}}" not in text, f"{name} has an unfilled placeholder"
+
+
+def test_rendered_values_come_from_config(config: Config, rendered: dict[str, str]) -> None:
+    pjsip = rendered["pjsip.conf"]
+    assert f"bind = 127.0.0.1:{config.sip['port']}" in pjsip
+    assert f"bind = 127.0.0.1:{config.sip['tls_port']}" in pjsip
+    assert f"contact = {config.profiles['default'].bot_uri}" in pjsip
+    assert f"contact = {config.sip['agent_contact']}" in pjsip
+    assert f"cert_file = {DIRS['TLS_CERT_FILE']}" in pjsip
+    assert f"Stasis({config.app_name},inbound)" in rendered["extensions.conf"]
+    assert f"astmoddir => {MODULE_DIR}" in rendered["asterisk.conf"]
+    rtp = rendered["rtp.conf"]
+    assert f"rtpstart = {config.sip['rtp_start']}" in rtp
+    assert f"rtpend = {config.sip['rtp_end']}" in rtp
+
+
+def test_ari_password_comes_only_from_config(config: Config, rendered: dict[str, str]) -> None:
+    ari = rendered["ari.conf"]
+    assert f"[{config.ari['username']}]" in ari
+    assert re.search(rf"^password = {re.escape(PASSWORD)}$", ari, re.MULTILINE)
+    # the secret appears in ari.conf and nowhere else
+    assert [name for name, text in rendered.items() if PASSWORD in text] == ["ari.conf"]
+
+
+def test_no_password_literal_in_the_templates() -> None:
+    literal = []
+    for path in sorted(CONFIG_TEMPLATE_DIR.rglob("*")):
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            match = re.match(r"^\s*(password|secret)\s*=>?\s*(.*?)\s*$", line, re.IGNORECASE)
+            if match and not re.fullmatch(r"\{\{[A-Z_]+\}\}", match.group(2)):
+                literal.append(f"{path.name}:{number}: {line.strip()}")
+    assert literal == []
