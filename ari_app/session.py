@@ -42,6 +42,15 @@ AVAILABILITY_AVAILABLE = "available"
 AVAILABILITY_BUSY = "busy"
 AVAILABILITY_CLOSED = "closed"
 MAX_CONTEXT_VARIABLES = 16
+ATTENDED_TRANSFER_IGNORED = "attended_transfer_ignored"
+
+
+def is_attended(refer_to: str | None) -> bool:
+    """A Refer-To with a Replaces header asks for an attended transfer."""
+    if not refer_to or "?" not in refer_to:
+        return False
+    headers = refer_to.split("?", 1)[1].split(">", 1)[0]
+    return any(h.split("=", 1)[0].strip().lower() == "replaces" for h in headers.split("&"))
 
 
 class CallState(enum.Enum):
@@ -153,6 +162,10 @@ def decide_transfer(
     decision = queue_for(config, profile, escalate_to)
     if error is None:
         error = decision.reason
+    if error is None and is_attended(refer_to):
+        # Asterisk has accepted the REFER before the app sees it; the Replaces is never acted
+        # on (the caller is not joined to another dialog), the escalation goes ahead
+        error = ATTENDED_TRANSFER_IGNORED
     return TransferDecision(decision.queue, escalate_to, context, error, refer_user)
 
 

@@ -419,3 +419,30 @@ async def test_bot_unreachable_caller_goes_to_fallback_queue(stack: DevStack) ->
     iid = agent_invite.header("X-Interaction-Id") or ""
     row = await final_record(stack, iid, "bot_failed")
     assert row["bot_answered_at"] is None
+
+
+async def test_attended_transfer_is_never_performed(stack: DevStack) -> None:
+    """A REFER with Replaces: Asterisk accepts it (202, NOTIFY 200) before the app sees it,
+    so it cannot be declined on the wire; the app never joins the caller to the named dialog
+    and handles the request as a blind escalation, recording that the Replaces was ignored."""
+    replaces = "Replaces=unknown-dialog%40127.0.0.1%3Bto-tag%3D1234%3Bfrom-tag%3D5678"
+    context = b"escalate_to=billing".hex()
+    call = await place_call(
+        stack,
+        "escalate/bot",
+        bot_keys={
+            "refer_user": "agent",
+            "refer_headers": f"?{replaces}&User-to-User={context}%3Bencoding%3Dhex",
+        },
+    )
+    call.assert_parties_ok()
+    refer = first(call.bot, method="REFER", direction="sent")
+    assert "Replaces=" in (refer.header("Refer-To") or "")
+    assert call.variables["QUEUE"] == "billing-queue"
+    assert call.variables["ERROR"] == "attended_transfer_ignored"
+    assert (
+        first(call.agent, method="INVITE", direction="received").header("X-Escalate-To")
+        == "billing"
+    )
+    row = await final_record(stack, call.interaction_id, "escalated")
+    assert row["error_reason"] == "attended_transfer_ignored"
