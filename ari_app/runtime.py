@@ -224,9 +224,21 @@ class DockerRuntime(Runtime):
         if reason:
             raise RuntimeUnavailable(f"docker runtime: {reason}")
 
+    def ensure_image(self) -> None:
+        """Build the image from asterisk/docker/Dockerfile when the engine lacks it."""
+        probe = subprocess.run(
+            ["docker", "image", "inspect", self.image], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            return
+        context = Path(__file__).resolve().parent.parent / "asterisk" / "docker"
+        _stderr(f"docker runtime: building image {self.image} from {context}")
+        _run_logged(["docker", "build", "-t", self.image, str(context)], _stderr)
+
     def start(self) -> None:
         from testcontainers.core.container import DockerContainer  # optional dependency
 
+        self.ensure_image()
         scratch = str(self.scratch_root())
         container = (
             DockerContainer(self.image)

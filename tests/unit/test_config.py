@@ -110,7 +110,7 @@ def test_bad_env_value_names_the_key(tmp_path: Path, env: dict[str, str], key: s
         ('[[routes]]\npattern = "5551;x"\nprofile = "default"\n', "routes.0.pattern", "_X."),
         (
             "[profiles.other]\nbot_endpoint = 'x'\n",
-            "profiles.other.value.fallback_queue",
+            "profiles.other.fallback_queue",
             "Missing data",
         ),
     ],
