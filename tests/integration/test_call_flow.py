@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ari_app.ari import AriRest, Channel
-from ari_app.devstack import DevStack
+from ari_app.devstack import DevStack, build_stack
+from ari_app.runtime import Runtime
 from ari_app.sipp import SippRun
 from ari_app.stack import free_port
 from ari_app.store import InteractionStore
@@ -446,3 +448,44 @@ async def test_attended_transfer_is_never_performed(stack: DevStack) -> None:
     )
     row = await final_record(stack, call.interaction_id, "escalated")
     assert row["error_reason"] == "attended_transfer_ignored"
+
+
+async def test_resolved_caller_continues_in_the_post_bot_context(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "post-bot.toml"
+    config_file.write_text('[profiles.default]\npost_bot_context = "botbridge-post-bot"\n')
+    stack = build_stack(
+        runtime,
+        runtime.scratch_root() / f"test-postbot-{tmp_path.name}",
+        free_ports=True,
+        extra_env={"BOTBRIDGE_CONFIG": str(config_file)},
+    )
+    stack.start()
+    try:
+        sipp = stack.sipp()
+        bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "1000"])
+        caller = sipp.start(
+            "common/caller_waits",
+            local_port=free_port(udp_too=True),
+            remote=stack.sip_remote,
+            service="5551000",
+            keys={"caller_number": "15550003333"},
+        )
+        async with stack.rest() as ari:
+
+            async def in_post_bot() -> Channel | None:
+                for channel in await ari.channels():
+                    if channel.dialplan.context == "botbridge-post-bot":
+                        return channel
+                return None
+
+            channel = await until(in_post_bot, 15, "the caller in botbridge-post-bot")
+            outcome = await ari.get_var(channel.id, "BOTBRIDGE_OUTCOME")
+        for run in (caller, bot):
+            run.wait(CALL_TIMEOUT)
+            assert run.returncode == 0, run.report()
+        assert outcome == "resolved"
+        assert first(caller, method="BYE", direction="received")
+    finally:
+        stack.stop()

@@ -1,0 +1,251 @@
+"""Pure parts of the call flow: routing, transfer decisions, variables, the state machine."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ari_app.config import load_config
+from ari_app.routing import profile_for, queue_for
+from ari_app.session import (
+    ATTENDED_TRANSFER_IGNORED,
+    TRANSITIONS,
+    CallState,
+    InvalidTransition,
+    availability_from_queue,
+    caller_variables,
+    check_transition,
+    decide_transfer,
+    dialstatus_for_cause,
+    is_attended,
+)
+
+CONFIG = load_config(
+    env={"BOTBRIDGE_ARI_PASSWORD": "x"},
+    overrides={
+        "profiles": {
+            "sales": {
+                "bot_endpoint": "salesbot",
+                "answer_timeout_seconds": 5,
+                "fallback_queue": "billing-queue",
+                "default_queue": "billing-queue",
+                "availability_queue": "billing-queue",
+            }
+        }
+    },
+)
+DEFAULT = CONFIG.profiles["default"]
+
+
+def refer_to(payload_hex: str, *extra: str) -> str:
+    headers = "&".join([*extra, f"User-to-User={payload_hex}%3Bencoding%3Dhex"])
+    return f"<sip:escalation@127.0.0.1?{headers}>"
+
+
+@pytest.mark.parametrize(
+    ("dialled", "profile"),
+    [
+        ("5551000", "default"),
+        ("+15551000", "default"),
+        ("", "default"),
+    ],
+)
+def test_unmatched_numbers_use_the_default_profile(dialled: str, profile: str) -> None:
+    assert profile_for(CONFIG, dialled).name == profile
+
+
+def test_first_matching_route_wins() -> None:
+    from dataclasses import replace
+
+    from ari_app.config import Route
+
+    config = replace(CONFIG, routes=(Route("_8X.", "sales"), Route("_X.", "default")))
+    assert profile_for(config, "8123").name == "sales"
+    assert profile_for(config, "5123").name == "default"
+    assert profile_for(config, "abc").name == "default"
+
+
+@pytest.mark.parametrize(
+    ("escalate_to", "queue", "reason"),
+    [
+        ("agents-queue", "agents-queue", None),
+        ("billing", "billing-queue", None),
+        ("sales", "agents-queue", "escalate_to_unknown"),
+        (None, "agents-queue", "escalate_to_missing"),
+        ("", "agents-queue", "escalate_to_missing"),
+        ("billing-queue", "agents-queue", "escalate_to_unknown"),  # a queue name is not a key
+    ],
+)
+def test_queue_comes_only_from_the_routing_map(
+    escalate_to: str | None, queue: str, reason: str | None
+) -> None:
+    decision = queue_for(CONFIG, DEFAULT, escalate_to)
+    assert (decision.queue, decision.reason) == (queue, reason)
+
+
+@pytest.mark.parametrize(
+    ("refer", "headers", "queue", "error", "escalate_to"),
+    [
+        (refer_to(b"escalate_to=agents-queue".hex()), {}, "agents-queue", None, "agents-queue"),
+        (refer_to(b"escalate_to=billing;order=7".hex()), {}, "billing-queue", None, "billing"),
+        (
+            "<sip:escalation@h>",
+            {"User-to-User": b"escalate_to=billing".hex() + ";encoding=hex"},
+            "billing-queue",
+            None,
+            "billing",
+        ),
+        (
+            "<sip:escalation@h>",
+            {"x-user-to-user": "escalate_to=billing"},
+            "billing-queue",
+            None,
+            "billing",
+        ),
+        ("<sip:escalation@h>", {}, "agents-queue", "context_missing", None),
+        (None, {}, "agents-queue", "context_missing", None),
+        (refer_to("zz"), {}, "agents-queue", "context_malformed", None),
+        (refer_to("abc"), {}, "agents-queue", "context_malformed", None),
+        (refer_to("fffe"), {}, "agents-queue", "context_not_utf8", None),
+        (
+            refer_to(("escalate_to=billing;x=" + "y" * 300).encode().hex()),
+            {},
+            "agents-queue",
+            "context_too_large",
+            None,
+        ),
+        (refer_to(b"note=hello".hex()), {}, "agents-queue", "escalate_to_missing", None),
+        (
+            refer_to(b"escalate_to=billing".hex(), "Replaces=a%40b%3Bto-tag%3D1%3Bfrom-tag%3D2"),
+            {},
+            "billing-queue",
+            ATTENDED_TRANSFER_IGNORED,
+            "billing",
+        ),
+    ],
+)
+def test_decide_transfer(
+    refer: str | None,
+    headers: dict[str, str],
+    queue: str,
+    error: str | None,
+    escalate_to: str | None,
+) -> None:
+    decision = decide_transfer(CONFIG, DEFAULT, refer, headers)
+    assert (decision.queue, decision.error, decision.escalate_to) == (queue, error, escalate_to)
+
+
+def test_refer_to_context_wins_over_the_refer_header() -> None:
+    decision = decide_transfer(
+        CONFIG,
+        DEFAULT,
+        refer_to(b"escalate_to=billing".hex()),
+        {"User-to-User": "escalate_to=agents-queue"},
+    )
+    assert decision.queue == "billing-queue"
+
+
+def test_caller_variables_are_safe_and_complete() -> None:
+    hostile = b"escalate_to=billing;note=${SHELL(id)}|a,b\"'\\"
+    decision = decide_transfer(CONFIG, DEFAULT, refer_to(hostile.hex()), {})
+    variables = caller_variables("0" * 32, DEFAULT, decision, "escalated")
+    assert variables["BOTBRIDGE_QUEUE"] == "billing-queue"
+    assert variables["BOTBRIDGE_OUTCOME"] == "escalated"
+    assert variables["BOTBRIDGE_CTX_ESCALATE_TO"] == "billing"
+    assert variables["BOTBRIDGE_UUI"].endswith(";encoding=hex")
+    assert bytes.fromhex(variables["BOTBRIDGE_UUI"].split(";")[0]).startswith(b"escalate_to=")
+    # the UUI header value is hex plus its parameter: nothing else can appear in it
+    assert re.fullmatch(r"[0-9a-f]+;encoding=hex", variables.pop("BOTBRIDGE_UUI"))
+    for name, value in variables.items():
+        assert name.startswith("BOTBRIDGE_") and name.replace("_", "").isalnum()
+        for bad in "${}[],|\"'\\();\n":
+            assert bad not in value, (name, value)
+
+
+def test_variables_of_a_failed_context_say_why() -> None:
+    decision = decide_transfer(CONFIG, DEFAULT, refer_to("zz"), {})
+    variables = caller_variables("1" * 32, DEFAULT, decision, "escalated")
+    assert variables["BOTBRIDGE_ERROR"] == "context_malformed"
+    assert variables["BOTBRIDGE_UUI"] == ""
+    assert variables["BOTBRIDGE_QUEUE"] == "agents-queue"
+
+
+@pytest.mark.parametrize(
+    ("logged", "ready", "value"),
+    [
+        (2, 1, "available"),
+        (2, 0, "busy"),
+        (0, 0, "closed"),
+        (1, 1, "available"),
+    ],
+)
+def test_availability_from_queue(logged: int, ready: int, value: str) -> None:
+    assert availability_from_queue(logged, ready) == value
+
+
+@pytest.mark.parametrize(
+    ("refer", "attended"),
+    [
+        ("<sip:a@h?Replaces=x%40y%3Bto-tag%3D1>", True),
+        ("<sip:a@h?User-to-User=00&replaces=x>", True),
+        ("<sip:a@h?User-to-User=7265706c61636573>", False),
+        ("<sip:a@h>", False),
+        (None, False),
+    ],
+)
+def test_is_attended(refer: str | None, attended: bool) -> None:
+    assert is_attended(refer) is attended
+
+
+@pytest.mark.parametrize(
+    ("cause", "status"),
+    [
+        (17, "busy"),
+        (19, "noanswer"),
+        (18, "noanswer"),
+        (3, "chanunavail"),
+        (34, "congestion"),
+        (21, "congestion"),
+        (None, "congestion"),
+    ],
+)
+def test_dialstatus_for_cause(cause: int | None, status: str) -> None:
+    assert dialstatus_for_cause(cause) == status
+
+
+def test_state_machine_has_no_way_out_of_terminal_states() -> None:
+    for state in (CallState.QUEUED, CallState.RESOLVED, CallState.ABANDONED, CallState.ERROR):
+        assert TRANSITIONS[state] == frozenset()
+        with pytest.raises(InvalidTransition):
+            check_transition(state, CallState.BOT_CONNECTED)
+
+
+@pytest.mark.parametrize(
+    ("current", "new"),
+    [
+        (CallState.STARTED, CallState.BOT_DIALLING),
+        (CallState.BOT_DIALLING, CallState.BOT_CONNECTED),
+        (CallState.BOT_DIALLING, CallState.BOT_FAILED),
+        (CallState.BOT_FAILED, CallState.QUEUED),
+        (CallState.BOT_CONNECTED, CallState.TRANSFERRING),
+        (CallState.BOT_CONNECTED, CallState.RESOLVED),
+        (CallState.TRANSFERRING, CallState.QUEUED),
+    ],
+)
+def test_valid_transitions(current: CallState, new: CallState) -> None:
+    check_transition(current, new)
+
+
+@pytest.mark.parametrize(
+    ("current", "new"),
+    [
+        (CallState.STARTED, CallState.QUEUED),
+        (CallState.BOT_DIALLING, CallState.RESOLVED),
+        (CallState.BOT_CONNECTED, CallState.BOT_FAILED),
+        (CallState.TRANSFERRING, CallState.RESOLVED),
+    ],
+)
+def test_invalid_transitions(current: CallState, new: CallState) -> None:
+    with pytest.raises(InvalidTransition):
+        check_transition(current, new)
