@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .backoff import next_delay
+from .rest import basic_authorization
 from .schemas import Event, EventSchemaError, parse_event
 
 __all__ = [
@@ -83,7 +83,7 @@ class EventStream:
         self.connects = 0
         self.reconnects = 0
         self._username = username
-        self._authorization = aiohttp.BasicAuth(username, password).encode()
+        self._authorization = basic_authorization(username, password)
         self._on_connected = on_connected
         self._ssl = ssl
         self._slow_handler_seconds = slow_handler_seconds

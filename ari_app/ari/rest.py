@@ -6,6 +6,7 @@ uses and return validated objects from :mod:`ari_app.ari.schemas`.
 
 from __future__ import annotations
 
+import base64
 import json as jsonlib
 import logging
 import ssl as ssllib
@@ -52,7 +53,7 @@ class AriRest:
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(username, password)
+        self._headers = {"Authorization": basic_authorization(username, password)}
         self._ssl: ssllib.SSLContext | bool = ssl if ssl is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -266,8 +267,14 @@ class AriRest:
         # Created on first use rather than in __init__: aiohttp sessions must be made inside
         # a running event loop, and the client is often constructed before the loop starts.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self._session
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """HTTP Basic credentials for ARI (REST and the event WebSocket)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def path_for(*segments: str) -> str:
