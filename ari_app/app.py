@@ -15,7 +15,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
-from ari_app.ari import AriError, AriRest, Channel, Event, EventStream
+from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStream
 from ari_app.config import Config
 from ari_app.routing import profile_for
 from ari_app.session import CallSession
@@ -59,8 +59,10 @@ class BridgeApp:
             return
         try:
             await handler(event)
+        except AriNotFound as exc:
+            # a channel vanished mid-operation: normal telephony; its own events decide
+            log.info("%s for %s: %s", event.type, event.channel.id if event.channel else "-", exc)
         except AriError as exc:
-            # a channel vanishing mid-operation is normal telephony; log, keep going
             log.warning(
                 "%s handling %s for %s: %s",
                 type(exc).__name__,
@@ -68,6 +70,20 @@ class BridgeApp:
                 event.channel.id if event.channel else "-",
                 exc,
             )
+            await self._fail_safe(event, f"ari_error_{exc.status}")
+        except Exception as exc:
+            log.exception("unexpected error handling %s", event.type)
+            await self._fail_safe(event, f"internal_error_{type(exc).__name__}")
+
+    async def _fail_safe(self, event: Event, reason: str) -> None:
+        """Never leave a caller stranded in the app because handling an event failed."""
+        session = self._by_channel.get(event.channel.id) if event.channel else None
+        if session is None or session.finished:
+            return
+        try:
+            await session.fail_safe(reason)
+        except AriError as exc:
+            log.warning("call %s: fail-safe routing failed too: %s", session.interaction_id, exc)
 
     # -- events --------------------------------------------------------------------------
 

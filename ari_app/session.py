@@ -397,6 +397,15 @@ class CallSession:
         return headers
 
     async def _send_to_queue(self, decision: TransferDecision, outcome: str) -> None:
+        await self._route_caller(decision, outcome)
+        self._move(
+            CallState.QUEUED,
+            queue=decision.queue,
+            queued_at=time.time(),
+            **({"outcome": outcome} if outcome == "escalated" else {}),
+        )
+
+    async def _route_caller(self, decision: TransferDecision, outcome: str) -> None:
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
         for name, value in variables.items():
             await self.ari.set_var(self.caller_id, name, value)
@@ -404,12 +413,21 @@ class CallSession:
             self.caller_id, self.config.bridge["queue_context"], "s"
         )
         await self._destroy_bridge()
-        self._move(
-            CallState.QUEUED,
-            queue=decision.queue,
-            queued_at=time.time(),
-            **({"outcome": outcome} if outcome == "escalated" else {}),
+
+    async def fail_safe(self, reason: str) -> None:
+        """An unexpected fault while the caller is ours: a human queue takes the caller."""
+        if self.finished:
+            return
+        log.error(
+            "call %s: %s; sending the caller to %s",
+            self.interaction_id,
+            reason,
+            self.profile.fallback_queue,
         )
+        self._move(CallState.ERROR, error_reason=reason, queue=self.profile.fallback_queue)
+        await self._release_bot()
+        decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
+        await self._route_caller(decision, outcome="error")
 
     # -- the caller leaves ---------------------------------------------------------------
 
