@@ -15,11 +15,13 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
+from ari_app import lifecycle
 from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStream
 from ari_app.config import Config
 from ari_app.routing import profile_for
-from ari_app.session import CallSession
-from ari_app.store import InteractionStore
+from ari_app.services import side_services
+from ari_app.session import CallSession, SessionObserver
+from ari_app.store import InteractionStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class BridgeApp:
         self.ari = ari
         self.store = store
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
+        self.observer: SessionObserver | None = None  # metrics; set by services.side_services
         self._by_channel: dict[str, CallSession] = {}
         self.stream = EventStream(
             config.ari_url,
@@ -45,6 +48,7 @@ class BridgeApp:
             "ChannelDestroyed": self.on_channel_gone,
             "ChannelHangupRequest": self.on_hangup_request,
             "Dial": self.on_dial,
+            "ChannelEnteredBridge": self.on_entered_bridge,
         }
 
     async def run(self) -> None:
@@ -109,7 +113,9 @@ class BridgeApp:
     async def _on_inbound(self, channel: Channel) -> None:
         dialled = channel.dialplan.exten if channel.dialplan else ""
         profile = profile_for(self.config, dialled)
-        session = CallSession(self.ari, self.config, self.store, profile, channel)
+        session = CallSession(
+            self.ari, self.config, self.store, profile, channel, observer=self.observer
+        )
         self.sessions[channel.id] = session
         self._by_channel[channel.id] = session
         self._by_channel[f"bot-{session.interaction_id}"] = session
@@ -143,6 +149,9 @@ class BridgeApp:
         session = self._by_channel.get(peer.id)
         if session and peer.id == session.bot_channel_id:
             await session.bot_dial_result(event.dialstatus or "")
+        elif event.dialstatus == "ANSWER" and event.caller and event.caller.id in self.sessions:
+            # Queue() reached an agent for a caller the app follows after the queue
+            await self.sessions[event.caller.id].agent_answered(peer.id)
 
     async def on_hangup_request(self, event: Event) -> None:
         await self.on_channel_gone(event)
@@ -158,17 +167,32 @@ class BridgeApp:
         if channel.id == session.caller_id:
             if event.type == "ChannelHangupRequest":
                 return  # StasisEnd follows; the caller is still ours until then
-            if not session.finished:
+            if event.type == "ChannelDestroyed":
+                # the end of the call, wherever the caller was (the app subscribed to it
+                # before continuing it into the queue or the post-bot context)
+                await session.caller_ended()
+                self._forget(session)
+            elif not session.finished:
                 await session.caller_gone()
-            # the caller left our app (hung up, or continued into the queue): the call is
-            # no longer ours to follow
-            self._forget(session)
         elif channel.id == session.bot_channel_id:
             await session.bot_gone(event.type, event.cause)
         elif event.type == "ChannelDestroyed":
             self._by_channel.pop(channel.id, None)
 
+    async def on_entered_bridge(self, event: Event) -> None:
+        session = self.sessions.get(event.channel.id) if event.channel else None
+        if session is not None and event.bridge is not None:
+            await session.caller_entered_bridge(event.bridge)
+
+    def adopt(self, session: CallSession) -> None:
+        """Follow a call the app took over from its record (lifecycle.reconcile)."""
+        self.sessions[session.caller_id] = session
+        for channel_id in (session.caller_id, session.bot_channel_id):
+            if channel_id:
+                self._by_channel[channel_id] = session
+
     def _forget(self, session: CallSession) -> None:
+        log.info("call %s: ended, no longer followed", session.interaction_id)
         self.sessions.pop(session.caller_id, None)
         for channel_id in [k for k, v in self._by_channel.items() if v is session]:
             del self._by_channel[channel_id]
@@ -176,22 +200,11 @@ class BridgeApp:
     # -- reconnect -----------------------------------------------------------------------
 
     async def reconcile(self, connection: int) -> None:
-        """After a (re)connect, drop sessions whose caller no longer exists."""
+        """After every connect, the first included: sessions and this node's open records
+        brought in line with the channels Asterisk has (ari_app/lifecycle.py)."""
         if connection == 1:
             log.info("ARI event stream connected; app %s registered", self.config.app_name)
-            return
-        live = {c.id for c in await self.ari.channels()}
-        for caller_id, session in list(self.sessions.items()):
-            if caller_id not in live and not session.finished:
-                log.warning(
-                    "call %s: caller vanished while ARI was disconnected", session.interaction_id
-                )
-                await session.caller_gone()
-            if caller_id not in live:
-                self.sessions.pop(caller_id, None)
-        log.info(
-            "ARI reconnected (connection %d); %d calls still active", connection, len(self.sessions)
-        )
+        await lifecycle.reconcile(self, connection)
 
 
 def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -214,7 +227,8 @@ def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
 async def run_app(config: Config) -> None:
     if not config.ari_password:
         raise SystemExit("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
-    store = InteractionStore(config.store_path)
+    store = await asyncio.to_thread(open_store, config)  # migrates the schema to head
+    log.info("interaction store %r, node %s", store, store.node)
     async with AriRest(
         config.ari_url,
         config.ari["username"],
@@ -228,5 +242,6 @@ async def run_app(config: Config) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.stop)
         log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
-        await app.run()
+        async with side_services(config, store, app):  # HTTP, metrics, report schedules
+            await app.run()
     store.close()

@@ -241,10 +241,8 @@ def _new_key(path: Path) -> None:
 
 def _valid_for(cert: Path, days: int) -> bool:
     seconds = str(days * _SECONDS_PER_DAY)
-    return (
-        _openssl(["x509", "-noout", "-checkend", seconds, "-in", str(cert)], check=False).returncode
-        == 0
-    )
+    result = _openssl(["x509", "-noout", "-checkend", seconds, "-in", str(cert)], check=False)
+    return result.returncode == 0
 
 
 def _key_matches(cert: Path, key: Path) -> bool:

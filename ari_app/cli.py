@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ari_app.ari import AriError, AriRest, Event, EventStream
@@ -76,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_events)
     p = sub.add_parser("records", help="print interaction records as JSON lines")
     p.set_defaults(func=_records)
+    _report_parser(sub)
     return parser
 
 
@@ -195,14 +195,52 @@ async def _events(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _records(config: Config, args: argparse.Namespace) -> int:
-    from ari_app.store import InteractionStore
+    from ari_app.store import open_store
 
-    if not Path(config.store_path).exists():
+    if config.store_url == f"sqlite:///{config.store_path}" and not config.store_path.exists():
         print(f"no records yet at {config.store_path}", file=sys.stderr)
         return 1
-    store = InteractionStore(config.store_path)
-    for record in store.all():
-        print(json.dumps(record, default=str))
+    store = open_store(config)  # [store] url: SQLite or PostgreSQL
+    try:
+        for record in store.all():
+            print(json.dumps(record, default=str))
+    finally:
+        store.close()
+    return 0
+
+
+def _report_parser(sub: Any) -> None:
+    from ari_app.reports import FORMATS, GROUP_BYS
+
+    p = sub.add_parser(
+        "report",
+        help="interaction report for a period (docs/reports.md)",
+        description="Interactions started between --from and --to (both days included, in "
+        "[reports] timezone), grouped by day, bot profile or queue.",
+    )
+    p.add_argument("--from", dest="date_from", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--group-by", choices=GROUP_BYS, default="day")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=_report)
+
+
+async def _report(config: Config, args: argparse.Namespace) -> int:
+    from ari_app.reports import Period, ReportError, render, report_from_store, timezone_named
+    from ari_app.store import open_store
+
+    try:
+        tz = timezone_named(str(config.reports.get("timezone") or "UTC"))
+        period = Period.parse(args.date_from, args.date_to, tz)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = open_store(config)
+    try:
+        report = report_from_store(store, period, args.group_by)
+    finally:
+        store.close()
+    sys.stdout.write(render(report, args.format))
     return 0
 
 

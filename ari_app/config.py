@@ -8,14 +8,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from ari_app import reporting_config
 
 _QUEUE_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-], 1-64 chars")
 _ENDPOINT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-]")
@@ -47,8 +51,20 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_RTP_END": ("sip", "rtp_end"),
     "BOTBRIDGE_MAX_CONTEXT_BYTES": ("bridge", "max_context_bytes"),
     "BOTBRIDGE_STORE_PATH": ("store", "path"),
+    "BOTBRIDGE_DATABASE_URL": ("store", "url"),
+    "BOTBRIDGE_STORE_NODE": ("store", "node"),
+    "BOTBRIDGE_BILLING_ROUNDING": ("billing", "rounding"),
     "BOTBRIDGE_BOT_URI": ("profiles.default", "bot_uri"),
     "BOTBRIDGE_BOT_ANSWER_TIMEOUT": ("profiles.default", "answer_timeout_seconds"),
+    "BOTBRIDGE_HTTP_ENABLED": ("http", "enabled"),
+    "BOTBRIDGE_HTTP_HOST": ("http", "host"),
+    "BOTBRIDGE_HTTP_PORT": ("http", "port"),
+    "BOTBRIDGE_HTTP_TOKEN_FILE": ("http", "token_file"),
+    "BOTBRIDGE_SMTP_HOST": ("smtp", "host"),
+    "BOTBRIDGE_SMTP_PORT": ("smtp", "port"),
+    "BOTBRIDGE_SMTP_USERNAME": ("smtp", "username"),
+    "BOTBRIDGE_SMTP_PASSWORD_FILE": ("smtp", "password_file"),
+    "BOTBRIDGE_REPORTS_TIMEZONE": ("reports", "timezone"),
 }
 
 
@@ -78,6 +94,9 @@ class _SipSchema(Schema):
     rtp_end = fields.Int(required=True, validate=validate.Range(1024, 65535))
     tls_cert_file = fields.Str(required=True)
     tls_key_file = fields.Str(required=True)
+    # CA that outgoing TLS peers (the bot) must chain to; verified when tls_verify_server
+    tls_ca_file = fields.Str(load_default="")
+    tls_verify_server = fields.Bool(load_default=False)
     carrier_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
     carrier_media_encryption_optimistic = fields.Bool(required=True)
     bot_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
@@ -118,6 +137,13 @@ class _ProfileSchema(Schema):
                 raise ValidationError(exc.messages, "bot_uri") from exc
 
 
+class _BillingSchema(Schema):
+    # how bot seconds become billable minutes (ari_app/billing.py, docs/records.md)
+    rounding = fields.Str(
+        load_default="ceil_minute", validate=validate.OneOf(["ceil_minute", "ceil_6s", "exact"])
+    )
+
+
 class _RouteSchema(Schema):
     pattern = fields.Str(required=True, validate=_PATTERN)
     profile = fields.Str(required=True)
@@ -128,6 +154,7 @@ class _ConfigSchema(Schema):
     sip = fields.Nested(_SipSchema, required=True)
     bridge = fields.Nested(_BridgeSchema, required=True)
     store = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
+    billing = fields.Nested(_BillingSchema, load_default=lambda: {"rounding": "ceil_minute"})
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -139,6 +166,16 @@ class _ConfigSchema(Schema):
         required=True,
     )
     routes = fields.List(fields.Nested(_RouteSchema), load_default=list)
+    reports = fields.Nested(reporting_config.ReportsSchema, required=True)
+    http = fields.Nested(reporting_config.HttpSchema, required=True)
+    smtp = fields.Nested(reporting_config.SmtpSchema, required=True)
+    report_schedules = fields.List(
+        fields.Nested(reporting_config.ReportScheduleSchema), load_default=list
+    )
+
+    @validates_schema
+    def _report_schedules(self, data: dict[str, Any], **_: Any) -> None:
+        reporting_config.check_schedules(data)
 
     @validates_schema
     def _references(self, data: dict[str, Any], **_: Any) -> None:
@@ -195,6 +232,20 @@ class Config:
     routes: tuple[Route, ...]
     state_dir: Path
     ari_password: str = field(repr=False, default="")
+    # database URL of the interaction store (may hold a password: never in repr or logs)
+    store_url: str = field(repr=False, default="")
+    # this instance's name in the records it writes (reconciliation is per node)
+    store_node: str = ""
+    billing: Mapping[str, Any] = field(default_factory=lambda: {"rounding": "ceil_minute"})
+    # reports: [reports], [http], [smtp], [[report_schedules]] (docs/reports.md)
+    reports: Mapping[str, Any] = field(default_factory=dict)
+    http: Mapping[str, Any] = field(default_factory=dict)
+    smtp: Mapping[str, Any] = field(default_factory=dict)
+    report_schedules: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def billing_rounding(self) -> str:
+        return str(self.billing.get("rounding") or "ceil_minute")
 
     @property
     def ari_url(self) -> str:
@@ -247,9 +298,44 @@ def load_config(
         profiles={name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()},
         routes=tuple(Route(**r) for r in data["routes"]),
         state_dir=state_dir,
+        reports=data["reports"],
+        http=data["http"],
+        smtp=data["smtp"],
+        report_schedules=tuple(data["report_schedules"]),
     )
     config = replace(config, store_path=config.state_path(data["store"].get("path", "")))
+    config = replace(
+        config,
+        store_url=_store_url(config, data["store"].get("url", "")),
+        store_node=data["store"].get("node", "") or default_node(config),
+        billing=dict(data["billing"]),
+    )
     return config.with_password(_ari_password(config, env))
+
+
+def _store_url(config: Config, url: str) -> str:
+    """``[store] url`` checked, or the SQLite file under the state directory."""
+    if not url:
+        return f"sqlite:///{config.store_path}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid configuration: store.url: not a database URL ({exc})") from exc
+    if backend not in {"sqlite", "postgresql"}:
+        raise ConfigError(
+            f"invalid configuration: store.url: {backend!r} databases are not supported; "
+            "use sqlite:///<path> or postgresql+psycopg://user:password@host/db"
+        )
+    return url
+
+
+def default_node(config: Config) -> str:
+    """``<hostname>/<ARI host:port>/<app>``: one name per app instance and its Asterisk."""
+    netloc = urlsplit(config.ari_url).netloc.rsplit("@", 1)[-1]
+    return f"{socket.gethostname()}/{netloc}/{config.app_name}"
 
 
 def ensure_password_file(config: Config) -> Path:

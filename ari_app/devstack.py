@@ -71,7 +71,11 @@ class DevStack:
 
     def start(self, *, detach: bool = False) -> None:
         self.instance.start(detach=detach)
-        self.start_app(detach=detach)
+        try:
+            self.start_app(detach=detach)
+        except BaseException:
+            self.stop()  # never leave an Asterisk (or a half-started app) behind
+            raise
 
     def stop(self) -> None:
         self.stop_app()
@@ -98,6 +102,7 @@ class DevStack:
                     f"see {self.app_log}:\n{self.app_log_text()[-1500:]}"
                 )
             time.sleep(POLL_SECONDS)
+        self.stop_app()
         raise StackError(
             f"the app did not register with ARI in {APP_READY_TIMEOUT_SECONDS}s; see {self.app_log}"
         )
@@ -140,6 +145,7 @@ def build_stack(
                 "BOTBRIDGE_AGENT_CONTACT": f"sip:agent1@127.0.0.1:{agent_port}",
                 "BOTBRIDGE_RTP_START": str(rtp_start),
                 "BOTBRIDGE_RTP_END": str(rtp_start + RTP_RANGE_SIZE - 1),
+                "BOTBRIDGE_HTTP_PORT": str(free_port()),
             }
         )
     env.update(extra_env or {})

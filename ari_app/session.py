@@ -14,13 +14,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ari_app import uui
-from ari_app.ari import AriError, AriRest, Channel
+from ari_app import billing, uui
+from ari_app.ari import AriError, AriRest, Bridge, Channel
 from ari_app.config import BotProfile, Config
 from ari_app.routing import queue_for
-from ari_app.store import InteractionStore
+from ari_app.store import InteractionStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,12 @@ def decide_transfer(
     config: Config, profile: BotProfile, refer_to: str | None, refer_headers: Mapping[str, str]
 ) -> TransferDecision:
     """Decode the bot's context from the Refer-To URI (or the REFER's own UUI header)."""
-    refer_user = uui.refer_to_user(refer_to) if refer_to else None
     limit = int(config.bridge["max_context_bytes"])
     error: str | None = None
     context: uui.Context | None = None
+    refer_user: str | None = None
     try:
+        refer_user = uui.refer_to_user(refer_to) if refer_to else None
         raw = uui.uui_from_refer_to(refer_to) if refer_to else None
         if raw is None:
             raw = next((refer_headers[h] for h in _ci(refer_headers, REFER_UUI_HEADERS)), None)
@@ -196,6 +197,14 @@ def caller_variables(
     return variables
 
 
+class SessionObserver(Protocol):
+    """Told of call milestones (the app's metrics); called synchronously, must not block."""
+
+    def outcome(self, outcome: str) -> None: ...
+
+    def transfer_handled(self, seconds: float) -> None: ...
+
+
 @dataclass
 class CallSession:
     """State of one interaction, keyed by the caller's channel."""
@@ -211,6 +220,10 @@ class CallSession:
     bridge_id: str | None = None
     transfer_channels: set[str] = field(default_factory=set)
     started_at: float = field(default_factory=time.time)
+    observer: SessionObserver | None = None
+    bot_answered_at: float | None = None
+    agent_answered_at: float | None = None
+    ended_at: float | None = None
 
     @property
     def caller_id(self) -> str:
@@ -225,28 +238,58 @@ class CallSession:
 
     # -- transitions -------------------------------------------------------------------
 
-    def _move(self, new: CallState, **record: Any) -> None:
+    async def _move(self, new: CallState, **record: Any) -> None:
         check_transition(self.state, new)
         log.info("call %s: %s -> %s", self.interaction_id, self.state.value, new.value)
-        self.state = new
+        previous, self.state = self.state, new
         record.setdefault("state", new.value)
         if new in OUTCOME_OF:
             record.setdefault("outcome", OUTCOME_OF[new])
-        if new in TERMINAL and new is not CallState.QUEUED:  # a queued call lives on
-            record.setdefault("ended_at", time.time())
-        self.store.update(self.interaction_id, **record)
+        if new is CallState.ABANDONED:  # every other call ends when its caller is destroyed
+            self.ended_at = record.setdefault("ended_at", time.time())
+        for name, value in self._bot_part_end(previous, new, record).items():
+            record.setdefault(name, value)
+        await self._record(**record)
+        if self.observer is not None and record.get("outcome"):
+            self.observer.outcome(record["outcome"])
+
+    def _bot_part_end(
+        self, previous: CallState, new: CallState, record: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Bot time and billing once the bot's part is over (docs/records.md)."""
+        rounding = self.config.billing_rounding
+        if previous is CallState.BOT_CONNECTED:  # transfer, bot hang-up, caller hang-up
+            ended = record.get("transfer_at") or time.time()
+            return {"bot_ended_at": ended, **billing.charge(self.bot_answered_at, ended, rounding)}
+        if previous in {CallState.STARTED, CallState.BOT_DIALLING} and new not in {
+            CallState.BOT_DIALLING,
+            CallState.BOT_CONNECTED,
+        }:
+            return billing.no_charge(rounding)  # the bot never answered
+        return {}
+
+    async def _record(self, **fields: Any) -> None:
+        """Write to the store; a store fault is logged and never strands the caller."""
+        try:
+            await self.store.aupdate(self.interaction_id, **fields)
+        except StoreError:
+            log.exception("call %s: record update %s failed", self.interaction_id, sorted(fields))
 
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
-        self.store.create(
-            self.interaction_id,
-            profile=self.profile.name,
-            dialled_number=dialled,
-            caller_number=self.caller.caller.number if self.caller.caller else "",
-            caller_channel=self.caller_id,
-        )
+        try:
+            await self.store.acreate(
+                self.interaction_id,
+                profile=self.profile.name,
+                dialled_number=dialled,
+                caller_number=self.caller.caller.number if self.caller.caller else "",
+                caller_channel=self.caller_id,
+                started_at=self.started_at,
+            )
+        except StoreError:
+            log.exception("call %s: record not created", self.interaction_id)
         await self.ari.ring(self.caller_id)
         availability = await self._availability()
         self.bot_channel_id = f"bot-{self.interaction_id}"
@@ -262,7 +305,7 @@ class CallSession:
         caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
         if caller_number:
             variables["CALLERID(num)"] = caller_number
-        self._move(
+        await self._move(
             CallState.BOT_DIALLING, availability=availability, bot_channel=self.bot_channel_id
         )
         try:
@@ -319,13 +362,14 @@ class CallSession:
         )
         self.bridge_id = bridge.id
         await self.ari.add_to_bridge(bridge.id, [self.caller_id, self.bot_channel_id])
-        self._move(CallState.BOT_CONNECTED, bot_answered_at=time.time())
+        self.bot_answered_at = time.time()
+        await self._move(CallState.BOT_CONNECTED, bot_answered_at=self.bot_answered_at)
 
     async def bot_failed(self, reason: str) -> None:
         """The bot could not take the call: the caller goes to the fallback queue."""
         if self.state not in {CallState.STARTED, CallState.BOT_DIALLING}:
             return
-        self._move(CallState.BOT_FAILED, error_reason=reason)
+        await self._move(CallState.BOT_FAILED, error_reason=reason)
         await self._release_bot()
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self._send_to_queue(decision, outcome="bot_failed")
@@ -340,11 +384,12 @@ class CallSession:
             return
         if self.state is not CallState.BOT_CONNECTED:
             return
-        self._move(CallState.RESOLVED)
+        await self._move(CallState.RESOLVED)
         await self._destroy_bridge()
         if self.profile.post_bot_context:
             await self.ari.set_var(self.caller_id, VAR_OUTCOME, "resolved")
             await self.ari.set_var(self.caller_id, VAR_INTERACTION_ID, self.interaction_id)
+            await self._follow_caller()
             await self.ari.continue_in_dialplan(self.caller_id, self.profile.post_bot_context, "s")
         else:
             await self.ari.hangup(self.caller_id)
@@ -363,7 +408,8 @@ class CallSession:
             )
             await self.ari.hangup(local.id)
             return
-        self._move(CallState.TRANSFERRING, transfer_at=time.time())
+        handling_started = time.monotonic()
+        await self._move(CallState.TRANSFERRING, transfer_at=time.time())
         refer_to = await self.ari.get_var(local.id, "HASH(TRANSFER_DATA,Refer-To)")
         headers = await self._refer_headers(local.id)
         decision = decide_transfer(self.config, self.profile, refer_to, headers)
@@ -375,13 +421,14 @@ class CallSession:
             decision.escalate_to,
             decision.error,
         )
-        self.store.update(
-            self.interaction_id,
+        await self._record(
             escalate_to=decision.escalate_to,
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
         )
         await self._send_to_queue(decision, outcome="escalated")
+        if self.observer is not None:
+            self.observer.transfer_handled(time.monotonic() - handling_started)
         await self.ari.hangup(local.id)
         await self._release_bot()
 
@@ -398,7 +445,7 @@ class CallSession:
 
     async def _send_to_queue(self, decision: TransferDecision, outcome: str) -> None:
         await self._route_caller(decision, outcome)
-        self._move(
+        await self._move(
             CallState.QUEUED,
             queue=decision.queue,
             queued_at=time.time(),
@@ -409,6 +456,7 @@ class CallSession:
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
         for name, value in variables.items():
             await self.ari.set_var(self.caller_id, name, value)
+        await self._follow_caller()
         await self.ari.continue_in_dialplan(
             self.caller_id, self.config.bridge["queue_context"], "s"
         )
@@ -424,7 +472,7 @@ class CallSession:
             reason,
             self.profile.fallback_queue,
         )
-        self._move(CallState.ERROR, error_reason=reason, queue=self.profile.fallback_queue)
+        await self._move(CallState.ERROR, error_reason=reason, queue=self.profile.fallback_queue)
         await self._release_bot()
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self._route_caller(decision, outcome="error")
@@ -434,9 +482,39 @@ class CallSession:
     async def caller_gone(self) -> None:
         if self.finished:
             return
-        self._move(CallState.ABANDONED)
+        await self._move(CallState.ABANDONED)
         await self._release_bot()
         await self._destroy_bridge()
+
+    async def agent_answered(self, agent_channel: str | None) -> None:
+        """After the queue: Queue() connected an agent (its Dial ANSWER, or the caller
+        entering a bridge that is not ours). The first answer counts."""
+        if self.state not in {CallState.QUEUED, CallState.ERROR} or self.agent_answered_at:
+            return
+        self.agent_answered_at = time.time()
+        log.info("call %s: agent answered (%s)", self.interaction_id, agent_channel)
+        await self._record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
+
+    async def caller_entered_bridge(self, bridge: Bridge) -> None:
+        if bridge.id != self.bridge_id:
+            agents = [c for c in bridge.channels if c != self.caller_id]
+            await self.agent_answered(agents[0] if agents else None)
+
+    async def caller_ended(self) -> None:
+        """The caller's channel is destroyed: the interaction is over."""
+        if not self.finished:
+            await self.caller_gone()
+        if self.ended_at is None:
+            self.ended_at = time.time()
+            await self._record(ended_at=self.ended_at)
+
+    async def _follow_caller(self) -> None:
+        """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
+        context): ChannelEnteredBridge (an agent answered) and ChannelDestroyed (the end)."""
+        try:
+            await self.ari.subscribe(self.config.app_name, f"channel:{self.caller_id}")
+        except AriError as exc:
+            log.warning("call %s: cannot follow the caller: %s", self.interaction_id, exc)
 
     async def _release_bot(self) -> None:
         if self.bot_channel_id:

@@ -83,9 +83,9 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "SIP_TLS_PORT": sip["tls_port"],
         "TLS_CERT_FILE": dirs["TLS_CERT_FILE"],
         "TLS_KEY_FILE": dirs["TLS_KEY_FILE"],
+        "TLS_CA_FILE": dirs.get("TLS_CA_FILE", ""),
+        "TLS_VERIFY_SERVER": _yes_no(bool(sip.get("tls_verify_server", False))),
         "CARRIER_MATCH": sip["carrier_match"],
-        "CARRIER_ACL": acl_addresses(sip["carrier_match"]),
-        "BOT_ACL": acl_addresses(sip["bot_match"]),
         "CARRIER_MEDIA_ENCRYPTION": sip["carrier_media_encryption"],
         "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["carrier_media_encryption_optimistic"]),
         "BOT_MEDIA_ENCRYPTION": sip["bot_media_encryption"],
@@ -146,6 +146,12 @@ class AsteriskInstance:
         cert, private_key = self._tls_files()
         dirs["TLS_CERT_FILE"] = self.runtime.runtime_path(cert)
         dirs["TLS_KEY_FILE"] = self.runtime.runtime_path(private_key)
+        if self.config.sip.get("tls_ca_file"):
+            ca_file = self.config.state_path(self.config.sip["tls_ca_file"])
+            if not ca_file.is_file():
+                raise StackError(f"sip.tls_ca_file {ca_file} is missing")
+            shutil.copy(ca_file, self.root / "tls" / "peer-ca.crt")
+            dirs["TLS_CA_FILE"] = self.runtime.runtime_path(self.root / "tls" / "peer-ca.crt")
         ari_cert, ari_key = self._ari_tls_files((cert, private_key))
         dirs["ARI_TLS_CERT_FILE"] = self.runtime.runtime_path(ari_cert)
         dirs["ARI_TLS_KEY_FILE"] = self.runtime.runtime_path(ari_key)
@@ -242,21 +248,6 @@ class AsteriskInstance:
         shutil.copy(cert, self.root / "tls" / "ari.crt")
         shutil.copy(key, self.root / "tls" / "ari.key")
         return self.root / "tls" / "ari.crt", self.root / "tls" / "ari.key"
-
-
-def acl_addresses(match: str) -> str:
-    """An identify ``match`` list (ports allowed) as an endpoint ACL list (no ports)."""
-    entries = []
-    for item in match.split(","):
-        item = item.strip()
-        address, slash, mask = item.partition("/")
-        if address.startswith("["):  # [v6]:port
-            address = address[1:].split("]", 1)[0]
-        elif address.count(":") == 1:  # v4:port
-            address = address.split(":", 1)[0]
-        if address:
-            entries.append(address + slash + mask)
-    return ",".join(entries)
 
 
 def make_self_signed(cert: Path, key: Path, common_name: str = "127.0.0.1") -> None:

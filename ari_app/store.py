@@ -1,141 +1,354 @@
 """Interaction records: one row per call, written at every state change.
 
-SQLite (standard library) in WAL mode: a crash loses nothing already written. Writes are
-small and synchronous; each is one short transaction.
+The store is SQLAlchemy 2 Core over any database URL it supports; two are tested and
+documented (docs/records.md):
+
+- ``sqlite:///<path>`` (default ``<state dir>/interactions.sqlite3``), in WAL mode with
+  ``synchronous=FULL``: every committed write survives a crash of the app (``kill -9``);
+- ``postgresql+psycopg://user:password@host/db`` for several nodes sharing one store.
+  ``postgresql://`` without a driver means psycopg 3 as well.
+
+The schema belongs to Alembic: the migrations ship in ``ari_app/migrations`` and a store
+brings its database to ``head`` when it is opened (``migrate=True``), so the app upgrades
+the schema at start. Concurrent upgrades of one PostgreSQL database are serialised with an
+advisory lock.
+
+Why a synchronous engine, and ``asyncio.to_thread`` for the event loop: every write is one
+short transaction on one row, and the call flow must not move on before its state change
+is committed (that is what makes a record survive ``kill -9``). The event dispatcher is
+sequential anyway, so an async engine would buy no concurrency; what matters is that a slow
+database (a PostgreSQL round trip, an fsync) never stalls the event loop, which also keeps
+the ARI websocket's keepalives and every other coroutine running. The ``a*`` methods
+(``acreate``, ``aupdate``...) run the plain methods in a worker thread for exactly that;
+the plain methods stay for scripts, the CLI and reports, which have no loop to protect.
+One engine with a connection pool serves both; SQLAlchemy's pool hands each thread its own
+connection. SQLite writers from several processes wait for each other (busy timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-import sqlite3
+import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from ari_app.config import Config
+
+log = logging.getLogger(__name__)
 
 OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error")
+# what a failing database raises through the store (connection lost, disk full...)
+StoreError = SQLAlchemyError
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+MIGRATIONS = "ari_app:migrations"
+# key of the PostgreSQL advisory lock that serialises schema upgrades of one database
+MIGRATION_LOCK_KEY = 0x626F7462  # "botb"
+# Alembic's migration context is process-global: one upgrade at a time per process (other
+# processes wait on the database's lock, see lock_for_migration)
+_MIGRATING = threading.Lock()
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS interactions (
-    interaction_id     TEXT PRIMARY KEY,
-    state              TEXT NOT NULL,
-    outcome            TEXT,
-    profile            TEXT NOT NULL,
-    dialled_number     TEXT,
-    caller_number      TEXT,
-    caller_channel     TEXT NOT NULL,
-    bot_channel        TEXT,
-    availability       TEXT,
-    escalate_to        TEXT,
-    queue              TEXT,
-    context_json       TEXT,
-    error_reason       TEXT,
-    started_at         REAL NOT NULL,
-    bot_answered_at    REAL,
-    transfer_at        REAL,
-    queued_at          REAL,
-    ended_at           REAL,
-    updated_at         REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS interactions_started ON interactions(started_at);
-"""
+metadata = MetaData()
 
-_COLUMNS = frozenset(
-    {
-        "state",
-        "outcome",
-        "profile",
-        "dialled_number",
-        "caller_number",
-        "caller_channel",
-        "bot_channel",
-        "availability",
-        "escalate_to",
-        "queue",
-        "context_json",
-        "error_reason",
-        "started_at",
-        "bot_answered_at",
-        "transfer_at",
-        "queued_at",
-        "ended_at",
-    }
+# The table as the migrations leave it at head (tests compare the two). Timestamps are Unix
+# epoch seconds (float); docs/records.md describes every column.
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("interaction_id", Text, primary_key=True),
+    Column("node", Text),
+    Column("state", Text, nullable=False),
+    Column("outcome", Text),
+    Column("profile", Text, nullable=False),
+    Column("dialled_number", Text),
+    Column("caller_number", Text),
+    Column("caller_channel", Text, nullable=False),
+    Column("bot_channel", Text),
+    Column("agent_channel", Text),
+    Column("availability", Text),
+    Column("escalate_to", Text),
+    Column("queue", Text),
+    Column("context_json", Text),
+    Column("error_reason", Text),
+    Column("started_at", Float, nullable=False),
+    Column("bot_answered_at", Float),
+    Column("transfer_at", Float),
+    Column("queued_at", Float),
+    Column("agent_answered_at", Float),
+    Column("bot_ended_at", Float),
+    Column("ended_at", Float),
+    Column("reconciled_at", Float),
+    Column("bot_seconds", Float),
+    Column("billable_minutes", Float),
+    Column("billing_rounding", Text),
+    Column("updated_at", Float, nullable=False),
+    Index("interactions_started", "started_at"),
+    Index("interactions_open", "ended_at"),
 )
+
+# the columns create() and update() accept (interaction_id and updated_at are the store's)
+COLUMNS = frozenset(c.name for c in interactions.columns) - {"interaction_id", "updated_at"}
+
+
+def database_url(value: str | Path | URL) -> URL:
+    """A SQLAlchemy URL from a URL or a plain SQLite file path (``":memory:"`` too)."""
+    if isinstance(value, URL):
+        url = value
+    elif isinstance(value, Path) or "://" not in value:
+        path = str(value)
+        url = make_url("sqlite://" if path == ":memory:" else f"sqlite:///{Path(path).resolve()}")
+    else:
+        url = make_url(value)
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine for ``url``: SQLite in WAL mode with a busy timeout, or a pooled server."""
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        else:  # one shared in-memory database for every thread
+            engine = create_engine(
+                url, connect_args={"check_same_thread": False}, poolclass=StaticPool
+            )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
 
 
 class InteractionStore:
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+    """The ``interactions`` table behind a small API: create, update, get and queries.
+
+    ``url`` is a database URL or a SQLite file path. ``node`` names the app instance that
+    writes new records (``create`` fills it in); reconciliation only touches its own node's
+    records. Reading methods return plain dicts, with ``context`` decoded from
+    ``context_json`` when present.
+    """
+
+    def __init__(
+        self, url: str | Path | URL, *, node: str | None = None, migrate: bool = True
+    ) -> None:
+        self.url = database_url(url)
+        self.node = node
+        self.engine = make_engine(self.url)
+        self.path = Path(self.url.database or "") if self.dialect == "sqlite" else None
+        self._closed = False
+        if migrate:
+            self.upgrade()
+
+    def __repr__(self) -> str:
+        return f"InteractionStore({self.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the Alembic migrations up to ``revision`` (a no-op when already there)."""
+        with self.engine.begin() as connection:
+            if revision == "head" and current_revisions(connection) == head_revisions():
+                return
+        from alembic import command
+
+        with _MIGRATING, self.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), revision)
+
+    def downgrade(self, revision: str) -> None:
+        from alembic import command
+
+        with _MIGRATING, self.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), revision)
+
+    def revision(self) -> tuple[str, ...]:
+        with self.engine.connect() as connection:
+            return current_revisions(connection)
+
+    # -- writes ----------------------------------------------------------------------------
 
     def create(self, interaction_id: str, **fields: Any) -> None:
         now = time.time()
         fields.setdefault("started_at", now)
         fields.setdefault("state", "started")
+        if self.node is not None:
+            fields.setdefault("node", self.node)
         self._check(fields)
-        names = ["interaction_id", *fields, "updated_at"]
-        values = [interaction_id, *map(_encode, fields.values()), now]
-        marks = ",".join("?" for _ in names)
-        with self._tx() as db:
-            db.execute(f"INSERT INTO interactions ({','.join(names)}) VALUES ({marks})", values)
-
-    def update(self, interaction_id: str, **fields: Any) -> None:
-        self._check(fields)
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [*map(_encode, fields.values()), time.time(), interaction_id]
-        with self._tx() as db:
+        values = {k: _encode(v) for k, v in fields.items()}
+        with self.engine.begin() as db:
             db.execute(
-                f"UPDATE interactions SET {assignments}, updated_at = ? WHERE interaction_id = ?",
-                values,
+                insert(interactions).values(interaction_id=interaction_id, updated_at=now, **values)
             )
 
-    def get(self, interaction_id: str) -> dict[str, Any] | None:
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT * FROM interactions WHERE interaction_id = ?", (interaction_id,)
-            ).fetchone()
-        return _decode(row) if row else None
+    def update(self, interaction_id: str, **fields: Any) -> None:
+        """Set ``fields`` on one record; a record that does not exist is left alone."""
+        self._check(fields)
+        values = {k: _encode(v) for k, v in fields.items()}
+        with self.engine.begin() as db:
+            db.execute(
+                update(interactions)
+                .where(interactions.c.interaction_id == interaction_id)
+                .values(updated_at=time.time(), **values)
+            )
 
-    def open_interactions(self) -> list[dict[str, Any]]:
-        with self._tx() as db:
-            rows = db.execute("SELECT * FROM interactions WHERE ended_at IS NULL").fetchall()
-        return [_decode(r) for r in rows]
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, interaction_id: str) -> dict[str, Any] | None:
+        query = select(interactions).where(interactions.c.interaction_id == interaction_id)
+        rows = self._rows(query)
+        return rows[0] if rows else None
+
+    def open_interactions(
+        self, node: str | None = None, *, include_unowned: bool = False
+    ) -> list[dict[str, Any]]:
+        """Records without ``ended_at``; of one ``node`` if given (and of none, if asked)."""
+        query = select(interactions).where(interactions.c.ended_at.is_(None))
+        if node is not None:
+            mine = interactions.c.node == node
+            query = query.where(
+                or_(mine, interactions.c.node.is_(None)) if include_unowned else mine
+            )
+        return self._rows(query.order_by(interactions.c.started_at))
 
     def all(self) -> list[dict[str, Any]]:
-        with self._tx() as db:
-            rows = db.execute("SELECT * FROM interactions ORDER BY started_at").fetchall()
-        return [_decode(r) for r in rows]
+        return self._rows(select(interactions).order_by(interactions.c.started_at))
+
+    def between(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+        """Records that started in ``[start_ts, end_ts)`` (Unix seconds), oldest first."""
+        query = (
+            select(interactions)
+            .where(interactions.c.started_at >= start_ts, interactions.c.started_at < end_ts)
+            .order_by(interactions.c.started_at, interactions.c.interaction_id)
+        )
+        return self._rows(query)
+
+    # -- the same, off the event loop --------------------------------------------------------
+
+    async def acreate(self, interaction_id: str, **fields: Any) -> None:
+        await asyncio.to_thread(functools.partial(self.create, interaction_id, **fields))
+
+    async def aupdate(self, interaction_id: str, **fields: Any) -> None:
+        await asyncio.to_thread(functools.partial(self.update, interaction_id, **fields))
+
+    async def aget(self, interaction_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.get, interaction_id)
+
+    async def aopen_interactions(
+        self, node: str | None = None, *, include_unowned: bool = False
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(
+            functools.partial(self.open_interactions, node, include_unowned=include_unowned)
+        )
+
+    async def abetween(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.between, start_ts, end_ts)
 
     def close(self) -> None:
-        self._db.close()
+        if not self._closed:
+            self._closed = True
+            self.engine.dispose()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _rows(self, query: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as db:
+            return [_decode(row._mapping) for row in db.execute(query)]
 
     @staticmethod
     def _check(fields: Mapping[str, Any]) -> None:
-        unknown = set(fields) - _COLUMNS
+        unknown = set(fields) - COLUMNS
         if unknown:
             raise KeyError(f"unknown interaction fields: {sorted(unknown)}")
         outcome = fields.get("outcome")
         if outcome is not None and outcome not in OUTCOMES:
             raise ValueError(f"outcome {outcome!r} is not one of {OUTCOMES}")
+
+
+def open_store(config: Config, *, migrate: bool = True) -> InteractionStore:
+    """The store ``config`` names (``[store] url``, else the SQLite file), for its node."""
+    return InteractionStore(
+        config.store_url or config.store_path, node=config.store_node, migrate=migrate
+    )
+
+
+# -- Alembic ---------------------------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """An Alembic config for the shipped migrations, running on ``connection``."""
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.cache
+def head_revisions() -> tuple[str, ...]:
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def current_revisions(connection: Connection) -> tuple[str, ...]:
+    from alembic.runtime.migration import MigrationContext
+
+    return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
+
+
+def lock_for_migration(connection: Connection) -> None:
+    """Serialise schema upgrades of one database; held until the upgrade commits.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: the database's write lock, taken
+    before Alembic reads the current version, so a second process waits, then finds the
+    schema at head.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif connection.dialect.name == "sqlite":
+        dbapi = connection.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _encode(value: Any) -> Any:
@@ -144,8 +357,13 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
+def _decode(row: Mapping[Any, Any]) -> dict[str, Any]:
     record = dict(row)
     if record.get("context_json"):
         record["context"] = json.loads(record["context_json"])
     return record
+
+
+def record_columns() -> Sequence[str]:
+    """Column names in table order (for exports)."""
+    return [c.name for c in interactions.columns]

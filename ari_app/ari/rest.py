@@ -257,6 +257,12 @@ class AriRest:
         reply = await self.get("/applications")
         return list(reply) if isinstance(reply, list) else []
 
+    async def subscribe(self, app: str, event_sources: str | Sequence[str]) -> None:
+        """Subscribe ``app`` to event sources (``channel:<id>``, ``bridge:<id>``...): their
+        events keep coming after a channel leaves Stasis."""
+        params: dict[str, ParamValue] = {"eventSource": _comma_list(event_sources)}
+        await self.post(path_for("applications", app, "subscription"), params=params)
+
     async def asterisk_info(self) -> dict[str, Any]:
         reply = await self.get("/asterisk/info")
         return dict(reply) if isinstance(reply, Mapping) else {}

@@ -144,9 +144,10 @@ def record(stack: DevStack, interaction_id: str) -> dict[str, Any]:
 async def final_record(stack: DevStack, interaction_id: str, outcome: str) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         row = record(stack, interaction_id)
-        return row if row["outcome"] == outcome else None
+        # final: the outcome is decided and the caller's channel is gone
+        return row if row["outcome"] == outcome and row["ended_at"] else None
 
-    return await until(done, 10, f"record {interaction_id} with outcome {outcome}")
+    return await until(done, 10, f"record {interaction_id} with outcome {outcome}, ended")
 
 
 def decode_uui_header(value: str) -> str:
@@ -217,6 +218,16 @@ async def test_escalation_carries_context_both_ways(stack: DevStack) -> None:
     assert row["context"] == {"escalate_to": "agents-queue"}
     assert row["bot_answered_at"] and row["transfer_at"] and row["queued_at"]
     assert row["caller_number"] == "15550001111" and row["dialled_number"] == "5551000"
+    # followed through the queue: the agent answered, then the call ended
+    assert row["bot_answered_at"] < row["transfer_at"] <= row["queued_at"]
+    assert row["queued_at"] < row["agent_answered_at"] < row["ended_at"]
+    assert row["agent_channel"] and row["agent_channel"] != row["caller_channel"]
+    # billable: bot answer -> REFER, every started minute
+    assert row["bot_ended_at"] == row["transfer_at"]
+    assert row["bot_seconds"] == pytest.approx(
+        row["transfer_at"] - row["bot_answered_at"], abs=1e-3
+    )
+    assert row["billable_minutes"] == 1.0 and row["billing_rounding"] == "ceil_minute"
 
 
 async def test_plain_text_context_routes_through_the_map(stack: DevStack) -> None:
@@ -367,6 +378,9 @@ async def test_bot_hangs_up_resolved_with_audio_both_ways(stack: DevStack) -> No
     assert first(caller, method="BYE", direction="received")
     row = await final_record(stack, invite.header("X-Interaction-Id") or "", "resolved")
     assert row["state"] == "resolved" and row["ended_at"]
+    assert row["bot_answered_at"] < row["bot_ended_at"] <= row["ended_at"]
+    assert 2.5 < row["bot_seconds"] < 10 and row["billable_minutes"] == 1.0
+    assert row["agent_answered_at"] is None and row["transfer_at"] is None
 
 
 async def test_caller_hangs_up_abandoned(stack: DevStack) -> None:
@@ -421,6 +435,8 @@ async def test_bot_unreachable_caller_goes_to_fallback_queue(stack: DevStack) ->
     iid = agent_invite.header("X-Interaction-Id") or ""
     row = await final_record(stack, iid, "bot_failed")
     assert row["bot_answered_at"] is None
+    assert row["bot_seconds"] == 0 and row["billable_minutes"] == 0
+    assert row["agent_answered_at"] and row["agent_answered_at"] < row["ended_at"]
 
 
 async def test_attended_transfer_is_never_performed(stack: DevStack) -> None:
@@ -487,5 +503,9 @@ async def test_resolved_caller_continues_in_the_post_bot_context(
             assert run.returncode == 0, run.report()
         assert outcome == "resolved"
         assert first(caller, method="BYE", direction="received")
+        # followed in the post-bot context: the record ends when the caller does
+        iid = first(bot, method="INVITE", direction="received").header("X-Interaction-Id")
+        row = await final_record(stack, iid or "", "resolved")
+        assert row["bot_ended_at"] + 1.5 < row["ended_at"]  # the context's Wait(2)
     finally:
         stack.stop()

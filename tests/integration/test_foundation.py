@@ -106,6 +106,10 @@ class StasisApp:
         await self.rest.close()
 
 
+# long enough for five CLI processes to start and query ARI on a loaded machine
+LIVE_CALL_MS = 12000
+
+
 def start_caller(stack: DevStack, number: str, duration_ms: int) -> SippRun:
     return stack.sipp().start(
         "common/caller_hangs_up",
@@ -249,7 +253,7 @@ async def test_cli_lists_channels_of_a_live_call(asterisk: DevStack, tmp_path: P
         return await run_python(["-m", "ari_app.cli", *args], env, tmp_path)
 
     async with StasisApp(asterisk, bridge_calls=True) as app:
-        caller = start_caller(asterisk, number, 4000)
+        caller = start_caller(asterisk, number, LIVE_CALL_MS)
         await until(lambda: app.bridges, 10, "the call answered and bridged")
         start = app.of_type("StasisStart")[0]
         assert start.channel is not None

@@ -251,9 +251,16 @@ def test_invalid_transitions(current: CallState, new: CallState) -> None:
         check_transition(current, new)
 
 
-@pytest.mark.parametrize("state", [CallState.STARTED, CallState.BOT_DIALLING,
-                                   CallState.BOT_CONNECTED, CallState.TRANSFERRING,
-                                   CallState.BOT_FAILED])
+@pytest.mark.parametrize(
+    "state",
+    [
+        CallState.STARTED,
+        CallState.BOT_DIALLING,
+        CallState.BOT_CONNECTED,
+        CallState.TRANSFERRING,
+        CallState.BOT_FAILED,
+    ],
+)
 def test_every_live_state_can_fail_safe(state: CallState) -> None:
     """An unexpected fault moves a live call to ERROR, which sends the caller to a queue."""
     check_transition(state, CallState.ERROR)

@@ -1,0 +1,197 @@
+"""Reconciliation: records and sessions brought back in line with Asterisk at every connect.
+
+Run by ``BridgeApp.reconcile`` each time the ARI event socket (re)connects, before any event
+of that connection is handled. Two cases (docs/records.md, "Reconciliation"):
+
+1. A reconnect of the same process: sessions whose caller vanished while the socket was down
+   are ended (unfinished calls are ``abandoned``) and forgotten.
+2. A start after the app died (``kill -9``, a crash, a host reboot): the store still holds
+   this node's open records (``ended_at`` empty) that no session follows.
+
+   - Caller channel gone: the record is closed, ``ended_at`` = now; a record without an
+     outcome gets ``outcome=error``, ``error_reason=app_restarted``. A bot leg or a bridge
+     of the call still in Asterisk is released.
+   - Caller channel still there: the call is re-adopted, a session is rebuilt from the
+     record and picks up where the record left off:
+
+     ``bot_connected``: the session follows the call again (the bot's hang-up or a REFER
+     arrive as usual); if the bot leg vanished meanwhile, the bot resolved the call.
+     ``started``/``bot_dialling``: the dial's outcome was lost; the bot leg is released and
+     the caller goes to the fallback queue (``bot_failed``, ``app_restarted``).
+     ``transferring``: the REFER was taken but the caller not yet queued; it is queued
+     with the routing the record has (``escalated``).
+     ``queued``/``resolved``/``error``/``bot_failed`` (caller in the dialplan): the app
+     subscribes to the caller again, so the agent's answer and the end are recorded.
+
+Every record touched here gets ``reconciled_at``. A time the app could not observe (the bot
+leg ended while the app was down) is left empty rather than guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ari_app import billing, uui
+from ari_app.ari import AriError, Channel
+from ari_app.routing import queue_for
+from ari_app.session import CallSession, CallState, TransferDecision
+from ari_app.store import StoreError
+
+if TYPE_CHECKING:
+    from ari_app.app import BridgeApp
+
+log = logging.getLogger(__name__)
+
+APP_RESTARTED = "app_restarted"
+# where the dialplan runs a caller the app no longer holds
+STASIS = "Stasis"
+
+
+def bridge_id_for(interaction_id: str) -> str:
+    return f"call-{interaction_id}"
+
+
+def orphan_bot_part(
+    record: dict[str, Any], bot_ended_at: float | None, rounding: str
+) -> dict[str, Any]:
+    """Billing columns for a record closed without its session.
+
+    ``bot_ended_at`` is when the app ended a bot leg it found still up (None when the leg was
+    already gone). Settled billing is kept; a bot that never answered costs nothing; a bot
+    part whose end the app could not observe stays unknown (NULL).
+    """
+    if record.get("bot_seconds") is not None:
+        return {}
+    answered = record.get("bot_answered_at")
+    if answered is None:
+        return billing.no_charge(rounding)
+    ended = record.get("transfer_at") or record.get("bot_ended_at") or bot_ended_at
+    if ended is None:
+        return {"billing_rounding": rounding}
+    return {"bot_ended_at": ended, **billing.charge(answered, ended, rounding)}
+
+
+async def reconcile(app: BridgeApp, connection: int) -> None:
+    channels = {c.id: c for c in await app.ari.channels()}
+    now = time.time()
+    for caller_id, session in list(app.sessions.items()):
+        if caller_id in channels:
+            if (channels[caller_id].dialplan.app_name or "") != STASIS:
+                await session._follow_caller()  # a new socket may not keep the subscription
+            continue
+        log.warning("call %s: caller vanished while ARI was disconnected", session.interaction_id)
+        try:
+            await session.caller_ended()
+            await session._record(reconciled_at=now)
+        except AriError as exc:
+            log.warning("call %s: cleanup after reconnect: %s", session.interaction_id, exc)
+        app._forget(session)
+
+    followed = {s.interaction_id for s in app.sessions.values()}
+    try:
+        records = await app.store.aopen_interactions(app.store.node, include_unowned=True)
+    except StoreError:
+        log.exception("open records not readable; reconciliation skipped")
+        return
+    adopted = closed = 0
+    for record in records:
+        if record["interaction_id"] in followed:
+            continue
+        caller = channels.get(record["caller_channel"])
+        try:
+            if caller is None:
+                await close_orphan(app, record, channels)
+                closed += 1
+            else:
+                await adopt(app, record, caller, channels)
+                adopted += 1
+        except (AriError, StoreError) as exc:
+            log.warning("call %s: reconciliation: %s", record["interaction_id"], exc)
+    log.info(
+        "ARI connection %d: %d calls followed, %d open records re-adopted, %d closed",
+        connection,
+        len(app.sessions),
+        adopted,
+        closed,
+    )
+
+
+async def close_orphan(app: BridgeApp, record: dict[str, Any], channels: dict[str, Any]) -> None:
+    """The caller is gone: close the record, release what is left of the call."""
+    iid = record["interaction_id"]
+    now = time.time()
+    bot = record.get("bot_channel")
+    bot_alive = bool(bot) and bot in channels
+    fields: dict[str, Any] = {"ended_at": now, "reconciled_at": now}
+    if record.get("outcome") is None:
+        fields.update(outcome="error", state=CallState.ERROR.value, error_reason=APP_RESTARTED)
+    fields.update(orphan_bot_part(record, now if bot_alive else None, app.config.billing_rounding))
+    await app.store.aupdate(iid, **fields)
+    log.warning(
+        "call %s: caller gone while the app was down; record closed (%s)",
+        iid,
+        fields.get("outcome") or record.get("outcome"),
+    )
+    if bot and bot_alive:
+        await app.ari.hangup(bot)
+    await app.ari.destroy_bridge(bridge_id_for(iid))
+
+
+async def adopt(
+    app: BridgeApp, record: dict[str, Any], caller: Channel, channels: dict[str, Any]
+) -> None:
+    """The caller is still there: rebuild its session and carry on from the record."""
+    iid = record["interaction_id"]
+    state = CallState(record["state"])
+    profile = app.config.profiles.get(record["profile"]) or app.config.profiles["default"]
+    session = CallSession(
+        app.ari,
+        app.config,
+        app.store,
+        profile,
+        caller,
+        interaction_id=iid,
+        state=state,
+        bot_channel_id=record.get("bot_channel"),
+        started_at=record["started_at"],
+        observer=app.observer,
+        bot_answered_at=record.get("bot_answered_at"),
+        agent_answered_at=record.get("agent_answered_at"),
+    )
+    if state in {CallState.BOT_CONNECTED, CallState.TRANSFERRING}:
+        session.bridge_id = bridge_id_for(iid)
+    app.adopt(session)
+    await app.store.aupdate(iid, reconciled_at=time.time())
+    log.warning("call %s: re-adopted in state %s after a restart", iid, state.value)
+    bot_alive = bool(session.bot_channel_id) and session.bot_channel_id in channels
+    in_stasis = (caller.dialplan.app_name or "") == STASIS
+
+    if state is CallState.BOT_CONNECTED:
+        if not bot_alive:
+            await session.bot_gone("ChannelDestroyed")
+            # the bot hung up while nobody watched: when is unknown
+            await session._record(bot_ended_at=None, bot_seconds=None, billable_minutes=None)
+    elif state in {CallState.STARTED, CallState.BOT_DIALLING}:
+        await session.bot_failed(APP_RESTARTED)
+    elif state is CallState.TRANSFERRING:
+        escalate_to = record.get("escalate_to")
+        route = queue_for(app.config, profile, escalate_to)
+        error = record.get("error_reason") or route.reason or APP_RESTARTED
+        pairs = tuple((str(k), str(v)) for k, v in (record.get("context") or {}).items())
+        context = uui.Context(pairs) if pairs else None
+        decision = TransferDecision(route.queue, escalate_to, context, error, None)
+        await session._send_to_queue(decision, outcome="escalated")
+        await session._release_bot()
+    elif state is CallState.BOT_FAILED and in_stasis:
+        reason = record.get("error_reason") or APP_RESTARTED
+        decision = TransferDecision(profile.fallback_queue, None, None, reason, None)
+        await session._send_to_queue(decision, outcome="bot_failed")
+    else:
+        await session._follow_caller()
+        if session.agent_answered_at is None and state in {CallState.QUEUED, CallState.ERROR}:
+            for bridge in await app.ari.bridges():
+                if caller.id in bridge.channels:  # the agent answered while the app was down
+                    await session.caller_entered_bridge(bridge)
+                    break

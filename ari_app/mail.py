@@ -1,0 +1,102 @@
+"""Report emails: build a message with the report attached as CSV and send it over SMTP
+(aiosmtplib; STARTTLS or implicit TLS, AUTH when ``[smtp] username`` is set)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import aiosmtplib
+
+from ari_app.config import Config
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "BOTBRIDGE_SMTP_PASSWORD"
+
+
+class MailError(RuntimeError):
+    """The message could not be sent; the message says what the server or setup refused."""
+
+
+def smtp_password(config: Config, env: Mapping[str, str] | None = None) -> str:
+    """BOTBRIDGE_SMTP_PASSWORD, else the first line of ``[smtp] password_file``, else ""."""
+    env = os.environ if env is None else env
+    if env.get(PASSWORD_ENV):
+        return env[PASSWORD_ENV]
+    path = config.state_path(str(config.smtp["password_file"]))
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def build_message(
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    subject: str,
+    body: str,
+    attachment_name: str,
+    attachment: str,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message.set_content(body)
+    message.add_attachment(
+        attachment.encode("utf-8"),
+        maintype="text",
+        subtype="csv",
+        filename=attachment_name,
+    )
+    return message
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    """Verify the server against ``[smtp] ca_file`` (empty: the system trust store)."""
+    ca_file = str(config.smtp.get("ca_file") or "")
+    if not ca_file:
+        return ssl.create_default_context()
+    path = config.state_path(ca_file)
+    if not path.is_file():
+        raise MailError(f"smtp.ca_file {path} does not exist")
+    return ssl.create_default_context(cafile=str(path))
+
+
+async def send_message(config: Config, message: EmailMessage, password: str | None = None) -> None:
+    smtp = config.smtp
+    if not smtp.get("host"):
+        raise MailError("no [smtp] host configured")
+    username = str(smtp.get("username") or "")
+    if password is None:
+        password = smtp_password(config)
+    if username and not password:
+        raise MailError(
+            f"[smtp] username is set but there is no password: set {PASSWORD_ENV} or write "
+            f"it to {config.state_path(str(smtp['password_file']))}"
+        )
+    try:
+        await aiosmtplib.send(
+            message,
+            hostname=str(smtp["host"]),
+            port=int(smtp["port"]),
+            username=username or None,
+            password=password if username else None,
+            use_tls=bool(smtp["tls"]),
+            # True: STARTTLS is required (a server without it fails the send); False: never
+            start_tls=bool(smtp["starttls"]),
+            tls_context=tls_context(config) if smtp["tls"] or smtp["starttls"] else None,
+            timeout=float(smtp["timeout_seconds"]),
+        )
+    except aiosmtplib.SMTPException as exc:
+        raise MailError(f"SMTP {smtp['host']}:{smtp['port']}: {exc}") from exc
+    except OSError as exc:
+        raise MailError(f"cannot reach SMTP server {smtp['host']}:{smtp['port']}: {exc}") from exc

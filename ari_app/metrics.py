@@ -1,0 +1,121 @@
+"""Prometheus metrics of the bridge (served at ``/metrics``; names in docs/reports.md).
+
+One ``Metrics`` per app, with its own registry: the call sessions report outcomes and
+transfer handling times to it (it is their ``observer``), and the active-call gauge and the
+ARI reconnect counter are read from the app when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ari_app.reports import OUTCOMES
+
+PREFIX = "botbridge"
+# transfer handling: a handful of ARI round trips on loopback, normally tens of milliseconds
+TRANSFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class _AppCollector(Collector):
+    """Figures read from the running app at scrape time."""
+
+    def __init__(self) -> None:
+        self.active_calls: Callable[[], int] = lambda: 0
+        self.reconnects: Callable[[], int] = lambda: 0
+        self.connected: Callable[[], bool] = lambda: False
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_active_calls",
+            "Calls the app is following now (caller in the app, not yet in a queue or gone)",
+            value=self.active_calls(),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_ari_reconnects",
+            "Times the ARI event WebSocket was re-established after the first connection",
+            value=self.reconnects(),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_ari_connected",
+            "1 while the ARI event WebSocket is connected",
+            value=1 if self.connected() else 0,
+        )
+
+    def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        return self.collect()
+
+
+class Metrics:
+    """The app's metrics and the ``SessionObserver`` the call sessions report to."""
+
+    def __init__(self, *, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._app = _AppCollector()
+        self.registry.register(self._app)
+        self.outcomes = Counter(
+            f"{PREFIX}_call_outcomes",
+            "Interactions by outcome, counted when the outcome is decided",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.outcomes.labels(outcome)  # every outcome is exported from the start, at 0
+        self.transfer_seconds = Histogram(
+            f"{PREFIX}_transfer_handling_seconds",
+            "From the bot REFER's Local channel entering the app to the caller continuing "
+            "into the queue",
+            buckets=TRANSFER_BUCKETS,
+            registry=self.registry,
+        )
+        self.report_emails = Counter(
+            f"{PREFIX}_report_emails",
+            "Scheduled report emails by result (sent, failed)",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("sent", "failed"):
+            self.report_emails.labels(result)
+        self.http_requests = Counter(
+            f"{PREFIX}_http_requests",
+            "Requests to the app's HTTP server by endpoint and status code",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        if process:
+            ProcessCollector(registry=self.registry)
+
+    # -- SessionObserver -----------------------------------------------------------------
+
+    def outcome(self, outcome: str) -> None:
+        self.outcomes.labels(outcome).inc()
+
+    def transfer_handled(self, seconds: float) -> None:
+        self.transfer_seconds.observe(max(0.0, seconds))
+
+    # -- the app ---------------------------------------------------------------------------
+
+    def bind(
+        self,
+        *,
+        active_calls: Callable[[], int],
+        reconnects: Callable[[], int],
+        connected: Callable[[], bool],
+    ) -> None:
+        self._app.active_calls = active_calls
+        self._app.reconnects = reconnects
+        self._app.connected = connected
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the interaction store (run by ``InteractionStore.upgrade``)."""

@@ -1,0 +1,326 @@
+"""The app's HTTP server: report downloads, the report page, Prometheus metrics, health.
+
+Endpoints (docs/reports.md):
+
+- ``GET /reports.csv``, ``GET /reports.json`` -- query ``from``, ``to`` (YYYY-MM-DD, both
+  included; default the last 7 days), ``group_by`` (day|profile|queue, default day);
+- ``GET /reports`` -- the same as an HTML page with an inline SVG chart;
+- ``GET /metrics`` -- Prometheus text format;
+- ``GET /healthz`` -- ``{"status": "ok", ...}``, never authenticated.
+
+Authentication: ``Authorization: Bearer <token>``, compared in constant time; the HTML page
+also takes ``?token=`` so that a browser can open it. ``/metrics`` needs the token unless
+the server listens on a loopback address only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+
+from ari_app.config import Config
+from ari_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ari_app.metrics import Metrics
+from ari_app.report_html import report_page
+from ari_app.reports import (
+    GROUP_BYS,
+    Period,
+    RecordSource,
+    Report,
+    ReportError,
+    build_report,
+    parse_day,
+    records_between,
+    render_csv,
+    render_json,
+    timezone_named,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "BOTBRIDGE_HTTP_TOKEN"
+DEFAULT_DAYS = 7
+MAX_PERIOD_DAYS = 3660  # ten years: a bound on the work one request can ask for
+TOKEN_QUERY = "token"  # accepted by the HTML page only
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the page URL may carry ?token=
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+Records = Callable[[float, float], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass
+class WebSettings:
+    token: str
+    records: Records
+    tz: tzinfo
+    metrics: Metrics | None = None
+    metrics_public: bool = False
+    health: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
+    clock: Callable[[], float] = time.time
+
+
+SETTINGS = web.AppKey("settings", WebSettings)
+
+
+# -- the token -----------------------------------------------------------------------------
+
+
+def ensure_token_file(config: Config) -> Path:
+    """Create ``[http] token_file`` with a random token when absent (mode 0600)."""
+    path = config.state_path(str(config.http["token_file"]))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def http_token(config: Config, env: Mapping[str, str] | None = None) -> str:
+    """BOTBRIDGE_HTTP_TOKEN, else the token file (created when absent)."""
+    env = os.environ if env is None else env
+    if env.get(TOKEN_ENV):
+        return env[TOKEN_ENV]
+    path = ensure_token_file(config)
+    token = path.read_text().strip()
+    if not token:
+        raise SystemExit(f"the HTTP token file {path} is empty")
+    log.info("HTTP bearer token: in %s", path)
+    return token
+
+
+def _token_matches(given: str | None, expected: str) -> bool:
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthorized() -> web.Response:
+    return web.Response(
+        status=401,
+        text="401: a valid bearer token is required\n",
+        headers={"WWW-Authenticate": 'Bearer realm="botbridge"'},
+    )
+
+
+def _authorized(request: web.Request, *, query_token: bool = False) -> bool:
+    expected = request.app[SETTINGS].token
+    if _token_matches(_bearer(request), expected):
+        return True
+    return query_token and _token_matches(request.query.get(TOKEN_QUERY), expected)
+
+
+# -- the report query ----------------------------------------------------------------------
+
+
+def report_query(query: Mapping[str, str], today: date, tz: tzinfo) -> tuple[Period, str]:
+    """``from``/``to``/``group_by`` from a query string; defaults: the last 7 days by day."""
+    last = parse_day(query["to"], "to") if query.get("to") else today
+    if query.get("from"):
+        first = parse_day(query["from"], "from")
+    else:
+        first = last - timedelta(days=DEFAULT_DAYS - 1)
+    period = Period(first, last, tz)
+    if len(period.days()) > MAX_PERIOD_DAYS:
+        raise ReportError(f"the period is longer than {MAX_PERIOD_DAYS} days")
+    group_by = query.get("group_by") or "day"
+    if group_by not in GROUP_BYS:
+        raise ReportError(f"group_by must be one of {', '.join(GROUP_BYS)}, got {group_by!r}")
+    return period, group_by
+
+
+async def _reports(request: web.Request) -> tuple[Report, list[dict[str, Any]]]:
+    settings = request.app[SETTINGS]
+    today = datetime.fromtimestamp(settings.clock(), settings.tz).date()
+    try:
+        period, group_by = report_query(request.query, today, settings.tz)
+    except ReportError as exc:
+        raise web.HTTPBadRequest(text=f"400: {exc}\n") from exc
+    records = await settings.records(period.start_ts, period.end_ts)
+    return build_report(records, period, group_by), records
+
+
+def _filename(report: Report, extension: str) -> str:
+    p = report.period
+    return f"botbridge-report-{p.first_day}-{p.last_day}-{report.group_by}.{extension}"
+
+
+async def reports_csv(request: web.Request) -> web.StreamResponse:
+    if not _authorized(request):
+        return _unauthorized()
+    report, _ = await _reports(request)
+    return web.Response(
+        text=render_csv(report),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{_filename(report, "csv")}"'},
+    )
+
+
+async def reports_json(request: web.Request) -> web.StreamResponse:
+    if not _authorized(request):
+        return _unauthorized()
+    report, _ = await _reports(request)
+    return web.Response(text=render_json(report), content_type="application/json")
+
+
+async def reports_page(request: web.Request) -> web.StreamResponse:
+    if not _authorized(request, query_token=True):
+        return _unauthorized()
+    report, records = await _reports(request)
+    daily = report if report.group_by == "day" else build_report(records, report.period, "day")
+    # keep the token in the page's form only when it came in the URL (a browser has no header)
+    token = request.query.get(TOKEN_QUERY) if _bearer(request) is None else None
+    return web.Response(
+        text=report_page(report, daily, token=token),
+        content_type="text/html",
+        headers={"Content-Security-Policy": _PAGE_CSP},
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if settings.metrics is None:
+        raise web.HTTPNotFound(text="404: metrics are off\n")
+    if not settings.metrics_public and not _authorized(request):
+        return _unauthorized()
+    return web.Response(
+        body=settings.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+    )
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok", **request.app[SETTINGS].health()})
+
+
+@web.middleware
+async def _headers_and_counts(request: web.Request, handler: Handler) -> web.StreamResponse:
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers.update(_SECURITY_HEADERS)
+        raise
+    finally:
+        settings = request.app[SETTINGS]
+        if settings.metrics is not None:
+            resource = request.match_info.route.resource
+            endpoint = resource.canonical if resource is not None else "other"
+            settings.metrics.http_requests.labels(endpoint, str(status)).inc()
+    response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """Method, path (never the query string: it may hold the token), status, duration."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        # scrapes and health checks every few seconds would drown the call log
+        quiet = request.path in {"/metrics", "/healthz"} and response.status < 400
+        self.logger.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s %s %s %d %.1f ms",
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+        )
+
+
+def create_web_app(settings: WebSettings) -> web.Application:
+    app = web.Application(middlewares=[_headers_and_counts])
+    app[SETTINGS] = settings
+    app.router.add_get("/reports.csv", reports_csv)
+    app.router.add_get("/reports.json", reports_json)
+    app.router.add_get("/reports", reports_page)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def store_records(store: RecordSource) -> Records:
+    """Read records in a worker thread: a long report never stalls call handling."""
+
+    async def records(start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(records_between, store, start_ts, end_ts)
+
+    return records
+
+
+def is_loopback(host: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_for(
+    config: Config,
+    store: RecordSource,
+    metrics: Metrics | None,
+    health: Callable[[], Mapping[str, Any]] = lambda: {},
+) -> WebSettings:
+    return WebSettings(
+        token=http_token(config),
+        records=store_records(store),
+        tz=timezone_named(str(config.reports.get("timezone") or "UTC")),
+        metrics=metrics,
+        metrics_public=is_loopback(config.http["host"]),
+        health=health,
+    )
+
+
+async def start_http_server(config: Config, settings: WebSettings) -> web.AppRunner:
+    """Listen on ``[http] host:port``; a port in use stops the app with a clear message."""
+    runner = web.AppRunner(
+        create_web_app(settings),
+        access_log_class=_AccessLogger,
+        access_log=logging.getLogger("ari_app.web.access"),
+    )
+    await runner.setup()
+    host, port = str(config.http["host"]), int(config.http["port"])
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(
+            f"cannot listen on {host}:{port} for reports and metrics ({exc.strerror}): set "
+            "[http] port (BOTBRIDGE_HTTP_PORT) or enabled = false"
+        ) from exc
+    log.info(
+        "HTTP server on http://%s:%d (reports, metrics%s, healthz)",
+        host,
+        port,
+        "" if settings.metrics_public else " with token",
+    )
+    return runner

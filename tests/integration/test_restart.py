@@ -1,0 +1,200 @@
+"""No record lost: the app is killed (SIGKILL) in the middle of live calls and restarted.
+
+Each test places a real call through Asterisk with SIPp parties, waits until the record shows
+the call in a given state, kills the app process with SIGKILL, starts it again and checks
+that reconciliation completes the record or marks it (docs/records.md, "Reconciliation").
+The stack is this module's own: killing its app disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ari_app.devstack import DevStack, build_stack
+from ari_app.runtime import Runtime
+from ari_app.stack import free_port
+from ari_app.store import InteractionStore
+from tests.harness import first, until
+
+pytestmark = pytest.mark.integration
+
+CALL_TIMEOUT = 40
+SEED_ESCALATION_HEX = "657363616c6174655f746f3d6167656e74732d7175657565"  # escalate_to=agents-queue
+BOT_TALK_MS = 6000  # long enough for the app to come back before the bot hangs up
+RESTART_MARGIN_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def restart_stack(runtime: Runtime) -> Iterator[DevStack]:
+    stack = build_stack(
+        runtime, runtime.scratch_root() / f"test-restart-{uuid.uuid4().hex[:8]}", free_ports=True
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+async def stack(restart_stack: DevStack) -> AsyncIterator[DevStack]:
+    """The module's stack with its app running; after the test, nothing left in Asterisk."""
+    if restart_stack.app_proc is None or restart_stack.app_proc.poll() is not None:
+        restart_stack.start_app()
+    yield restart_stack
+    async with restart_stack.rest() as ari:
+
+        async def empty() -> bool:
+            return not await ari.channels() and not await ari.bridges()
+
+        await until(empty, 20, "no channels and no bridges left in Asterisk")
+
+
+@pytest.fixture
+def store(restart_stack: DevStack) -> Iterator[InteractionStore]:
+    store = InteractionStore(restart_stack.config.store_url)
+    yield store
+    store.close()
+
+
+def kill_app(stack: DevStack) -> None:
+    assert stack.app_proc is not None
+    stack.app_proc.kill()  # SIGKILL: no cleanup, no last write
+    stack.app_proc.wait()
+
+
+def record_of(
+    store: InteractionStore, caller_number: str, check: Callable[[dict[str, Any]], bool]
+) -> Callable[[], dict[str, Any] | None]:
+    """A poll for the record of the call from ``caller_number`` once ``check`` holds."""
+
+    def poll() -> dict[str, Any] | None:
+        for row in store.all():
+            if row["caller_number"] == caller_number and check(row):
+                return row
+        return None
+
+    return poll
+
+
+def start_caller(stack: DevStack, number: str, scenario: str = "common/caller_waits", **kw: Any):
+    return stack.sipp().start(
+        scenario,
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_number": number},
+        **kw,
+    )
+
+
+async def test_killed_while_the_bot_talks_the_call_is_re_adopted(
+    stack: DevStack, store: InteractionStore
+) -> None:
+    number = "15550007001"
+    bot = stack.sipp().start(
+        "bot_resolves/bot", local_port=stack.bot_port, extra=["-d", str(BOT_TALK_MS)]
+    )
+    caller = start_caller(stack, number)
+    row = await until(
+        record_of(store, number, lambda r: r["state"] == "bot_connected"), 15, "bot connected"
+    )
+    kill_app(stack)
+    stack.start_app()
+    back_at = time.time()
+
+    final = await until(
+        record_of(store, number, lambda r: r["ended_at"] is not None), 30, "the record ended"
+    )
+    for run in (caller, bot):
+        run.wait(CALL_TIMEOUT)
+        assert run.returncode == 0, run.report()
+    # the restarted app took the call over: the bot's hang-up resolved it as usual
+    assert first(caller, method="BYE", direction="received")
+    assert final["interaction_id"] == row["interaction_id"]
+    assert final["outcome"] == "resolved" and final["state"] == "resolved"
+    assert final["reconciled_at"] is not None
+    assert final["bot_answered_at"] == row["bot_answered_at"]
+    assert final["error_reason"] is None
+    if back_at + RESTART_MARGIN_SECONDS < final["bot_answered_at"] + BOT_TALK_MS / 1000:
+        # back before the bot hung up: the app saw the hang-up, the bot time is exact
+        assert final["bot_ended_at"] <= final["ended_at"]
+        assert BOT_TALK_MS / 1000 - 1 < final["bot_seconds"] < BOT_TALK_MS / 1000 + 5
+        assert final["billable_minutes"] == 1.0
+    else:  # a slow restart: the bot hung up unseen, its time is unknown, never guessed
+        assert final["bot_seconds"] is None and final["billable_minutes"] is None
+
+
+async def test_caller_gone_while_the_app_was_down_is_marked(
+    stack: DevStack, store: InteractionStore
+) -> None:
+    number = "15550007002"
+    bot = stack.sipp().start("caller_abandons/bot", local_port=stack.bot_port)
+    caller = start_caller(stack, number, "common/caller_hangs_up", extra=["-d", "2000"])
+    row = await until(
+        record_of(store, number, lambda r: r["state"] == "bot_connected"), 15, "bot connected"
+    )
+    kill_app(stack)
+    caller.wait(CALL_TIMEOUT)  # hangs up while nobody follows the call
+    assert caller.returncode == 0, caller.report()
+    async with stack.rest() as ari:
+
+        async def caller_gone() -> bool:
+            return row["caller_channel"] not in {c.id for c in await ari.channels()}
+
+        await until(caller_gone, 10, "the caller's channel destroyed")
+    assert store.get(row["interaction_id"])["ended_at"] is None  # type: ignore[index]
+    stack.start_app()
+
+    final = await until(
+        record_of(store, number, lambda r: r["ended_at"] is not None), 15, "the record closed"
+    )
+    # the bot leg left behind is released by the reconciliation
+    bot.wait(CALL_TIMEOUT)
+    assert bot.returncode == 0, bot.report()
+    assert first(bot, method="BYE", direction="received")
+    assert final["outcome"] == "error" and final["state"] == "error"
+    assert final["error_reason"] == "app_restarted"
+    assert final["reconciled_at"] == final["ended_at"]
+    # the bot leg was up until the reconciliation ended it: that is its time
+    assert final["bot_ended_at"] == final["ended_at"]
+    assert final["bot_seconds"] > 2 and final["billable_minutes"] >= 1.0
+
+
+async def test_killed_while_queued_the_end_is_still_recorded(
+    stack: DevStack, store: InteractionStore
+) -> None:
+    number = "15550007003"
+    sipp = stack.sipp()
+    agent = sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "6000"])
+    bot = sipp.start(
+        "escalate/bot",
+        local_port=stack.bot_port,
+        keys={
+            "refer_user": "escalation",
+            "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
+        },
+        extra=["-d", "1000"],
+    )
+    caller = start_caller(stack, number)
+    row = await until(record_of(store, number, lambda r: r["state"] == "queued"), 20, "queued")
+    kill_app(stack)
+    stack.start_app()
+
+    final = await until(
+        record_of(store, number, lambda r: r["ended_at"] is not None), 30, "the record ended"
+    )
+    for run in (caller, bot, agent):
+        run.wait(CALL_TIMEOUT)
+        assert run.returncode == 0, run.report()
+    assert final["interaction_id"] == row["interaction_id"]
+    assert final["outcome"] == "escalated" and final["queue"] == "agents-queue"
+    assert final["reconciled_at"] is not None
+    # the agent's answer (seen before the kill, or found after it) and the end of the call
+    assert final["agent_answered_at"] is not None
+    assert final["queued_at"] < final["agent_answered_at"] < final["ended_at"]
+    # billing was settled at the transfer, before the kill
+    assert final["bot_ended_at"] == final["transfer_at"] and final["billable_minutes"] == 1.0

@@ -1,0 +1,348 @@
+"""The record's lifecycle without Asterisk: session transitions and reconciliation rules,
+driven with a fake ARI client and an in-memory store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ari_app.app import BridgeApp
+from ari_app.ari import Bridge, CallerId, Channel, DialplanCEP, Event
+from ari_app.config import Config, load_config
+from ari_app.lifecycle import APP_RESTARTED, orphan_bot_part
+from ari_app.session import CallSession, CallState, TransferDecision
+from ari_app.store import InteractionStore
+
+NODE = "node-a"
+
+
+def channel(cid: str, app_name: str | None = "Stasis", name: str = "PJSIP/carrier-1") -> Channel:
+    return Channel(
+        id=cid,
+        name=name,
+        state="Up",
+        caller=CallerId("", "15550001111"),
+        connected=CallerId("", ""),
+        dialplan=DialplanCEP("botbridge-queue", "s", 1, app_name=app_name),
+        creationtime="",
+        language="en",
+    )
+
+
+def bridge(bid: str, *channels: str) -> Bridge:
+    return Bridge(bid, "simple_bridge", "mixing", "user", "Queue", "", tuple(channels))
+
+
+class FakeAri:
+    """The AriRest calls the session and the reconciliation make, recorded."""
+
+    def __init__(self, channels: list[Channel] = (), bridges: list[Bridge] = ()) -> None:  # type: ignore[assignment]
+        self.live = {c.id: c for c in channels}
+        self.live_bridges = list(bridges)
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, args))
+
+        return call
+
+    async def channels(self) -> list[Channel]:
+        return list(self.live.values())
+
+    async def bridges(self) -> list[Bridge]:
+        return self.live_bridges
+
+    async def get_var(self, channel_id: str, name: str) -> str | None:
+        return None
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for n, args in self.calls if n == name]
+
+
+@pytest.fixture
+def config() -> Config:
+    return load_config(env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": NODE})
+
+
+@pytest.fixture
+def store() -> Iterator[InteractionStore]:
+    store = InteractionStore(":memory:", node=NODE)
+    yield store
+    store.close()
+
+
+def open_record(store: InteractionStore, iid: str, state: str, **fields: Any) -> None:
+    store.create(
+        iid,
+        profile="default",
+        caller_channel=f"caller-{iid}",
+        bot_channel=f"bot-{iid}",
+        state=state,
+        started_at=time.time() - 30,
+        **fields,
+    )
+
+
+def make_app(config: Config, store: InteractionStore, ari: FakeAri) -> BridgeApp:
+    return BridgeApp(config, ari, store)  # type: ignore[arg-type]
+
+
+# -- session: bot time and the end of the call ---------------------------------------------
+
+
+def session_in(
+    config: Config, store: InteractionStore, ari: FakeAri, state: CallState, **kw: Any
+) -> CallSession:
+    session = CallSession(
+        ari,  # type: ignore[arg-type]
+        config,
+        store,
+        config.profiles["default"],
+        channel("caller-1"),
+        interaction_id="i1",
+        state=state,
+        bot_channel_id="bot-i1",
+        **kw,
+    )
+    store.create("i1", profile="default", caller_channel="caller-1", state=state.value)
+    return session
+
+
+async def test_bot_hang_up_charges_the_bot_time_and_the_end_waits_for_the_caller(
+    config: Config, store: InteractionStore
+) -> None:
+    ari = FakeAri()
+    answered = time.time() - 61.0
+    session = session_in(config, store, ari, CallState.BOT_CONNECTED, bot_answered_at=answered)
+    await session.bot_gone("StasisEnd")
+    row = store.get("i1")
+    assert row is not None
+    assert row["outcome"] == "resolved" and row["ended_at"] is None  # the caller is still up
+    assert row["bot_ended_at"] == pytest.approx(time.time(), abs=1)
+    assert row["bot_seconds"] == pytest.approx(61.0, abs=1)
+    assert row["billable_minutes"] == 2.0 and row["billing_rounding"] == "ceil_minute"
+    await session.caller_ended()
+    ended = store.get("i1")
+    assert ended is not None and ended["ended_at"] >= ended["bot_ended_at"]
+    first_end = ended["ended_at"]
+    await session.caller_ended()  # a second notice changes nothing
+    assert store.get("i1")["ended_at"] == first_end  # type: ignore[index]
+
+
+async def test_a_bot_that_never_answered_costs_nothing(
+    config: Config, store: InteractionStore
+) -> None:
+    session = session_in(config, store, FakeAri(), CallState.BOT_DIALLING)
+    await session.bot_failed("bot_busy")
+    row = store.get("i1")
+    assert row is not None
+    assert row["outcome"] == "bot_failed" and row["bot_seconds"] == 0.0
+    assert row["billable_minutes"] == 0.0 and row["ended_at"] is None
+
+
+async def test_caller_hang_up_ends_the_record_at_once(
+    config: Config, store: InteractionStore
+) -> None:
+    session = session_in(
+        config, store, FakeAri(), CallState.BOT_CONNECTED, bot_answered_at=time.time() - 5
+    )
+    await session.caller_gone()
+    row = store.get("i1")
+    assert row is not None and row["outcome"] == "abandoned"
+    assert row["ended_at"] == pytest.approx(row["bot_ended_at"], abs=0.5)
+    assert row["billable_minutes"] == 1.0
+
+
+async def test_queued_caller_is_followed_to_the_agent_and_the_end(
+    config: Config, store: InteractionStore
+) -> None:
+    ari = FakeAri()
+    app = make_app(config, store, ari)
+    session = session_in(config, store, ari, CallState.QUEUED)
+    app.adopt(session)
+    # our own bridge is not an agent; Queue()'s Dial ANSWER is
+    session.bridge_id = "call-i1"
+    await session.caller_entered_bridge(bridge("call-i1", "caller-1", "bot-i1"))
+    assert store.get("i1")["agent_answered_at"] is None  # type: ignore[index]
+    session.bridge_id = None
+    dial = Event(
+        "Dial",
+        "botbridge",
+        caller=channel("caller-1"),
+        peer=channel("agent-7"),
+        dialstatus="ANSWER",
+    )
+    await app.handle(dial)
+    row = store.get("i1")
+    assert row is not None and row["agent_answered_at"] and row["agent_channel"] == "agent-7"
+    await app.handle(Event("ChannelDestroyed", "botbridge", channel=channel("caller-1"), cause=16))
+    assert store.get("i1")["ended_at"] is not None  # type: ignore[index]
+    assert app.sessions == {} and app._by_channel == {}
+
+
+async def test_the_caller_is_followed_before_it_is_continued(
+    config: Config, store: InteractionStore
+) -> None:
+    ari = FakeAri()
+    session = session_in(config, store, ari, CallState.TRANSFERRING)
+
+    await session._send_to_queue(TransferDecision("agents-queue", None, None, None, None), "x")
+    names = [name for name, _ in ari.calls]
+    assert names.index("subscribe") < names.index("continue_in_dialplan")
+    assert ari.called("subscribe") == [("botbridge", "channel:caller-1")]
+
+
+# -- reconciliation at start -------------------------------------------------------------
+
+
+async def test_orphan_without_outcome_is_marked_app_restarted(
+    config: Config, store: InteractionStore
+) -> None:
+    answered = time.time() - 20
+    open_record(store, "o1", "bot_connected", bot_answered_at=answered)
+    ari = FakeAri([channel("bot-o1", name="PJSIP/voicebot-1")])  # the caller is gone
+    app = make_app(config, store, ari)
+    await app.reconcile(1)
+    row = store.get("o1")
+    assert row is not None
+    assert row["outcome"] == "error" and row["state"] == "error"
+    assert row["error_reason"] == APP_RESTARTED
+    assert row["ended_at"] == row["reconciled_at"]
+    # the bot leg was still up: released now, and its time runs until now
+    assert ari.called("hangup") == [("bot-o1",)]
+    assert ari.called("destroy_bridge") == [("call-o1",)]
+    assert row["bot_ended_at"] == row["ended_at"]
+    assert row["bot_seconds"] == pytest.approx(20, abs=1) and row["billable_minutes"] == 1.0
+    assert app.sessions == {}
+
+
+async def test_orphan_with_an_outcome_keeps_it(config: Config, store: InteractionStore) -> None:
+    open_record(
+        store,
+        "o2",
+        "queued",
+        outcome="escalated",
+        error_reason="escalate_to_unknown",
+        bot_answered_at=1.0,
+        transfer_at=31.0,
+        bot_ended_at=31.0,
+        bot_seconds=30.0,
+        billable_minutes=1.0,
+    )
+    app = make_app(config, store, FakeAri())
+    await app.reconcile(1)
+    row = store.get("o2")
+    assert row is not None
+    assert row["outcome"] == "escalated" and row["error_reason"] == "escalate_to_unknown"
+    assert row["ended_at"] and row["reconciled_at"] and row["bot_seconds"] == 30.0
+
+
+async def test_orphan_whose_bot_vanished_unseen_has_unknown_bot_time(
+    config: Config, store: InteractionStore
+) -> None:
+    open_record(store, "o3", "bot_connected", bot_answered_at=time.time() - 100)
+    await make_app(config, store, FakeAri()).reconcile(1)
+    row = store.get("o3")
+    assert row is not None and row["outcome"] == "error"
+    assert row["bot_seconds"] is None and row["billable_minutes"] is None
+    assert row["bot_ended_at"] is None
+
+
+async def test_only_this_nodes_records_and_legacy_ones_are_reconciled(
+    config: Config, store: InteractionStore
+) -> None:
+    open_record(store, "mine", "bot_dialling")
+    open_record(store, "theirs", "bot_dialling", node="node-b")
+    open_record(store, "legacy", "bot_dialling", node=None)
+    await make_app(config, store, FakeAri()).reconcile(1)
+    assert store.get("mine")["ended_at"] is not None  # type: ignore[index]
+    assert store.get("legacy")["ended_at"] is not None  # type: ignore[index]
+    assert store.get("theirs")["ended_at"] is None  # type: ignore[index]
+    assert store.get("mine")["billable_minutes"] == 0.0  # type: ignore[index]
+
+
+async def test_live_queued_caller_is_re_adopted_and_followed(
+    config: Config, store: InteractionStore
+) -> None:
+    open_record(store, "q1", "queued", outcome="escalated")
+    caller = channel("caller-q1", app_name="Queue")
+    # the agent answered while the app was down: the caller is in Queue()'s bridge
+    ari = FakeAri([caller], [bridge("b-1", "caller-q1", "agent-3")])
+    app = make_app(config, store, ari)
+    await app.reconcile(1)
+    assert ari.called("subscribe") == [("botbridge", "channel:caller-q1")]
+    assert set(app.sessions) == {"caller-q1"}
+    row = store.get("q1")
+    assert row is not None and row["reconciled_at"] and row["ended_at"] is None
+    assert row["agent_answered_at"] and row["agent_channel"] == "agent-3"
+    await app.handle(Event("ChannelDestroyed", "botbridge", channel=caller, cause=16))
+    assert store.get("q1")["ended_at"] is not None  # type: ignore[index]
+    assert app.sessions == {}
+
+
+async def test_live_caller_whose_dial_was_lost_goes_to_the_fallback_queue(
+    config: Config, store: InteractionStore
+) -> None:
+    open_record(store, "d1", "bot_dialling")
+    ari = FakeAri([channel("caller-d1"), channel("bot-d1", name="PJSIP/voicebot-1")])
+    app = make_app(config, store, ari)
+    await app.reconcile(1)
+    row = store.get("d1")
+    assert row is not None
+    assert row["outcome"] == "bot_failed" and row["error_reason"] == APP_RESTARTED
+    assert row["queue"] == "agents-queue" and row["ended_at"] is None
+    assert ("bot-d1",) in ari.called("hangup")
+    assert ari.called("continue_in_dialplan")[0][:2] == ("caller-d1", "botbridge-queue")
+
+
+async def test_live_bot_call_whose_bot_is_gone_is_resolved(
+    config: Config, store: InteractionStore
+) -> None:
+    open_record(store, "r1", "bot_connected", bot_answered_at=time.time() - 10)
+    ari = FakeAri([channel("caller-r1")])
+    app = make_app(config, store, ari)
+    await app.reconcile(1)
+    row = store.get("r1")
+    assert row is not None and row["outcome"] == "resolved"
+    assert row["bot_seconds"] is None  # ended unseen
+    assert ("caller-r1",) in ari.called("hangup")
+
+
+async def test_reconnect_ends_sessions_whose_caller_vanished(
+    config: Config, store: InteractionStore
+) -> None:
+    ari = FakeAri()
+    app = make_app(config, store, ari)
+    session = session_in(
+        config, store, ari, CallState.BOT_CONNECTED, bot_answered_at=time.time() - 3
+    )
+    app.adopt(session)
+    await app.reconcile(2)
+    row = store.get("i1")
+    assert row is not None and row["outcome"] == "abandoned"
+    assert row["ended_at"] and row["reconciled_at"]
+    assert app.sessions == {} and app._by_channel == {}
+
+
+@pytest.mark.parametrize(
+    ("record", "alive_until", "expected"),
+    [
+        ({"bot_seconds": 5.0, "bot_answered_at": 1.0}, 100.0, {}),
+        ({"bot_answered_at": None}, 100.0, {"bot_seconds": 0.0, "billable_minutes": 0.0}),
+        ({"bot_answered_at": 10.0, "transfer_at": 40.0}, 100.0, {"bot_seconds": 30.0}),
+        ({"bot_answered_at": 10.0, "bot_ended_at": 25.0}, None, {"bot_seconds": 15.0}),
+        ({"bot_answered_at": 10.0}, 70.0, {"bot_seconds": 60.0, "billable_minutes": 1.0}),
+        ({"bot_answered_at": 10.0}, None, {"billing_rounding": "ceil_minute"}),
+    ],
+)
+def test_orphan_bot_part(
+    record: dict[str, Any], alive_until: float | None, expected: dict[str, Any]
+) -> None:
+    got = orphan_bot_part(record, alive_until, "ceil_minute")
+    assert {k: got[k] for k in expected} == expected
+    if "bot_seconds" not in got:
+        assert "bot_ended_at" not in got

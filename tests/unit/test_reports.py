@@ -1,0 +1,709 @@
+"""Reports over interaction records: every definition table-driven, then properties."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ari_app import reports
+from ari_app.reports import (
+    GROUP_BYS,
+    IN_PROGRESS,
+    NO_VALUE,
+    OUTCOME_COLUMNS,
+    TOTAL_KEY,
+    GroupStats,
+    Period,
+    ReportError,
+    billable_minutes,
+    bot_seconds,
+    build_report,
+    csv_columns,
+    group_key,
+    named_period,
+    outcome_of,
+    records_between,
+    render,
+    render_csv,
+    render_json,
+    render_table,
+    summarize,
+    timezone_named,
+)
+from ari_app.store import OUTCOMES
+
+PARIS = ZoneInfo("Europe/Paris")
+MAY_1 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()
+DAY = 86400.0
+
+
+def rec(outcome: str | None = "resolved", at: float = MAY_1, **fields: Any) -> dict[str, Any]:
+    """A record as the store returns it; the bot answers 2 s in unless told otherwise."""
+    record: dict[str, Any] = {
+        "interaction_id": f"i{at}-{outcome}-{sorted(fields.items())}",
+        "state": outcome or "bot_connected",
+        "outcome": outcome,
+        "profile": "default",
+        "queue": None,
+        "escalate_to": None,
+        "started_at": at,
+        "bot_answered_at": at + 2,
+        "transfer_at": None,
+        "queued_at": None,
+        "ended_at": at + 32 if outcome else None,
+    }
+    record.update(fields)
+    return record
+
+
+def test_outcomes_are_the_stores() -> None:
+    assert reports.OUTCOMES == OUTCOMES
+
+
+# -- one record ----------------------------------------------------------------------------
+
+BOT_SECONDS_CASES = [
+    ("never answered", {"bot_answered_at": None, "ended_at": 100.0}, None),
+    ("answered, then hung up", {"bot_answered_at": 10.0, "ended_at": 70.5}, 60.5),
+    (
+        "transfer ends the bot part",
+        {"bot_answered_at": 10.0, "transfer_at": 40.0, "ended_at": 400.0},
+        30.0,
+    ),
+    (
+        "bot leg end before the call end",
+        {"bot_answered_at": 10.0, "bot_ended_at": 25.0, "ended_at": 400.0},
+        15.0,
+    ),
+    (
+        "transfer wins over bot leg end",
+        {"bot_answered_at": 10.0, "transfer_at": 20.0, "bot_ended_at": 25.0, "ended_at": 40.0},
+        10.0,
+    ),
+    ("still talking", {"bot_answered_at": 10.0, "ended_at": None}, None),
+    ("store column wins", {"bot_seconds": 12.5, "bot_answered_at": 10.0, "ended_at": 99.0}, 12.5),
+    ("store column zero", {"bot_seconds": 0.0, "bot_answered_at": None}, 0.0),
+    (
+        "store column null falls back",
+        {"bot_seconds": None, "bot_answered_at": 0.0, "ended_at": 9.0},
+        9.0,
+    ),
+    ("clock went backwards", {"bot_answered_at": 50.0, "ended_at": 40.0}, 0.0),
+    (
+        "datetimes from an ORM",
+        {
+            "bot_answered_at": datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC),
+            "ended_at": datetime(2024, 5, 1, 10, 1, 30, tzinfo=UTC),
+        },
+        90.0,
+    ),
+    (
+        "naive datetimes are UTC",
+        {
+            "bot_answered_at": datetime(2024, 5, 1, 10, 0),
+            "transfer_at": datetime(2024, 5, 1, 10, 0, 5),
+        },
+        5.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [c[1:] for c in BOT_SECONDS_CASES],
+    ids=[c[0] for c in BOT_SECONDS_CASES],
+)
+def test_bot_seconds(fields: dict[str, Any], expected: float | None) -> None:
+    assert bot_seconds(fields) == expected
+
+
+BILLABLE_CASES = [
+    ("no bot", {"bot_answered_at": None}, 0.0),
+    ("still talking", {"bot_answered_at": 0.0, "ended_at": None}, 0.0),
+    ("zero seconds", {"bot_answered_at": 0.0, "ended_at": 0.0}, 0.0),
+    ("one millisecond starts a minute", {"bot_answered_at": 0.0, "ended_at": 0.001}, 1.0),
+    ("59.9 s", {"bot_answered_at": 0.0, "ended_at": 59.9}, 1.0),
+    ("exactly 60 s", {"bot_answered_at": 0.0, "ended_at": 60.0}, 1.0),
+    ("float noise above 60 s", {"bot_answered_at": 0.0, "ended_at": 60.0004}, 1.0),
+    ("60.001 s", {"bot_answered_at": 0.0, "ended_at": 60.001}, 2.0),
+    ("61 s", {"bot_answered_at": 0.0, "ended_at": 61.0}, 2.0),
+    ("an hour", {"bot_answered_at": 0.0, "ended_at": 3600.0}, 60.0),
+    (
+        "store's minutes win",
+        {"billable_minutes": 1.3, "bot_answered_at": 0.0, "ended_at": 600.0},
+        1.3,
+    ),
+    ("store's seconds are rounded up", {"bot_seconds": 121.0}, 3.0),
+    ("store's zero minutes", {"billable_minutes": 0.0, "bot_seconds": 0.0}, 0.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"), [c[1:] for c in BILLABLE_CASES], ids=[c[0] for c in BILLABLE_CASES]
+)
+def test_billable_minutes(fields: dict[str, Any], expected: float) -> None:
+    assert billable_minutes(fields) == expected
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [*((o, o) for o in OUTCOMES), (None, IN_PROGRESS), ("something-new", "error")],
+)
+def test_outcome_of(outcome: str | None, expected: str) -> None:
+    assert outcome_of({"outcome": outcome}) == expected
+
+
+GROUP_KEY_CASES = [
+    ("day", {"started_at": MAY_1}, UTC, "2024-05-01"),
+    # 23:30 UTC on 1 May is 01:30 on 2 May in Paris (UTC+2 in summer)
+    (
+        "day",
+        {"started_at": datetime(2024, 5, 1, 23, 30, tzinfo=UTC).timestamp()},
+        UTC,
+        "2024-05-01",
+    ),
+    (
+        "day",
+        {"started_at": datetime(2024, 5, 1, 23, 30, tzinfo=UTC).timestamp()},
+        PARIS,
+        "2024-05-02",
+    ),
+    ("day", {"started_at": None}, UTC, NO_VALUE),
+    ("profile", {"profile": "sales"}, UTC, "sales"),
+    ("profile", {"profile": None}, UTC, NO_VALUE),
+    ("queue", {"queue": "billing-queue"}, UTC, "billing-queue"),
+    ("queue", {"queue": None}, UTC, NO_VALUE),
+    ("queue", {}, UTC, NO_VALUE),
+]
+
+
+@pytest.mark.parametrize(("group_by", "fields", "tz", "expected"), GROUP_KEY_CASES)
+def test_group_key(group_by: str, fields: dict[str, Any], tz: Any, expected: str) -> None:
+    assert group_key(fields, group_by, tz) == expected
+
+
+def test_group_key_rejects_unknown_grouping() -> None:
+    with pytest.raises(ReportError, match="group_by"):
+        group_key({}, "agent")
+
+
+# -- periods -------------------------------------------------------------------------------
+
+
+def test_period_bounds_are_local_midnights() -> None:
+    period = Period.parse("2024-05-01", "2024-05-03")
+    assert period.start_ts == datetime(2024, 5, 1, tzinfo=UTC).timestamp()
+    assert period.end_ts == datetime(2024, 5, 4, tzinfo=UTC).timestamp()
+    assert [d.isoformat() for d in period.days()] == ["2024-05-01", "2024-05-02", "2024-05-03"]
+    assert period.contains(period.start_ts)
+    assert not period.contains(period.end_ts)
+    assert str(period) == "2024-05-01 .. 2024-05-03 (UTC)"
+
+
+def test_period_in_a_time_zone_follows_daylight_saving() -> None:
+    # 31 March 2024: Paris skips 02:00-03:00, the day has 23 hours
+    period = Period.parse("2024-03-31", "2024-03-31", PARIS)
+    assert period.end_ts - period.start_ts == 23 * 3600
+    assert period.start_ts == datetime(2024, 3, 30, 23, 0, tzinfo=UTC).timestamp()
+    assert str(period) == "2024-03-31 .. 2024-03-31 (Europe/Paris)"
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "message"),
+    [
+        ("2024-05-02", "2024-05-01", "ends"),
+        ("2024/05/01", "2024-05-01", "from must be a date"),
+        ("2024-05-01", "tomorrow", "to must be a date"),
+        ("2024-02-30", "2024-03-01", "from must be a date"),
+        ("", "2024-03-01", "from must be a date"),
+    ],
+)
+def test_period_rejects(first: str, last: str, message: str) -> None:
+    with pytest.raises(ReportError, match=message):
+        Period.parse(first, last)
+
+
+NAMED_PERIOD_CASES = [
+    # now (UTC), name, first, last
+    (datetime(2024, 5, 8, 7, 0), "previous_day", date(2024, 5, 7), date(2024, 5, 7)),
+    (datetime(2024, 3, 1, 0, 0), "previous_day", date(2024, 2, 29), date(2024, 2, 29)),
+    (datetime(2024, 1, 1, 7, 0), "previous_day", date(2023, 12, 31), date(2023, 12, 31)),
+    # Wednesday 8 May 2024 -> Monday 29 April .. Sunday 5 May
+    (datetime(2024, 5, 8, 7, 0), "previous_week", date(2024, 4, 29), date(2024, 5, 5)),
+    # on a Monday, the week that ended yesterday
+    (datetime(2024, 5, 6, 7, 0), "previous_week", date(2024, 4, 29), date(2024, 5, 5)),
+    # on a Sunday, still the week before the current one
+    (datetime(2024, 5, 12, 23, 59), "previous_week", date(2024, 4, 29), date(2024, 5, 5)),
+    (datetime(2024, 5, 8, 7, 0), "previous_month", date(2024, 4, 1), date(2024, 4, 30)),
+    (datetime(2024, 1, 15, 7, 0), "previous_month", date(2023, 12, 1), date(2023, 12, 31)),
+    (datetime(2024, 3, 1, 7, 0), "previous_month", date(2024, 2, 1), date(2024, 2, 29)),
+    (datetime(2024, 5, 8, 7, 0), "last_7_days", date(2024, 5, 1), date(2024, 5, 7)),
+]
+
+
+@pytest.mark.parametrize(("now", "name", "first", "last"), NAMED_PERIOD_CASES)
+def test_named_period(now: datetime, name: str, first: date, last: date) -> None:
+    period = named_period(name, now.replace(tzinfo=UTC))
+    assert (period.first_day, period.last_day) == (first, last)
+
+
+def test_named_period_uses_the_report_time_zone() -> None:
+    # 23:30 UTC on 7 May is already 8 May in Paris: yesterday there is 7 May
+    now = datetime(2024, 5, 7, 23, 30, tzinfo=UTC)
+    assert named_period("previous_day", now, UTC).first_day == date(2024, 5, 6)
+    assert named_period("previous_day", now, PARIS).first_day == date(2024, 5, 7)
+
+
+def test_named_period_rejects_unknown() -> None:
+    with pytest.raises(ReportError, match="unknown period"):
+        named_period("yesterday-ish", datetime(2024, 5, 8, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("UTC", "UTC"), ("utc", "UTC"), ("Europe/Paris", "Europe/Paris")]
+)
+def test_timezone_named(name: str, expected: str) -> None:
+    assert Period(date(2024, 1, 1), date(2024, 1, 1), timezone_named(name)).tz_name == expected
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd"])
+def test_timezone_named_rejects(name: str) -> None:
+    with pytest.raises(ReportError, match="time zone"):
+        timezone_named(name)
+
+
+# -- rates ---------------------------------------------------------------------------------
+
+RATE_CASES = [
+    # resolved, escalated, bot_failed, abandoned, error, in progress
+    #   -> containment, bot failure, abandon rates
+    ((0, 0, 0, 0, 0, 0), (None, None, None)),
+    ((1, 0, 0, 0, 0, 0), (1.0, 0.0, 0.0)),
+    ((0, 1, 0, 0, 0, 0), (0.0, 0.0, 0.0)),
+    ((3, 1, 0, 0, 0, 0), (0.75, 0.0, 0.0)),
+    ((0, 0, 2, 0, 0, 0), (None, 1.0, 0.0)),
+    ((0, 0, 0, 4, 0, 0), (None, 0.0, 1.0)),
+    ((0, 0, 0, 0, 1, 1), (None, 0.0, 0.0)),
+    ((5, 3, 1, 1, 0, 0), (5 / 8, 0.1, 0.1)),
+    # containment ignores bot failures, abandons, errors and calls in progress
+    ((1, 1, 5, 5, 5, 5), (0.5, 5 / 22, 5 / 22)),
+]
+
+
+@pytest.mark.parametrize(("counts", "rates"), RATE_CASES)
+def test_rates(counts: tuple[int, ...], rates: tuple[float | None, ...]) -> None:
+    records = [
+        rec(None if column == IN_PROGRESS else column)
+        for column, count in zip(OUTCOME_COLUMNS, counts, strict=True)
+        for _ in range(count)
+    ]
+    stats = summarize("x", records)
+    assert stats.total == sum(counts)
+    assert [stats.outcomes[c] for c in OUTCOME_COLUMNS] == list(counts)
+    assert (stats.containment_rate, stats.bot_failure_rate, stats.abandon_rate) == pytest.approx(
+        rates
+    )
+    for value, expected in zip(
+        (stats.containment_rate, stats.bot_failure_rate, stats.abandon_rate), rates, strict=True
+    ):
+        assert (value is None) == (expected is None)
+
+
+def test_escalation_targets_and_bot_time() -> None:
+    records = [
+        rec("escalated", escalate_to="billing", transfer_at=MAY_1 + 32, queue="billing-queue"),
+        rec("escalated", escalate_to="billing", transfer_at=MAY_1 + 62, queue="billing-queue"),
+        rec("escalated", escalate_to="agents-queue", transfer_at=MAY_1 + 12, queue="agents-queue"),
+        rec("escalated", escalate_to=None, transfer_at=MAY_1 + 2, queue="agents-queue"),
+        rec("resolved", escalate_to="ignored-not-escalated"),
+        rec("bot_failed", bot_answered_at=None, queue="agents-queue"),  # no bot time at all
+        rec(None, ended_at=None),  # bot still talking: no bot time yet
+    ]
+    stats = summarize("x", records)
+    assert stats.escalation_targets == {"billing": 2, "agents-queue": 1, NO_VALUE: 1}
+    # bot seconds: 30 + 60 + 10 + 0 + 30 (resolved: 2 s .. 32 s)
+    assert stats.bot_seconds == 130.0
+    assert stats.bot_calls == 5
+    assert stats.avg_bot_seconds == 26.0
+    # billable: 1 + 1 + 1 + 0 + 1
+    assert stats.billable_minutes == 4.0
+    assert stats.as_dict()["escalation_targets"] == {"billing": 2, NO_VALUE: 1, "agents-queue": 1}
+    assert list(stats.as_dict()["escalation_targets"]) == ["billing", NO_VALUE, "agents-queue"]
+
+
+def test_average_bot_time_uses_store_columns() -> None:
+    records = [
+        rec("resolved", bot_seconds=100.0, billable_minutes=1.7),
+        rec("bot_failed", bot_answered_at=None, bot_seconds=0.0, billable_minutes=0.0),
+    ]
+    stats = summarize("x", records)
+    assert stats.bot_calls == 1  # a bot that never answered is not averaged in
+    assert stats.avg_bot_seconds == 100.0
+    assert stats.billable_minutes == 1.7
+    assert stats.as_dict()["billable_minutes"] == 1.7
+
+
+def test_usage_minutes_per_profile() -> None:
+    records = [
+        rec("resolved", profile="sales", ended_at=MAY_1 + 2 + 61),  # 2 minutes
+        rec("resolved", profile="sales", ended_at=MAY_1 + 2 + 10),  # 1
+        rec("escalated", profile="default", transfer_at=MAY_1 + 2 + 120),  # 2
+        rec("bot_failed", profile="support", bot_answered_at=None),  # 0: not listed
+    ]
+    stats = summarize("x", records)
+    assert stats.usage_minutes == {"sales": 3.0, "default": 2.0}
+    assert stats.billable_minutes == 5.0
+
+
+# -- whole reports -------------------------------------------------------------------------
+
+MAY = Period.parse("2024-05-01", "2024-05-03")
+MIXED = [
+    rec("resolved", at=MAY_1, profile="sales"),
+    rec(
+        "escalated",
+        at=MAY_1 + 60,
+        escalate_to="billing",
+        queue="billing-queue",
+        transfer_at=MAY_1 + 92,
+    ),
+    rec("bot_failed", at=MAY_1 + DAY, bot_answered_at=None, queue="agents-queue"),
+    rec("abandoned", at=MAY_1 + 2 * DAY, profile="sales"),
+    rec("resolved", at=MAY_1 - DAY),  # 30 April: outside
+    rec("resolved", at=MAY.end_ts),  # 4 May 00:00: outside (end excluded)
+    rec("resolved", at=MAY.start_ts, profile="night"),  # 1 May 00:00: inside
+]
+
+REPORT_CASES = [
+    (
+        "by day, every day has a row",
+        "day",
+        {
+            "2024-05-01": (3, {"resolved": 2, "escalated": 1}),
+            "2024-05-02": (1, {"bot_failed": 1}),
+            "2024-05-03": (1, {"abandoned": 1}),
+        },
+    ),
+    (
+        "by profile",
+        "profile",
+        {
+            "default": (2, {"escalated": 1, "bot_failed": 1}),
+            "night": (1, {"resolved": 1}),
+            "sales": (2, {"resolved": 1, "abandoned": 1}),
+        },
+    ),
+    (
+        "by queue",
+        "queue",
+        {
+            NO_VALUE: (3, {"resolved": 2, "abandoned": 1}),
+            "agents-queue": (1, {"bot_failed": 1}),
+            "billing-queue": (1, {"escalated": 1}),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("group_by", "expected"), [c[1:] for c in REPORT_CASES], ids=[c[0] for c in REPORT_CASES]
+)
+def test_build_report(group_by: str, expected: dict[str, tuple[int, dict[str, int]]]) -> None:
+    report = build_report(MIXED, MAY, group_by)
+    assert [row.key for row in report.rows] == list(expected)
+    for row in report.rows:
+        total, outcomes = expected[row.key]
+        assert row.total == total
+        assert {k: v for k, v in row.outcomes.items() if v} == outcomes
+    assert report.total.key == TOTAL_KEY
+    assert report.total.total == 5
+    assert report.total.containment_rate == pytest.approx(2 / 3)
+    assert report.total.bot_failure_rate == pytest.approx(1 / 5)
+    assert report.total.abandon_rate == pytest.approx(1 / 5)
+
+
+@pytest.mark.parametrize(
+    ("group_by", "rows"),
+    [("day", ["2024-05-01", "2024-05-02", "2024-05-03"]), ("profile", []), ("queue", [])],
+)
+def test_empty_period(group_by: str, rows: list[str]) -> None:
+    report = build_report([rec("resolved", at=MAY_1 - DAY)], MAY, group_by)
+    assert [r.key for r in report.rows] == rows
+    for stats in (*report.rows, report.total):
+        assert stats.total == 0
+        assert all(v == 0 for v in stats.outcomes.values())
+        assert stats.containment_rate is None
+        assert stats.bot_failure_rate is None
+        assert stats.abandon_rate is None
+        assert stats.avg_bot_seconds is None
+        assert stats.billable_minutes == 0
+    data = json.loads(render_json(report))
+    assert data["total"]["containment_rate"] is None
+    assert data["total"]["avg_bot_seconds"] is None
+    lines = list(csv.reader(io.StringIO(render_csv(report))))
+    assert lines[-1][:3] == [TOTAL_KEY, "0", "0"]
+    header = lines[0]
+    for name in ("containment_rate", "bot_failure_rate", "abandon_rate", "avg_bot_seconds"):
+        assert lines[-1][header.index(name)] == ""
+    table = render_table(report)
+    assert "(total)" in table
+    total_line = next(line for line in table.splitlines() if line.startswith(TOTAL_KEY))
+    assert total_line.split()[8:12] == ["-", "-", "-", "-"]
+
+
+def test_build_report_rejects_unknown_grouping() -> None:
+    with pytest.raises(ReportError, match="group_by"):
+        build_report([], MAY, "hour")
+
+
+def test_build_report_day_boundaries_in_a_time_zone() -> None:
+    period = Period.parse("2024-05-01", "2024-05-01", PARIS)
+    records = [
+        rec("resolved", at=datetime(2024, 4, 30, 21, 59, tzinfo=UTC).timestamp()),  # 23:59 Paris
+        rec("resolved", at=datetime(2024, 4, 30, 22, 0, tzinfo=UTC).timestamp()),  # 00:00 Paris
+        rec("escalated", at=datetime(2024, 5, 1, 21, 59, tzinfo=UTC).timestamp()),  # 23:59 Paris
+        rec("resolved", at=datetime(2024, 5, 1, 22, 0, tzinfo=UTC).timestamp()),  # next day
+    ]
+    report = build_report(records, period, "day")
+    assert [(r.key, r.total) for r in report.rows] == [("2024-05-01", 2)]
+
+
+# -- formats -------------------------------------------------------------------------------
+
+
+def test_csv_layout() -> None:
+    report = build_report(MIXED, MAY, "profile")
+    lines = list(csv.reader(io.StringIO(render_csv(report))))
+    assert lines[0] == csv_columns("profile")
+    assert lines[0][:2] == ["profile", "total"]
+    assert [line[0] for line in lines[1:]] == ["default", "night", "sales", TOTAL_KEY]
+    total = dict(zip(lines[0], lines[-1], strict=True))
+    assert total["total"] == "5"
+    assert total["containment_rate"] == "0.6667"
+    assert total["bot_failure_rate"] == "0.2"
+    assert total["escalation_targets"] == "billing=1"
+    assert total["usage_minutes_by_profile"] == "default=1;night=1;sales=2"
+    assert render_csv(report).endswith("\r\n")
+
+
+def test_csv_never_starts_a_cell_with_a_formula() -> None:
+    report = build_report(
+        [
+            rec("escalated", escalate_to='=HYPERLINK("http://x")', transfer_at=MAY_1 + 5),
+            rec("escalated", escalate_to="-1+1", transfer_at=MAY_1 + 5),
+        ],
+        MAY,
+        "day",
+    )
+    lines = list(csv.reader(io.StringIO(render_csv(report))))
+    targets = dict(zip(lines[0], lines[1], strict=True))["escalation_targets"]
+    assert targets == '\'-1+1=1;=HYPERLINK("http://x")=1'
+    for line in lines[1:]:
+        for cell in line:
+            assert not cell.startswith(("=", "+", "@")), cell
+
+
+def test_json_layout() -> None:
+    report = build_report(MIXED, MAY, "queue")
+    data = json.loads(render_json(report))
+    assert data["from"] == "2024-05-01" and data["to"] == "2024-05-03"
+    assert data["group_by"] == "queue" and data["timezone"] == "UTC"
+    assert [r["key"] for r in data["rows"]] == [NO_VALUE, "agents-queue", "billing-queue"]
+    assert data["total"]["outcomes"] == {
+        "resolved": 2,
+        "escalated": 1,
+        "bot_failed": 1,
+        "abandoned": 1,
+        "error": 0,
+        "in_progress": 0,
+    }
+    assert data["total"]["containment_rate"] == 0.6667
+    assert data["total"]["escalation_targets"] == {"billing": 1}
+    assert data["rows"][1]["containment_rate"] is None  # agents-queue: one bot failure only
+
+
+def test_table_layout() -> None:
+    report = build_report(MIXED, MAY, "day")
+    text = render_table(report)
+    lines = text.splitlines()
+    assert lines[0] == "Interaction report 2024-05-01 .. 2024-05-03 (UTC), grouped by day"
+    assert lines[2].split()[:3] == ["day", "total", "resolved"]
+    assert lines[3].startswith("-")
+    assert lines[4].split() == [
+        "2024-05-01", "3", "2", "1", "0", "0", "0", "0",
+        "66.7%", "0.0%", "0.0%", "30.0", "3", "billing=1",
+    ]  # fmt: skip
+    assert lines[5].split()[8:12] == ["-", "100.0%", "0.0%", "-"]
+    assert lines[-1] == "Bot usage (billable minutes) by profile: default=1, night=1, sales=2"
+    # the columns line up: every figure row is as wide as the header up to the last column
+    assert len({len(line.rsplit("  ", 1)[0]) for line in lines[4:7]}) == 1
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_render_dispatch(fmt: str) -> None:
+    report = build_report(MIXED, MAY, "day")
+    assert render(report, fmt) == {"table": render_table, "csv": render_csv, "json": render_json}[
+        fmt
+    ](report)
+
+
+def test_render_rejects_unknown_format() -> None:
+    with pytest.raises(ReportError, match="format"):
+        render(build_report([], MAY), "xlsx")
+
+
+# -- where records come from ---------------------------------------------------------------
+
+
+class _AllOnly:
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+    def all(self) -> list[dict[str, Any]]:
+        return self.records
+
+
+class _WithBetween(_AllOnly):
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        super().__init__(records)
+        self.asked: list[tuple[float, float]] = []
+
+    def all(self) -> list[dict[str, Any]]:
+        raise AssertionError("between() should have been used")
+
+    def between(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+        self.asked.append((start_ts, end_ts))
+        return [r for r in self.records if start_ts <= r["started_at"] < end_ts]
+
+
+@pytest.mark.parametrize("source", [_AllOnly, _WithBetween])
+def test_records_between(source: type[_AllOnly]) -> None:
+    store = source(MIXED)
+    got = records_between(store, MAY.start_ts, MAY.end_ts)
+    assert len(got) == 5
+    assert all(MAY.contains(r["started_at"]) for r in got)
+    if isinstance(store, _WithBetween):
+        assert store.asked == [(MAY.start_ts, MAY.end_ts)]
+
+
+def test_records_from_a_real_store(tmp_path: Any) -> None:
+    from ari_app.store import InteractionStore
+
+    store = InteractionStore(tmp_path / "records.sqlite3")
+    try:
+        for i, record in enumerate(MIXED):
+            fields = {
+                k: v
+                for k, v in record.items()
+                if k not in {"interaction_id", "state"} and v is not None
+            }
+            store.create(f"r{i}", caller_channel=f"c{i}", **fields)
+        report = build_report(records_between(store, MAY.start_ts, MAY.end_ts), MAY, "day")
+    finally:
+        store.close()
+    assert report.total.total == 5
+    assert report.total.outcomes["escalated"] == 1
+    assert report.total.escalation_targets == {"billing": 1}
+
+
+# -- properties ----------------------------------------------------------------------------
+
+PERIOD = Period.parse("2024-05-01", "2024-05-07")
+_profiles = st.sampled_from(["default", "sales", "night"])
+_queues = st.one_of(st.none(), st.sampled_from(["agents-queue", "billing-queue"]))
+_offsets = st.one_of(st.none(), st.floats(min_value=0, max_value=4000, allow_nan=False))
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    started = draw(
+        st.floats(
+            min_value=PERIOD.start_ts - 2 * DAY, max_value=PERIOD.end_ts + 2 * DAY, allow_nan=False
+        )
+    )
+    answered = draw(_offsets)
+    record: dict[str, Any] = {
+        "outcome": draw(st.one_of(st.none(), st.sampled_from(OUTCOMES))),
+        "profile": draw(_profiles),
+        "queue": draw(_queues),
+        "escalate_to": draw(st.one_of(st.none(), st.text(max_size=12))),
+        "started_at": started,
+        "bot_answered_at": None if answered is None else started + answered,
+        "transfer_at": None,
+        "ended_at": None,
+    }
+    if answered is not None:
+        for key in ("transfer_at", "bot_ended_at", "ended_at"):
+            offset = draw(_offsets)
+            record[key] = None if offset is None else started + answered + offset
+    if draw(st.booleans()):
+        record["bot_seconds"] = draw(st.one_of(st.none(), st.floats(min_value=0, max_value=1e5)))
+        record["billable_minutes"] = draw(
+            st.one_of(st.none(), st.floats(min_value=0, max_value=2000))
+        )
+    return record
+
+
+def _check_stats(stats: GroupStats) -> None:
+    assert sum(stats.outcomes.values()) == stats.total
+    assert set(stats.outcomes) == set(OUTCOME_COLUMNS)
+    assert sum(stats.escalation_targets.values()) == stats.outcomes["escalated"]
+    for rate in (stats.containment_rate, stats.bot_failure_rate, stats.abandon_rate):
+        assert rate is None or 0.0 <= rate <= 1.0
+    decided = stats.outcomes["resolved"] + stats.outcomes["escalated"]
+    assert (stats.containment_rate is None) == (decided == 0)
+    assert (stats.bot_failure_rate is None) == (stats.total == 0)
+    assert (stats.abandon_rate is None) == (stats.total == 0)
+    assert stats.bot_calls <= stats.total
+    assert stats.avg_bot_seconds is None or stats.avg_bot_seconds >= 0
+    assert stats.billable_minutes >= 0
+    assert math.isclose(sum(stats.usage_minutes.values()), stats.billable_minutes, abs_tol=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(records(), max_size=40), st.sampled_from(GROUP_BYS))
+def test_counts_add_up_and_rates_are_fractions(items: list[dict[str, Any]], group_by: str) -> None:
+    report = build_report(items, PERIOD, group_by)
+    inside = [r for r in items if PERIOD.contains(r["started_at"])]
+    assert report.total.total == len(inside)
+    assert sum(row.total for row in report.rows) == report.total.total
+    for outcome in OUTCOME_COLUMNS:
+        assert sum(row.outcomes[outcome] for row in report.rows) == report.total.outcomes[outcome]
+    assert math.isclose(
+        sum(r.billable_minutes for r in report.rows), report.total.billable_minutes, abs_tol=1e-6
+    )
+    assert math.isclose(
+        sum(r.bot_seconds for r in report.rows),
+        report.total.bot_seconds,
+        rel_tol=1e-9,
+        abs_tol=1e-6,
+    )
+    for stats in (*report.rows, report.total):
+        _check_stats(stats)
+    if group_by == "day":
+        assert len(report.rows) == 7
+    # every format renders; CSV has a row per group and the total, JSON has no NaN
+    lines = list(csv.reader(io.StringIO(render_csv(report))))
+    assert len(lines) == len(report.rows) + 2
+    assert all(len(line) == len(lines[0]) for line in lines)
+    data = json.loads(render_json(report), parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    assert data["total"]["total"] == len(inside)
+    assert render_table(report).count("\n") >= len(report.rows) + 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_each_started_minute_is_billed(seconds: float) -> None:
+    minutes = billable_minutes({"bot_answered_at": 0.0, "ended_at": seconds})
+    assert minutes.is_integer()
+    assert minutes * 60 >= round(seconds, 3)
+    assert (minutes - 1) * 60 < round(seconds, 3) or minutes == 0
