@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ari_app.ari import AriRest, Channel
 from ari_app.sipp import SipMessage, SippRun
 
 DEFAULT_UNTIL_TIMEOUT = 15.0
@@ -59,3 +60,11 @@ def first(
 
 def all_of(run: SippRun, method: str) -> list[SipMessage]:
     return [m for m in run.messages() if m.method == method]
+
+
+async def queued_caller(ari: AriRest) -> Channel | None:
+    """The carrier-side caller once it runs Queue(), or None."""
+    for channel in await ari.channels():
+        if channel.name.startswith("PJSIP/carrier") and channel.dialplan.app_name == "Queue":
+            return channel
+    return None

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from ari_app.ari import AriRest, Channel
+from ari_app.ari import Channel
 from ari_app.devstack import DevStack, build_stack
 from ari_app.runtime import Runtime
 from ari_app.sipp import SippRun
 from ari_app.stack import free_port
 from ari_app.store import InteractionStore
-from tests.harness import all_of, first, until
+from tests.harness import all_of, first, queued_caller, until
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +78,6 @@ class Call:
         value = first(self.bot, method="INVITE", direction="received").header("X-Interaction-Id")
         assert value, self.report()
         return value
-
-
-async def queued_caller(ari: AriRest) -> Channel | None:
-    for channel in await ari.channels():
-        if channel.name.startswith("PJSIP/carrier") and channel.dialplan.app_name == "Queue":
-            return channel
-    return None
 
 
 async def place_call(

@@ -35,7 +35,7 @@ from ari_app.devstack import DevStack, build_stack
 from ari_app.runtime import Runtime
 from ari_app.sipp import SipMessage, SippRun
 from ari_app.stack import free_port, make_self_signed
-from tests.harness import first, until
+from tests.harness import first, queued_caller, until
 
 pytestmark = pytest.mark.integration
 
@@ -136,13 +136,6 @@ async def bridged_pair(ari: AriRest) -> tuple[Channel, Channel] | None:
         bot = [c for c in members if c.name.startswith("PJSIP/voicebot-")]
         if len(members) == 2 and caller and bot:
             return caller[0], bot[0]
-    return None
-
-
-async def queued_caller(ari: AriRest) -> Channel | None:
-    for channel in await ari.channels():
-        if channel.name.startswith("PJSIP/carrier") and channel.dialplan.app_name == "Queue":
-            return channel
     return None
 
 
