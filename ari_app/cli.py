@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ari_app.ari import AriError, AriRest, Event, EventStream
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="tail the app's event stream in readable form")
     p.add_argument("--app", help="application to watch (default: a read-only observer of all)")
     p.set_defaults(func=_events)
+    p = sub.add_parser(
+        "render-config",
+        help="render the shipped Asterisk configuration into DIR for this host's Asterisk",
+    )
+    p.add_argument("directory", type=Path, help="instance root: etc/, lib/, log/, ... go here")
+    p.set_defaults(func=_render_config)
     p = sub.add_parser("records", help="print interaction records as JSON lines")
     p.set_defaults(func=_records)
     _report_parser(sub)
@@ -191,6 +198,22 @@ async def _events(config: Config, args: argparse.Namespace) -> int:
         print(format_event(event), flush=True)
 
     await stream.run(show)
+    return 0
+
+
+async def _render_config(config: Config, args: argparse.Namespace) -> int:
+    """Production: the same templates the tests start, for an Asterisk installed here."""
+    from ari_app.runtime import RuntimeUnavailable, SystemRuntime
+    from ari_app.stack import AsteriskInstance, StackError
+
+    try:
+        runtime = SystemRuntime(scratch=args.directory, tools=("asterisk",))
+        root = args.directory.resolve()
+        AsteriskInstance(runtime, config, root).render_config()
+    except (RuntimeUnavailable, StackError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"rendered {root}/etc; start Asterisk with: asterisk -C {root}/etc/asterisk.conf")
     return 0
 
 

@@ -125,9 +125,11 @@ class Runtime(abc.ABC):
 class SystemRuntime(Runtime):
     name = "system"
 
-    def __init__(self, scratch: Path | None = None) -> None:
+    def __init__(
+        self, scratch: Path | None = None, tools: Sequence[str] = ("asterisk", "sipp")
+    ) -> None:
         self._scratch = scratch or cache_dir() / "scratch"
-        for tool in ("asterisk", "sipp"):
+        for tool in tools:
             if shutil.which(tool) is None:
                 raise RuntimeUnavailable(f"system runtime: {tool} is not on PATH")
 
