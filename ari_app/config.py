@@ -35,6 +35,7 @@ _PATTERN = validate.Regexp(
     error="must be an exact number or an Asterisk pattern like _X.",
 )
 _ENCRYPTION = validate.OneOf(["no", "sdes"])
+_CIDR_LIST = validate.Regexp(r"^[0-9a-fA-F.:/, ]+$", error="must be addresses or CIDRs")
 
 # scalar settings that an environment variable may override: env name -> (section, key)
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -46,6 +47,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_SIP_PORT": ("sip", "port"),
     "BOTBRIDGE_SIP_TLS_PORT": ("sip", "tls_port"),
     "BOTBRIDGE_CARRIER_MATCH": ("sip", "carrier_match"),
+    "BOTBRIDGE_BOT_MATCH": ("sip", "bot_match"),
+    "BOTBRIDGE_AGENT_MATCH": ("sip", "agent_match"),
     "BOTBRIDGE_AGENT_CONTACT": ("sip", "agent_contact"),
     "BOTBRIDGE_RTP_START": ("sip", "rtp_start"),
     "BOTBRIDGE_RTP_END": ("sip", "rtp_end"),
@@ -89,6 +92,8 @@ class _SipSchema(Schema):
     port = fields.Int(required=True, validate=validate.Range(1, 65535))
     tls_port = fields.Int(required=True, validate=validate.Range(1, 65535))
     carrier_match = fields.Str(required=True, validate=validate.Regexp(r"^[0-9a-fA-F.:/, ]+$"))
+    bot_match = fields.Str(required=True, validate=_CIDR_LIST)
+    agent_match = fields.Str(required=True, validate=_CIDR_LIST)
     agent_contact = fields.Str(required=True, validate=_SIP_URI)
     rtp_start = fields.Int(required=True, validate=validate.Range(1024, 65535))
     rtp_end = fields.Int(required=True, validate=validate.Range(1024, 65535))

@@ -86,6 +86,9 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "TLS_CA_FILE": dirs.get("TLS_CA_FILE", ""),
         "TLS_VERIFY_SERVER": _yes_no(bool(sip.get("tls_verify_server", False))),
         "CARRIER_MATCH": sip["carrier_match"],
+        "SIGNALLING_PERMIT": signalling_permit(
+            sip["carrier_match"], sip["bot_match"], sip["agent_match"]
+        ),
         "CARRIER_MEDIA_ENCRYPTION": sip["carrier_media_encryption"],
         "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["carrier_media_encryption_optimistic"]),
         "BOT_MEDIA_ENCRYPTION": sip["bot_media_encryption"],
@@ -299,6 +302,18 @@ def _host_port(url: str) -> tuple[str, int]:
     if not match:
         raise StackError(f"ARI url {url!r} must be http(s)://host:port/ari")
     return match.group(1), int(match.group(2))
+
+
+def signalling_permit(*lists: str) -> str:
+    """Union of allow-lists as an ACL permit value: addresses/CIDRs, ports dropped."""
+    permit: list[str] = []
+    for item in ",".join(lists).split(","):
+        address = item.strip()
+        if address.count(":") == 1:  # IPv4 address:port (identify match pins a port)
+            address = address.split(":", 1)[0]
+        if address and address not in permit:
+            permit.append(address)
+    return ",".join(permit)
 
 
 def _yes_no(flag: bool) -> str:

@@ -347,19 +347,17 @@ async def test_bot_refer_to_a_non_sip_target_is_refused_before_any_dialplan(
 
 
 @pytest.mark.parametrize("from_user", ["15550006666", "carrier", "voicebot", "agent1"])
-async def test_call_from_an_unlisted_address_is_challenged_and_creates_nothing(
+async def test_call_from_an_unlisted_address_is_refused_and_creates_nothing(
     stack: DevStack, from_user: str
 ) -> None:
-    """sip.carrier_match is 127.0.0.1: an INVITE from 127.0.0.2 matches no identify section.
-    Asterisk answers it 401 with a digest challenge (its "artificial" endpoint, the same
-    answer an unknown user gets, so nothing is revealed) and creates no channel. This holds
-    when the From user names one of our endpoints too: every endpoint has identify_by = ip
-    (with Asterisk's default, username,ip, From "carrier" from anywhere was taken for the
-    carrier and entered the app, From "voicebot" was answered in the transfer context)."""
+    """Carrier, bot and agent allow-lists are 127.0.0.1: an INVITE from 127.0.0.2 is refused
+    403 by the signalling ACL before any endpoint is looked at, and creates no channel, whatever
+    its From user names. (Behind the ACL, every endpoint also has identify_by = ip: with
+    Asterisk's default, username,ip, From "carrier" from anywhere was taken for the carrier.)"""
     sipp = stack.sipp()
     async with stack.rest() as ari, watch_channels(stack, ari) as watch:
         stranger = sipp.start(
-            "allow_list/stranger",
+            "allow_list/refused",
             local_port=free_port(STRANGER_IP, udp_too=True),
             local_ip=STRANGER_IP,
             remote=stack.sip_remote,
@@ -370,11 +368,50 @@ async def test_call_from_an_unlisted_address_is_challenged_and_creates_nothing(
         await asyncio.sleep(0.5)  # anything the INVITE started would show up by now
         left = await ari.channels()
     assert stranger.returncode == 0, report
-    answer = first(stranger, status=401, direction="received")
+    answer = first(stranger, status=403, direction="received")
     assert answer.cseq_method == "INVITE"
-    assert (answer.header("WWW-Authenticate") or "").startswith("Digest"), report
     assert not any(m.status in {100, 180, 183, 200} for m in stranger.messages()), report
     assert watch.names == set() and left == [], watch.names
+
+
+async def test_forged_in_dialog_refer_from_an_unlisted_address_is_refused(
+    stack: DevStack,
+) -> None:
+    """A REFER carrying a live bot dialog's Call-ID and tags, sent from 127.0.0.2 (on no
+    allow-list), is refused 403 by the signalling ACL: no transfer happens, caller and bot
+    stay bridged. Dialog identifiers alone do not let anyone else act as the bot."""
+    sipp = stack.sipp()
+    async with stack.rest() as ari, watch_channels(stack, ari) as watch:
+        bot = sipp.start("caller_abandons/bot", local_port=stack.bot_port)
+        caller = sipp.start(
+            "common/caller_hangs_up",
+            local_port=free_port(udp_too=True),
+            remote=stack.sip_remote,
+            service="5551000",
+            keys={"caller_number": "15550007777"},
+            extra=["-d", "5000"],
+        )
+        await until(lambda: bridged_pair(ari), 15, "caller and bot bridged")
+        invite = first(bot, method="INVITE", direction="received")
+        answer = first(bot, status=200, cseq="INVITE", direction="sent")
+        bot_tag = (answer.header("To") or "").split("tag=", 1)[1]
+        forger = sipp.start(
+            "allow_list/forged_refer",
+            local_port=free_port(STRANGER_IP, udp_too=True),
+            local_ip=STRANGER_IP,
+            remote=stack.sip_remote,
+            keys={"bot_tag": bot_tag, "asterisk_party": invite.header("From") or ""},
+            # SIPp maps responses to its call by Call-ID: make its call the bot's dialog
+            extra=["-cid_str", invite.header("Call-ID") or ""],
+        )
+        forger.wait(15)
+        still_bridged = await bridged_pair(ari)
+        report = wait_all(caller, bot)
+    assert forger.returncode == 0, forger.report()
+    assert first(forger, status=403, direction="received").cseq_method == "REFER"
+    assert still_bridged is not None, report
+    assert not any(name.startswith("Local/") for name in watch.names), watch.names
+    assert first(bot, method="BYE", direction="received")  # released when the caller left
 
 
 async def test_call_from_a_listed_address_is_accepted(stack: DevStack) -> None:
@@ -410,6 +447,7 @@ def strict_stack(runtime: Runtime) -> Iterator[tuple[DevStack, int]]:
         {
             "BOTBRIDGE_CARRIER_MATCH": f"127.0.0.1:{carrier_port}",
             "BOTBRIDGE_BOT_URI": f"sip:voicebot@{STRANGER_IP}:{bot_port}",
+            "BOTBRIDGE_BOT_MATCH": STRANGER_IP,
         },
     )
     stack.bot_port = bot_port
