@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from ari_app import lifecycle
 from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStream
-from ari_app.config import Config
+from ari_app.config import Config, client_ssl_context
 from ari_app.routing import profile_for
 from ari_app.services import side_services
 from ari_app.session import CallSession, SessionObserver
@@ -215,13 +215,10 @@ def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
     """
     if not config.ari_url.lower().startswith("https:"):
         return None
-    ca_file = str(config.ari.get("ca_file") or "")
-    if not ca_file:
-        return ssl.create_default_context()
-    path = config.state_path(ca_file)
-    if not path.is_file():
-        raise SystemExit(f"ari.ca_file {path} does not exist (`make certs` makes a dev CA)")
-    return ssl.create_default_context(cafile=str(path))
+    try:
+        return client_ssl_context(config, str(config.ari.get("ca_file") or ""))
+    except FileNotFoundError as exc:
+        raise SystemExit(f"ari.ca_file: {exc} (`make certs` makes a dev CA)") from exc
 
 
 async def run_app(config: Config) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -343,15 +344,35 @@ def default_node(config: Config) -> str:
     return f"{socket.gethostname()}/{netloc}/{config.app_name}"
 
 
+ARI_SECRET_BYTES = 24
+
+
 def ensure_password_file(config: Config) -> Path:
     """Create the ARI secret file with a random password when absent (mode 0600)."""
-    path = config.state_path(config.ari["password_file"])
+    return ensure_secret_file(config.state_path(config.ari["password_file"]), ARI_SECRET_BYTES)
+
+
+def ensure_secret_file(path: Path, nbytes: int) -> Path:
+    """Create ``path`` with a random URL-safe secret when absent (mode 0600, never replaced)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(24) + "\n")
+            fh.write(secrets.token_urlsafe(nbytes) + "\n")
     return path
+
+
+def client_ssl_context(config: Config, ca_file: str) -> ssl.SSLContext:
+    """A verifying client TLS context: trust ``ca_file`` (state-relative), or the system store.
+
+    Raises FileNotFoundError naming the file when it is configured but missing.
+    """
+    if not ca_file:
+        return ssl.create_default_context()
+    path = config.state_path(ca_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return ssl.create_default_context(cafile=str(path))
 
 
 def _ari_password(config: Config, env: Mapping[str, str]) -> str:

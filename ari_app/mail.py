@@ -12,7 +12,7 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
-from ari_app.config import Config
+from ari_app.config import Config, client_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,10 @@ def build_message(
 
 def tls_context(config: Config) -> ssl.SSLContext:
     """Verify the server against ``[smtp] ca_file`` (empty: the system trust store)."""
-    ca_file = str(config.smtp.get("ca_file") or "")
-    if not ca_file:
-        return ssl.create_default_context()
-    path = config.state_path(ca_file)
-    if not path.is_file():
-        raise MailError(f"smtp.ca_file {path} does not exist")
-    return ssl.create_default_context(cafile=str(path))
+    try:
+        return client_ssl_context(config, str(config.smtp.get("ca_file") or ""))
+    except FileNotFoundError as exc:
+        raise MailError(f"smtp.ca_file: {exc}") from exc
 
 
 async def send_message(config: Config, message: EmailMessage, password: str | None = None) -> None:

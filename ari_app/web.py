@@ -20,7 +20,6 @@ import hmac
 import ipaddress
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
-from ari_app.config import Config
+from ari_app.config import Config, ensure_secret_file
 from ari_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ari_app.metrics import Metrics
 from ari_app.report_html import report_page
@@ -53,6 +52,7 @@ from ari_app.reports import (
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "BOTBRIDGE_HTTP_TOKEN"
+TOKEN_BYTES = 32
 DEFAULT_DAYS = 7
 MAX_PERIOD_DAYS = 3660  # ten years: a bound on the work one request can ask for
 TOKEN_QUERY = "token"  # accepted by the HTML page only
@@ -89,13 +89,7 @@ SETTINGS = web.AppKey("settings", WebSettings)
 
 def ensure_token_file(config: Config) -> Path:
     """Create ``[http] token_file`` with a random token when absent (mode 0600)."""
-    path = config.state_path(str(config.http["token_file"]))
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32) + "\n")
-    return path
+    return ensure_secret_file(config.state_path(str(config.http["token_file"])), TOKEN_BYTES)
 
 
 def http_token(config: Config, env: Mapping[str, str] | None = None) -> str:
