@@ -3,36 +3,97 @@
 Channels enter the app in three roles, told apart by their Stasis arguments or by
 ``replace_channel``:
 
-- ``inbound``: a carrier call (dialplan ``Stasis(app,inbound)``) -> a new CallSession;
+- ``inbound``: a carrier call (dialplan ``Stasis(app,inbound)``) -> a new CallSession, if
+  admission control lets it in (else it is shed: fallback queue or 503, never half-handled);
 - ``bot,<interaction id>``: the bot leg the app created -> dial it;
 - a Local channel with ``replace_channel`` = a bot leg: the bot's REFER (core transfer mode).
+
+Routing (:meth:`BridgeApp.dispatch`) is synchronous and runs on the event reader: it only
+looks up or creates the call an event belongs to and posts the event to that call's queue
+(ari_app/calls/dispatch.py). Everything that talks to Asterisk runs in the call's own task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import signal
 import ssl
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections import Counter
 
 from ari_app import lifecycle
 from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStream
+from ari_app.calls.admission import Admission
+from ari_app.calls.availability import QueueAvailability
+from ari_app.calls.dispatch import Dispatcher
 from ari_app.config import Config, client_ssl_context
+from ari_app.record_writer import RecordWriter
 from ari_app.routing import profile_for
 from ari_app.services import side_services
-from ari_app.session import CallSession, SessionObserver
+from ari_app.session import (
+    VAR_ERROR,
+    VAR_INTERACTION_ID,
+    VAR_OUTCOME,
+    VAR_PROFILE,
+    VAR_QUEUE,
+    CallSession,
+    CallState,
+    SessionObserver,
+    bot_channel_id_for,
+    read_queue_availability,
+)
 from ari_app.store import InteractionStore, open_store
 
 log = logging.getLogger(__name__)
 
+# The event types the app acts on. Asterisk is asked (eventFilter) to send no others, and the
+# reader drops any other unparsed.
+EVENT_TYPES = frozenset(
+    {
+        "StasisStart",
+        "StasisEnd",
+        "ChannelDestroyed",
+        "ChannelHangupRequest",
+        "Dial",
+        "ChannelEnteredBridge",
+        "ApplicationReplaced",
+    }
+)
+_GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
+# dialplan context that refuses a shed call with 503 + Retry-After (extensions.conf)
+REFUSE_CONTEXT = "botbridge-refuse"
+OVERLOADED = "overloaded"
+# how long a stopping app lets calls' pending events finish before it closes the records
+STOP_GRACE_SECONDS = 5.0
+
+CallEvent = tuple[CallSession, Event]
+
 
 class BridgeApp:
-    def __init__(self, config: Config, ari: AriRest, store: InteractionStore) -> None:
+    def __init__(
+        self,
+        config: Config,
+        ari: AriRest,
+        store: InteractionStore,
+        records: RecordWriter | None = None,
+    ) -> None:
         self.config = config
         self.ari = ari
         self.store = store
+        self.records = records or RecordWriter(store, config.store_flush_seconds)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
         self.observer: SessionObserver | None = None  # metrics; set by services.side_services
+        self.shed: Counter[str] = Counter()  # new calls shed, by reason
+        self.dispatcher: Dispatcher[CallEvent] = Dispatcher(self._handle_posted)
+        self.admission = Admission(config.limits)
+        self.availability = QueueAvailability(
+            functools.partial(read_queue_availability, ari),
+            float(config.bridge["availability_cache_seconds"]),
+        )
         self._by_channel: dict[str, CallSession] = {}
         self.stream = EventStream(
             config.ari_url,
@@ -41,84 +102,107 @@ class BridgeApp:
             config.app_name,
             on_connected=self.reconcile,
             ssl=ari_ssl_context(config),
+            types=EVENT_TYPES,
         )
-        self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
-            "StasisStart": self.on_stasis_start,
-            "StasisEnd": self.on_channel_gone,
-            "ChannelDestroyed": self.on_channel_gone,
-            "ChannelHangupRequest": self.on_hangup_request,
-            "Dial": self.on_dial,
-            "ChannelEnteredBridge": self.on_entered_bridge,
-        }
 
     async def run(self) -> None:
-        await self.stream.run(self.handle)
+        self.records.start()
+        try:
+            await self.stream.run(self.dispatch)
+        finally:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dispatcher.idle(), STOP_GRACE_SECONDS)
+            await self.records.close()
 
     def stop(self) -> None:
         self.stream.stop()
 
+    @property
+    def active_calls(self) -> int:
+        """Calls in the bot phase or being routed (not yet in a queue, resolved or gone)."""
+        return sum(1 for s in self.sessions.values() if not s.finished)
+
+    # -- routing: on the reader, never waits ------------------------------------------------
+
+    def dispatch(self, event: Event) -> None:
+        """Post ``event`` to its call's queue (creating the call for a new inbound channel)."""
+        session = self._route(event)
+        if session is not None:
+            self.dispatcher.post(session.interaction_id, (session, event))
+
     async def handle(self, event: Event) -> None:
-        handler = self._handlers.get(event.type)
-        if handler is None:
-            return
-        try:
-            await handler(event)
-        except AriNotFound as exc:
-            # a channel vanished mid-operation: normal telephony; its own events decide
-            log.info("%s for %s: %s", event.type, event.channel.id if event.channel else "-", exc)
-        except AriError as exc:
-            log.warning(
-                "%s handling %s for %s: %s",
-                type(exc).__name__,
-                event.type,
-                event.channel.id if event.channel else "-",
-                exc,
-            )
-            await self._fail_safe(event, f"ari_error_{exc.status}")
-        except Exception as exc:
-            log.exception("unexpected error handling %s", event.type)
-            await self._fail_safe(event, f"internal_error_{type(exc).__name__}")
+        """Route and handle one event now, and wait for what it started (tests, scripts)."""
+        self.dispatch(event)
+        await self.dispatcher.idle()
 
-    async def _fail_safe(self, event: Event, reason: str) -> None:
-        """Never leave a caller stranded in the app because handling an event failed."""
-        session = self._by_channel.get(event.channel.id) if event.channel else None
-        if session is None or session.finished:
-            return
-        try:
-            await session.fail_safe(reason)
-        except AriError as exc:
-            log.warning("call %s: fail-safe routing failed too: %s", session.interaction_id, exc)
-
-    # -- events --------------------------------------------------------------------------
-
-    async def on_stasis_start(self, event: Event) -> None:
+    def _route(self, event: Event) -> CallSession | None:
         channel = event.channel
-        assert channel is not None
+        if event.type == "StasisStart":
+            assert channel is not None
+            return self._route_stasis_start(event, channel)
+        if event.type == "Dial":
+            peer = event.peer
+            if peer is None:
+                return None
+            session = self._by_channel.get(peer.id)
+            if session is not None and peer.id == session.bot_channel_id:
+                return session
+            if event.dialstatus == "ANSWER" and event.caller is not None:
+                # Queue() reached an agent for a caller the app follows after the queue
+                return self.sessions.get(event.caller.id)
+            return None
+        if event.type == "ChannelEnteredBridge":
+            return self.sessions.get(channel.id) if channel and event.bridge else None
+        if event.type in _GONE and channel is not None:
+            return self._by_channel.get(channel.id)
+        return None
+
+    def _route_stasis_start(self, event: Event, channel: Channel) -> CallSession | None:
         args = list(event.args or ())
-        if event.replace_channel is not None:
-            await self._on_transfer(channel, event.replace_channel)
+        replaced = event.replace_channel
+        if replaced is not None:
+            session = self._by_channel.get(replaced.id)
+            if session is not None and replaced.id == session.bot_channel_id:
+                self._by_channel[channel.id] = session
+                return session
+            log.warning(
+                "transfer channel %s replaces %s, which is no bot leg of ours; hanging it up",
+                channel.name,
+                replaced.name,
+            )
         elif args[:1] == ["inbound"]:
-            await self._on_inbound(channel)
+            reason = self.admission.refusal(self.active_calls, self.dispatcher.pending)
+            if reason is None:
+                # Stasis(app,inbound,<availability>): the dialplan's business_hours value
+                given = ",".join(args[1:]) if len(args) > 1 else None
+                return self._new_session(channel, given)
+            self._shed(channel, reason)
+            return None
         elif args[:1] == ["bot"]:
             session = self._by_channel.get(channel.id)
-            if session:
-                await session.bot_entered_stasis()
-            else:
-                log.warning("bot channel %s has no call; hanging it up", channel.name)
-                await self.ari.hangup(channel.id)
+            if session is not None:
+                return session
+            log.warning("bot channel %s has no call; hanging it up", channel.name)
         else:
             log.warning("channel %s entered with unknown args %r; hanging up", channel.name, args)
-            await self.ari.hangup(channel.id)
+        self.dispatcher.spawn(self.ari.hangup(channel.id), f"hang up {channel.name}")
+        return None
 
-    async def _on_inbound(self, channel: Channel) -> None:
+    def _new_session(self, channel: Channel, availability: str | None) -> CallSession:
         dialled = channel.dialplan.exten if channel.dialplan else ""
         profile = profile_for(self.config, dialled)
         session = CallSession(
-            self.ari, self.config, self.store, profile, channel, observer=self.observer
+            self.ari,
+            self.config,
+            self.records,
+            profile,
+            channel,
+            observer=self.observer,
+            availability=self.availability,
+            dialplan_availability=availability,
         )
-        self.sessions[channel.id] = session
-        self._by_channel[channel.id] = session
-        self._by_channel[f"bot-{session.interaction_id}"] = session
+        session.bot_channel_id = bot_channel_id_for(session.interaction_id)
+        self.adopt(session)
         log.info(
             "call %s: %s from %s to %s, bot profile %s",
             session.interaction_id,
@@ -127,49 +211,119 @@ class BridgeApp:
             dialled,
             profile.name,
         )
-        await session.start()
+        return session
 
-    async def _on_transfer(self, local: Channel, replaced: Channel) -> None:
-        session = self._by_channel.get(replaced.id)
-        if session is None or replaced.id != session.bot_channel_id:
+    def _shed(self, channel: Channel, reason: str) -> None:
+        """Overload: the call skips the bot, in one piece (docs/performance.md)."""
+        self.shed[reason] += 1
+        dialled = channel.dialplan.exten if channel.dialplan else ""
+        profile = profile_for(self.config, dialled)
+        iid = uuid.uuid4().hex
+        refuse = self.config.limits.overload_action == "refuse"
+        now = time.time()
+        self.records.create(
+            iid,
+            profile=profile.name,
+            dialled_number=dialled,
+            caller_number=channel.caller.number if channel.caller else "",
+            caller_channel=channel.id,
+            started_at=now,
+            state=CallState.ERROR.value if refuse else CallState.QUEUED.value,
+            outcome=OVERLOADED,
+            error_reason=reason,
+            queue=None if refuse else profile.fallback_queue,
+            queued_at=None if refuse else now,
+            ended_at=now if refuse else None,
+            bot_seconds=0.0,
+            billable_minutes=0.0,
+            billing_rounding=self.config.billing_rounding,
+        )
+        if self.observer is not None:
+            self.observer.outcome(OVERLOADED)
+        log.warning(
+            "call %s: %s shed (%s): %s",
+            iid,
+            channel.name,
+            reason,
+            "refused" if refuse else f"to {profile.fallback_queue}",
+        )
+        self.dispatcher.spawn(
+            self._send_shed_call(
+                channel.id, iid, profile.name, profile.fallback_queue, reason, refuse
+            ),
+            f"shed {channel.name}",
+        )
+
+    async def _send_shed_call(
+        self, channel_id: str, iid: str, profile: str, queue: str, reason: str, refuse: bool
+    ) -> None:
+        if refuse:
+            await self.ari.continue_in_dialplan(channel_id, REFUSE_CONTEXT, "s")
+            return
+        variables = {
+            VAR_INTERACTION_ID: iid,
+            VAR_OUTCOME: OVERLOADED,
+            VAR_QUEUE: queue,
+            VAR_PROFILE: profile,
+            VAR_ERROR: reason,
+        }
+        await self.ari.set_vars(channel_id, variables)
+        await self.ari.continue_in_dialplan(channel_id, self.config.bridge["queue_context"], "s")
+
+    # -- handling: in the call's own task ---------------------------------------------------
+
+    async def _handle_posted(self, key: str, item: CallEvent) -> None:
+        session, event = item
+        try:
+            await self._apply(session, event)
+        except AriNotFound as exc:
+            # a channel vanished mid-operation: normal telephony; its own events decide
+            log.info("call %s: %s: %s", session.interaction_id, event.type, exc)
+        except AriError as exc:
             log.warning(
-                "transfer channel %s replaces %s, which is no bot leg of ours; hanging it up",
-                local.name,
-                replaced.name,
+                "call %s: %s handling %s: %s",
+                session.interaction_id,
+                type(exc).__name__,
+                event.type,
+                exc,
             )
-            await self.ari.hangup(local.id)
-            return
-        self._by_channel[local.id] = session
-        await session.transfer_requested(local)
+            await self._fail_safe(session, f"ari_error_{exc.status}")
+        except Exception as exc:
+            log.exception(
+                "call %s: unexpected error handling %s", session.interaction_id, event.type
+            )
+            await self._fail_safe(session, f"internal_error_{type(exc).__name__}")
 
-    async def on_dial(self, event: Event) -> None:
-        peer = event.peer
-        if peer is None:
-            return
-        session = self._by_channel.get(peer.id)
-        if session and peer.id == session.bot_channel_id:
-            await session.bot_dial_result(event.dialstatus or "")
-        elif event.dialstatus == "ANSWER" and event.caller and event.caller.id in self.sessions:
-            # Queue() reached an agent for a caller the app follows after the queue
-            await self.sessions[event.caller.id].agent_answered(peer.id)
-
-    async def on_hangup_request(self, event: Event) -> None:
-        await self.on_channel_gone(event)
-
-    async def on_channel_gone(self, event: Event) -> None:
-        """StasisEnd, ChannelHangupRequest or ChannelDestroyed of a channel of ours."""
+    async def _apply(self, session: CallSession, event: Event) -> None:
         channel = event.channel
-        if channel is None:
-            return
-        session = self._by_channel.get(channel.id)
-        if session is None:
-            return
+        if event.type == "StasisStart":
+            assert channel is not None
+            if event.replace_channel is not None:
+                await session.transfer_requested(channel)
+            elif channel.id == session.caller_id:
+                await session.start()
+            else:
+                await session.bot_entered_stasis()
+        elif event.type == "Dial":
+            assert event.peer is not None
+            if event.peer.id == session.bot_channel_id:
+                await session.bot_dial_result(event.dialstatus or "")
+            else:
+                await session.agent_answered(event.peer.id)
+        elif event.type == "ChannelEnteredBridge":
+            assert event.bridge is not None
+            await session.caller_entered_bridge(event.bridge)
+        elif channel is not None:
+            await self._channel_gone(session, event, channel)
+
+    async def _channel_gone(self, session: CallSession, event: Event, channel: Channel) -> None:
+        """StasisEnd, ChannelHangupRequest or ChannelDestroyed of a channel of the call."""
         if channel.id == session.caller_id:
             if event.type == "ChannelHangupRequest":
                 return  # StasisEnd follows; the caller is still ours until then
             if event.type == "ChannelDestroyed":
                 # the end of the call, wherever the caller was (the app subscribed to it
-                # before continuing it into the queue or the post-bot context)
+                # at the start, so its events keep coming after it left Stasis)
                 await session.caller_ended()
                 self._forget(session)
             elif not session.finished:
@@ -179,13 +333,17 @@ class BridgeApp:
         elif event.type == "ChannelDestroyed":
             self._by_channel.pop(channel.id, None)
 
-    async def on_entered_bridge(self, event: Event) -> None:
-        session = self.sessions.get(event.channel.id) if event.channel else None
-        if session is not None and event.bridge is not None:
-            await session.caller_entered_bridge(event.bridge)
+    async def _fail_safe(self, session: CallSession, reason: str) -> None:
+        """Never leave a caller stranded in the app because handling an event failed."""
+        if session.finished:
+            return
+        try:
+            await session.fail_safe(reason)
+        except AriError as exc:
+            log.warning("call %s: fail-safe routing failed too: %s", session.interaction_id, exc)
 
     def adopt(self, session: CallSession) -> None:
-        """Follow a call the app took over from its record (lifecycle.reconcile)."""
+        """Follow a call: a new one, or one taken over from its record (lifecycle.reconcile)."""
         self.sessions[session.caller_id] = session
         for channel_id in (session.caller_id, session.bot_channel_id):
             if channel_id:
@@ -200,10 +358,16 @@ class BridgeApp:
     # -- reconnect -----------------------------------------------------------------------
 
     async def reconcile(self, connection: int) -> None:
-        """After every connect, the first included: sessions and this node's open records
-        brought in line with the channels Asterisk has (ari_app/lifecycle.py)."""
+        """After every connect, the first included: only the wanted event types asked for,
+        then sessions and this node's open records brought in line with the channels
+        Asterisk has (ari_app/lifecycle.py)."""
         if connection == 1:
             log.info("ARI event stream connected; app %s registered", self.config.app_name)
+        try:
+            await self.ari.set_event_filter(self.config.app_name, sorted(EVENT_TYPES))
+        except AriError as exc:
+            log.warning("ARI event filter not set (%s); unwanted events are dropped here", exc)
+        await self.records.flush()
         await lifecycle.reconcile(self, connection)
 
 
@@ -231,11 +395,10 @@ async def run_app(config: Config) -> None:
         config.ari["username"],
         config.ari_password,
         ssl=ari_ssl_context(config),
+        connections=config.limits.ari_connections,
     ) as ari:
         app = BridgeApp(config, ari, store)
         loop = asyncio.get_running_loop()
-        import signal
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.stop)
         log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)

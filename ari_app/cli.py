@@ -194,7 +194,7 @@ async def _events(config: Config, args: argparse.Namespace) -> int:
         subscribe_all=args.app is None,
     )
 
-    async def show(event: Event) -> None:
+    def show(event: Event) -> None:
         print(format_event(event), flush=True)
 
     await stream.run(show)

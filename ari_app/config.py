@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ari_app import reporting_config
 
@@ -58,6 +58,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_DATABASE_URL": ("store", "url"),
     "BOTBRIDGE_STORE_NODE": ("store", "node"),
     "BOTBRIDGE_BILLING_ROUNDING": ("billing", "rounding"),
+    "BOTBRIDGE_MAX_ACTIVE_CALLS": ("limits", "max_active_calls"),
+    "BOTBRIDGE_MAX_CALLS_PER_SECOND": ("limits", "max_new_calls_per_second"),
+    "BOTBRIDGE_MAX_PENDING_EVENTS": ("limits", "max_pending_events"),
+    "BOTBRIDGE_OVERLOAD_ACTION": ("limits", "overload_action"),
     "BOTBRIDGE_BOT_URI": ("profiles.default", "bot_uri"),
     "BOTBRIDGE_BOT_ANSWER_TIMEOUT": ("profiles.default", "answer_timeout_seconds"),
     "BOTBRIDGE_HTTP_ENABLED": ("http", "enabled"),
@@ -116,6 +120,29 @@ class _BridgeSchema(Schema):
     max_calls = fields.Int(required=True, validate=validate.Range(1, 100000))
     availability_variable = fields.Str(required=True, validate=_ENDPOINT_NAME)
     queue_context = fields.Str(required=True, validate=_CONTEXT_NAME)
+    availability_cache_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 60))
+
+
+class _LimitsSchema(Schema):
+    max_active_calls = fields.Int(required=True, validate=validate.Range(1, 100000))
+    max_new_calls_per_second = fields.Float(required=True, validate=validate.Range(0.1, 10000))
+    max_pending_events = fields.Int(required=True, validate=validate.Range(10, 10**7))
+    overload_action = fields.Str(
+        required=True, validate=validate.OneOf(["fallback_queue", "refuse"])
+    )
+    retry_after_seconds = fields.Int(required=True, validate=validate.Range(1, 86400))
+    ari_connections = fields.Int(required=True, validate=validate.Range(1, 1000))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Limits:
+        return Limits(**data)
+
+
+class _StoreSchema(Schema):
+    path = fields.Str(load_default="interactions.sqlite3")
+    url = fields.Str(load_default="")
+    node = fields.Str(load_default="")
+    flush_interval_seconds = fields.Float(load_default=0.2, validate=validate.Range(0.01, 5))
 
 
 class _ProfileSchema(Schema):
@@ -159,7 +186,8 @@ class _ConfigSchema(Schema):
     ari = fields.Nested(_AriSchema, required=True)
     sip = fields.Nested(_SipSchema, required=True)
     bridge = fields.Nested(_BridgeSchema, required=True)
-    store = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
+    store = fields.Nested(_StoreSchema, required=True)
+    limits = fields.Nested(_LimitsSchema, required=True)
     billing = fields.Nested(_BillingSchema, load_default=lambda: {"rounding": "ceil_minute"})
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
@@ -197,6 +225,28 @@ class _ConfigSchema(Schema):
         sip = data["sip"]
         if sip["rtp_end"] <= sip["rtp_start"]:
             raise ValidationError("rtp_end must be above rtp_start", "sip")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``[limits]``: overload protection and the ARI connection pool (docs/performance.md)."""
+
+    max_active_calls: int
+    max_new_calls_per_second: float
+    max_pending_events: int
+    overload_action: str  # "fallback_queue" or "refuse"
+    retry_after_seconds: int
+    ari_connections: int
+
+
+DEFAULT_LIMITS = Limits(
+    max_active_calls=400,
+    max_new_calls_per_second=200.0,
+    max_pending_events=5000,
+    overload_action="fallback_queue",
+    retry_after_seconds=30,
+    ari_connections=32,
+)
 
 
 @dataclass(frozen=True)
@@ -248,6 +298,9 @@ class Config:
     http: Mapping[str, Any] = field(default_factory=dict)
     smtp: Mapping[str, Any] = field(default_factory=dict)
     report_schedules: tuple[Mapping[str, Any], ...] = ()
+    limits: Limits = DEFAULT_LIMITS
+    # seconds between the record writer's batches ([store] flush_interval_seconds)
+    store_flush_seconds: float = 0.2
 
     @property
     def billing_rounding(self) -> str:
@@ -308,6 +361,8 @@ def load_config(
         http=data["http"],
         smtp=data["smtp"],
         report_schedules=tuple(data["report_schedules"]),
+        limits=data["limits"],
+        store_flush_seconds=data["store"]["flush_interval_seconds"],
     )
     config = replace(config, store_path=config.state_path(data["store"].get("path", "")))
     config = replace(
@@ -403,9 +458,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
 def _coerce(text: str, current: Any) -> Any:
     if isinstance(current, bool):
         return text.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(current, int):
+    if isinstance(current, int | float):
         try:
-            return int(text)
+            return type(current)(text)
         except ValueError:
             return text  # the schema reports it with the key's name
     return text

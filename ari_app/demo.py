@@ -39,6 +39,7 @@ from ari_app.session import (
     VAR_QUEUE,
     VAR_UUI,
 )
+from ari_app.sip import parse_refer_to
 from ari_app.sipp import SipMessage, SippRun
 from ari_app.stack import StackError, free_port
 from ari_app.store import InteractionStore
@@ -385,9 +386,7 @@ def _result(
         "bot INVITE": decode_uui(
             bot_invite.header(UUI_HEADER) if bot_invite else None, discriminator
         ),
-        "bot REFER (Refer-To)": decode_uui(
-            uui.uui_from_refer_to(refer_to) if refer_to else None, discriminator
-        ),
+        "bot REFER (Refer-To)": decode_refer_to_uui(refer_to, discriminator),
         # the app re-encodes the context for agents without a discriminator octet
         "agent INVITE": decode_uui(agent_invite.header(UUI_HEADER) if agent_invite else None),
     }
@@ -433,6 +432,17 @@ def decode_uui(value: str | None, discriminator: bool = False) -> DecodedUUI:
         return DecodedUUI(value, uui.decode_context(parsed.data), None)
     except uui.ContextError as exc:
         return DecodedUUI(value, None, exc.reason)
+
+
+def decode_refer_to_uui(refer_to: str | None, discriminator: bool = False) -> DecodedUUI:
+    """Decode the User-to-User value embedded in a Refer-To URI (``?User-to-User=...``)."""
+    if not refer_to:
+        return DecodedUUI(None, None, None)
+    try:
+        embedded = parse_refer_to(refer_to).user_to_user
+    except uui.ContextError as exc:
+        return DecodedUUI(refer_to, None, exc.reason)
+    return decode_uui(embedded, discriminator)
 
 
 def _record(store_path: Path, interaction_id: str) -> dict[str, Any] | None:
@@ -558,9 +568,9 @@ def _sip_event(party: str, msg: SipMessage, discriminator: bool) -> _Event | Non
     if method == "REFER":
         refer_to = msg.header("Refer-To") or ""
         details.append(f"Refer-To: {refer_to}")
-        embedded = uui.uui_from_refer_to(refer_to) if refer_to else None
-        if embedded is not None:
-            details.append(f"  = {decode_uui(embedded, discriminator).describe()}")
+        embedded = decode_refer_to_uui(refer_to, discriminator)
+        if embedded.raw is not None:
+            details.append(f"  = {embedded.describe()}")
         return _Event(at, party, who, request, tuple(details))
     if method == "NOTIFY":
         sipfrag = msg.body.splitlines()[0].strip() if msg.body else "(no body)"

@@ -85,7 +85,13 @@ class DevStack:
         # the log is appended to across runs: only what this start writes counts
         offset = self.app_log.stat().st_size if self.app_log.exists() else 0
         self.app_proc = subprocess.Popen(
-            [sys.executable, "-m", "ari_app.cli", "run"],
+            [
+                sys.executable,
+                "-m",
+                "ari_app.cli",
+                *(["-v"] if os.environ.get("BOTBRIDGE_APP_DEBUG") else []),
+                "run",
+            ],
             env=self.env,
             stdout=self.app_log.open("ab"),
             stderr=subprocess.STDOUT,

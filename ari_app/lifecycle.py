@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ari_app import billing, uui
 from ari_app.ari import AriError, Channel
 from ari_app.routing import queue_for
-from ari_app.session import CallSession, CallState, TransferDecision
+from ari_app.session import CallSession, CallState, TransferDecision, bridge_id_for
 from ari_app.store import StoreError
 
 if TYPE_CHECKING:
@@ -47,10 +47,6 @@ log = logging.getLogger(__name__)
 APP_RESTARTED = "app_restarted"
 # where the dialplan runs a caller the app no longer holds
 STASIS = "Stasis"
-
-
-def bridge_id_for(interaction_id: str) -> str:
-    return f"call-{interaction_id}"
 
 
 def orphan_bot_part(
@@ -84,7 +80,7 @@ async def reconcile(app: BridgeApp, connection: int) -> None:
         log.warning("call %s: caller vanished while ARI was disconnected", session.interaction_id)
         try:
             await session.caller_ended()
-            await session._record(reconciled_at=now)
+            session._record(reconciled_at=now)
         except AriError as exc:
             log.warning("call %s: cleanup after reconnect: %s", session.interaction_id, exc)
         app._forget(session)
@@ -128,7 +124,7 @@ async def close_orphan(app: BridgeApp, record: dict[str, Any], channels: dict[st
     if record.get("outcome") is None:
         fields.update(outcome="error", state=CallState.ERROR.value, error_reason=APP_RESTARTED)
     fields.update(orphan_bot_part(record, now if bot_alive else None, app.config.billing_rounding))
-    await app.store.aupdate(iid, **fields)
+    app.records.update(iid, **fields)
     log.warning(
         "call %s: caller gone while the app was down; record closed (%s)",
         iid,
@@ -149,7 +145,7 @@ async def adopt(
     session = CallSession(
         app.ari,
         app.config,
-        app.store,
+        app.records,
         profile,
         caller,
         interaction_id=iid,
@@ -157,13 +153,14 @@ async def adopt(
         bot_channel_id=record.get("bot_channel"),
         started_at=record["started_at"],
         observer=app.observer,
+        availability=app.availability,
         bot_answered_at=record.get("bot_answered_at"),
         agent_answered_at=record.get("agent_answered_at"),
     )
     if state in {CallState.BOT_CONNECTED, CallState.TRANSFERRING}:
         session.bridge_id = bridge_id_for(iid)
     app.adopt(session)
-    await app.store.aupdate(iid, reconciled_at=time.time())
+    app.records.update(iid, reconciled_at=time.time())
     log.warning("call %s: re-adopted in state %s after a restart", iid, state.value)
     bot_alive = bool(session.bot_channel_id) and session.bot_channel_id in channels
     in_stasis = (caller.dialplan.app_name or "") == STASIS
@@ -172,7 +169,7 @@ async def adopt(
         if not bot_alive:
             await session.bot_gone("ChannelDestroyed")
             # the bot hung up while nobody watched: when is unknown
-            await session._record(bot_ended_at=None, bot_seconds=None, billable_minutes=None)
+            session._record(bot_ended_at=None, bot_seconds=None, billable_minutes=None)
     elif state in {CallState.STARTED, CallState.BOT_DIALLING}:
         await session.bot_failed(APP_RESTARTED)
     elif state is CallState.TRANSFERRING:
@@ -183,7 +180,6 @@ async def adopt(
         context = uui.Context(pairs) if pairs else None
         decision = TransferDecision(route.queue, escalate_to, context, error, None)
         await session._send_to_queue(decision, outcome="escalated")
-        await session._release_bot()
     elif state is CallState.BOT_FAILED and in_stasis:
         reason = record.get("error_reason") or APP_RESTARTED
         decision = TransferDecision(profile.fallback_queue, None, None, reason, None)

@@ -7,7 +7,7 @@ ARI reconnect counter are read from the app when Prometheus scrapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,6 +35,11 @@ class _AppCollector(Collector):
         self.active_calls: Callable[[], int] = lambda: 0
         self.reconnects: Callable[[], int] = lambda: 0
         self.connected: Callable[[], bool] = lambda: False
+        self.ari_requests: Callable[[], int] = lambda: 0
+        self.ari_events: Callable[[], int] = lambda: 0
+        self.pending_events: Callable[[], int] = lambda: 0
+        self.record_backlog: Callable[[], int] = lambda: 0
+        self.shed: Callable[[], Mapping[str, int]] = dict
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -52,6 +57,34 @@ class _AppCollector(Collector):
             "1 while the ARI event WebSocket is connected",
             value=1 if self.connected() else 0,
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_ari_requests",
+            "ARI REST requests sent (divide by calls for round trips per call)",
+            value=self.ari_requests(),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_ari_events",
+            "ARI events received on the event WebSocket",
+            value=self.ari_events(),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_pending_events",
+            "ARI events received and not yet handled, over all calls",
+            value=self.pending_events(),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_record_backlog",
+            "Interaction records with changes not yet committed by the record writer",
+            value=self.record_backlog(),
+        )
+        shed = CounterMetricFamily(
+            f"{PREFIX}_calls_shed",
+            "New calls shed by admission control, by the limit that was reached",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.shed().items()):
+            shed.add_metric([reason], count)
+        yield shed
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
@@ -112,10 +145,20 @@ class Metrics:
         active_calls: Callable[[], int],
         reconnects: Callable[[], int],
         connected: Callable[[], bool],
+        ari_requests: Callable[[], int] = lambda: 0,
+        ari_events: Callable[[], int] = lambda: 0,
+        pending_events: Callable[[], int] = lambda: 0,
+        record_backlog: Callable[[], int] = lambda: 0,
+        shed: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._app.active_calls = active_calls
         self._app.reconnects = reconnects
         self._app.connected = connected
+        self._app.ari_requests = ari_requests
+        self._app.ari_events = ari_events
+        self._app.pending_events = pending_events
+        self._app.record_backlog = record_backlog
+        self._app.shed = shed
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

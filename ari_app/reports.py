@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # the store's outcomes (ari_app.store.OUTCOMES, checked by a test): not imported from there,
 # so that loading the configuration does not load the database layer
-OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error")
+OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error", "overloaded")
 GROUP_BYS = ("day", "profile", "queue")
 FORMATS = ("table", "csv", "json")
 PERIODS = ("previous_day", "previous_week", "previous_month", "last_7_days")
@@ -449,6 +449,7 @@ TABLE_HEADERS = (
     "bot_failed",
     "abandoned",
     "error",
+    "overload",
     "in_prog",
     "contain",
     "bot_fail",

@@ -30,6 +30,11 @@ async def side_services(
         active_calls=lambda: len(app.sessions),
         reconnects=lambda: app.stream.reconnects,
         connected=lambda: app.stream.connected,
+        ari_requests=lambda: app.ari.requests,
+        ari_events=lambda: app.stream.received,
+        pending_events=lambda: app.dispatcher.pending,
+        record_backlog=lambda: app.records.backlog,
+        shed=lambda: app.shed,
     )
     app.observer = metrics
 

@@ -8,19 +8,21 @@ application dispatcher calls.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ari_app import billing, uui
-from ari_app.ari import AriError, AriRest, Bridge, Channel
+from ari_app.ari import AriError, AriNotFound, AriRest, Bridge, Channel
 from ari_app.config import BotProfile, Config
 from ari_app.routing import queue_for
-from ari_app.store import InteractionStore, StoreError
+from ari_app.sip import ReferTo, parse_refer_to
+from ari_app.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,6 @@ AVAILABILITY_BUSY = "busy"
 AVAILABILITY_CLOSED = "closed"
 MAX_CONTEXT_VARIABLES = 16
 ATTENDED_TRANSFER_IGNORED = "attended_transfer_ignored"
-
-
-def is_attended(refer_to: str | None) -> bool:
-    """A Refer-To with a Replaces header asks for an attended transfer."""
-    if not refer_to or "?" not in refer_to:
-        return False
-    headers = refer_to.split("?", 1)[1].split(">", 1)[0]
-    return any(h.split("=", 1)[0].strip().lower() == "replaces" for h in headers.split("&"))
 
 
 class CallState(enum.Enum):
@@ -146,10 +140,11 @@ def decide_transfer(
     limit = int(config.bridge["max_context_bytes"])
     error: str | None = None
     context: uui.Context | None = None
-    refer_user: str | None = None
+    refer: ReferTo | None = None
     try:
-        refer_user = uui.refer_to_user(refer_to) if refer_to else None
-        raw = uui.uui_from_refer_to(refer_to) if refer_to else None
+        # parsed once: the user part, the embedded UUI and Replaces all come from this value
+        refer = parse_refer_to(refer_to) if refer_to else None
+        raw = refer.user_to_user if refer else None
         if raw is None:
             raw = next((refer_headers[h] for h in _ci(refer_headers, REFER_UUI_HEADERS)), None)
         if raw is None:
@@ -163,10 +158,12 @@ def decide_transfer(
     decision = queue_for(config, profile, escalate_to)
     if error is None:
         error = decision.reason
-    if error is None and is_attended(refer_to):
+    if error is None and refer is not None and refer.is_attended:
         # Asterisk has accepted the REFER before the app sees it; the Replaces is never acted
         # on (the caller is not joined to another dialog), the escalation goes ahead
         error = ATTENDED_TRANSFER_IGNORED
+    # untrusted (may hold control characters): only ever logged with %r
+    refer_user = refer.user if refer else None
     return TransferDecision(decision.queue, escalate_to, context, error, refer_user)
 
 
@@ -205,32 +202,67 @@ class SessionObserver(Protocol):
     def transfer_handled(self, seconds: float) -> None: ...
 
 
-@dataclass
+class RecordSink(Protocol):
+    """Where a session's record changes go without waiting (ari_app/record_writer.py)."""
+
+    def create(self, interaction_id: str, **fields: Any) -> None: ...
+
+    def update(self, interaction_id: str, **fields: Any) -> None: ...
+
+
+class AvailabilitySource(Protocol):
+    async def get(self, queue: str, channel_id: str) -> str: ...
+
+
+# Separates the values of one EVAL() read of the REFER's data. A bot can put any byte in
+# its Refer-To, this one included: a read that does not split into the expected number of
+# parts is redone one variable at a time.
+_EVAL_SEPARATOR = "\x1e"
+_REFER_FIELDS = (
+    "HASH(TRANSFER_DATA,Refer-To)",
+    "HASHKEYS(TRANSFER_DATA)",
+    *(f"HASH(TRANSFER_DATA,{h})" for h in REFER_UUI_HEADERS),
+)
+
+
+def bot_channel_id_for(interaction_id: str) -> str:
+    return f"bot-{interaction_id}"
+
+
+def bridge_id_for(interaction_id: str) -> str:
+    return f"call-{interaction_id}"
+
+
+@dataclass(eq=False)
 class CallSession:
-    """State of one interaction, keyed by the caller's channel."""
+    """State of one interaction, keyed by the caller's channel.
+
+    Record changes go to ``records`` without waiting; the ARI requests of one step that do
+    not depend on each other are sent concurrently.
+    """
 
     ari: AriRest
     config: Config
-    store: InteractionStore
+    records: RecordSink
     profile: BotProfile
     caller: Channel
     interaction_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     state: CallState = CallState.STARTED
     bot_channel_id: str | None = None
     bridge_id: str | None = None
-    transfer_channels: set[str] = field(default_factory=set)
     started_at: float = field(default_factory=time.time)
     observer: SessionObserver | None = None
     bot_answered_at: float | None = None
     agent_answered_at: float | None = None
     ended_at: float | None = None
+    availability: AvailabilitySource | None = None
+    # business_hours as the dialplan passed it in Stasis(app,inbound,<value>); None when the
+    # dialplan passed nothing (then the variable is read from the channel)
+    dialplan_availability: str | None = None
 
     @property
     def caller_id(self) -> str:
         return self.caller.id
-
-    def owns(self, channel_id: str) -> bool:
-        return channel_id in {self.caller_id, self.bot_channel_id} | self.transfer_channels
 
     @property
     def finished(self) -> bool:
@@ -238,7 +270,7 @@ class CallSession:
 
     # -- transitions -------------------------------------------------------------------
 
-    async def _move(self, new: CallState, **record: Any) -> None:
+    def _move(self, new: CallState, **record: Any) -> None:
         check_transition(self.state, new)
         log.info("call %s: %s -> %s", self.interaction_id, self.state.value, new.value)
         previous, self.state = self.state, new
@@ -249,7 +281,7 @@ class CallSession:
             self.ended_at = record.setdefault("ended_at", time.time())
         for name, value in self._bot_part_end(previous, new, record).items():
             record.setdefault(name, value)
-        await self._record(**record)
+        self._record(**record)
         if self.observer is not None and record.get("outcome"):
             self.observer.outcome(record["outcome"])
 
@@ -268,31 +300,30 @@ class CallSession:
             return billing.no_charge(rounding)  # the bot never answered
         return {}
 
-    async def _record(self, **fields: Any) -> None:
-        """Write to the store; a store fault is logged and never strands the caller."""
+    def _record(self, **fields: Any) -> None:
+        """Queue a record change; the writer commits it off the call path."""
         try:
-            await self.store.aupdate(self.interaction_id, **fields)
-        except StoreError:
-            log.exception("call %s: record update %s failed", self.interaction_id, sorted(fields))
+            self.records.update(self.interaction_id, **fields)
+        except (KeyError, ValueError, StoreError):
+            log.exception("call %s: record update %s refused", self.interaction_id, sorted(fields))
 
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Record the call, then at once: create the bot leg, ring the caller, create the
+        call's bridge and subscribe to the caller (so its events keep coming after it leaves
+        Stasis for a queue). The bot is dialled on its channel's StasisStart."""
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
-        try:
-            await self.store.acreate(
-                self.interaction_id,
-                profile=self.profile.name,
-                dialled_number=dialled,
-                caller_number=self.caller.caller.number if self.caller.caller else "",
-                caller_channel=self.caller_id,
-                started_at=self.started_at,
-            )
-        except StoreError:
-            log.exception("call %s: record not created", self.interaction_id)
-        await self.ari.ring(self.caller_id)
+        self.records.create(
+            self.interaction_id,
+            profile=self.profile.name,
+            dialled_number=dialled,
+            caller_number=self.caller.caller.number if self.caller.caller else "",
+            caller_channel=self.caller_id,
+            started_at=self.started_at,
+        )
         availability = await self._availability()
-        self.bot_channel_id = f"bot-{self.interaction_id}"
+        self.bot_channel_id = bot_channel_id_for(self.interaction_id)
         headers = {
             "User-to-User": uui.format_uui(
                 uui.encode_context([("business_hours", availability)]),
@@ -305,36 +336,58 @@ class CallSession:
         caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
         if caller_number:
             variables["CALLERID(num)"] = caller_number
-        await self._move(
+        self._move(
             CallState.BOT_DIALLING, availability=availability, bot_channel=self.bot_channel_id
         )
-        try:
-            await self.ari.create_channel(
+        created, *others = await asyncio.gather(
+            self.ari.create_channel(
                 self.profile.dial_string,
                 self.config.app_name,
                 app_args=f"bot,{self.interaction_id}",
                 channel_id=self.bot_channel_id,
                 originator=self.caller_id,
                 variables=variables,
-            )
-        except AriError as exc:
-            await self.bot_failed(f"bot_channel_failed: {exc.status}")
+            ),
+            self.ari.ring(self.caller_id),
+            self._create_bridge(),
+            self._follow_caller(),
+            return_exceptions=True,
+        )
+        if isinstance(created, AriError):
+            await self.bot_failed(f"bot_channel_failed: {created.status}")
+        elif isinstance(created, BaseException):
+            raise created
+        _raise_first(others)
 
     async def _availability(self) -> str:
-        variable = self.config.bridge["availability_variable"]
-        given = await self.ari.get_var(self.caller_id, variable)
+        """The dialplan's value (its Stasis() arguments carry it, see extensions.conf; an
+        older dialplan that does not pass it is asked), else the availability queue's live
+        members."""
+        given = self.dialplan_availability
+        if given is None:
+            variable = self.config.bridge["availability_variable"]
+            given = await self.ari.get_var(self.caller_id, variable)
         if given:
             return uui.safe_value(given)
         queue = self.profile.availability_queue
-        logged = await self.ari.get_var(self.caller_id, f"QUEUE_MEMBER({queue},logged)")
-        ready = await self.ari.get_var(self.caller_id, f"QUEUE_MEMBER({queue},ready)")
-        return availability_from_queue(_int(logged), _int(ready))
+        if self.availability is not None:
+            return await self.availability.get(queue, self.caller_id)
+        return await read_queue_availability(self.ari, queue, self.caller_id)
+
+    async def _create_bridge(self) -> None:
+        bridge_id = bridge_id_for(self.interaction_id)
+        await self.ari.create_bridge(
+            "mixing", bridge_id=bridge_id, name=f"botbridge-{self.interaction_id}"
+        )
+        self.bridge_id = bridge_id
 
     # -- the bot leg ---------------------------------------------------------------------
 
     async def bot_entered_stasis(self) -> None:
         """The bot channel exists in our app: place the call (dialling earlier gets 409)."""
         assert self.bot_channel_id
+        if self.state is not CallState.BOT_DIALLING:
+            return  # the caller left or the call failed meanwhile; the leg is being released
         try:
             await self.ari.dial(
                 self.bot_channel_id,
@@ -355,22 +408,18 @@ class CallSession:
     async def _connect_bot(self) -> None:
         assert self.bot_channel_id
         await self.ari.answer(self.caller_id)
-        bridge = await self.ari.create_bridge(
-            "mixing",
-            bridge_id=f"call-{self.interaction_id}",
-            name=f"botbridge-{self.interaction_id}",
-        )
-        self.bridge_id = bridge.id
-        await self.ari.add_to_bridge(bridge.id, [self.caller_id, self.bot_channel_id])
+        if self.bridge_id is None:  # re-adopted after a restart
+            await self._create_bridge()
+        assert self.bridge_id
+        await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
         self.bot_answered_at = time.time()
-        await self._move(CallState.BOT_CONNECTED, bot_answered_at=self.bot_answered_at)
+        self._move(CallState.BOT_CONNECTED, bot_answered_at=self.bot_answered_at)
 
     async def bot_failed(self, reason: str) -> None:
         """The bot could not take the call: the caller goes to the fallback queue."""
         if self.state not in {CallState.STARTED, CallState.BOT_DIALLING}:
             return
-        await self._move(CallState.BOT_FAILED, error_reason=reason)
-        await self._release_bot()
+        self._move(CallState.BOT_FAILED, error_reason=reason)
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self._send_to_queue(decision, outcome="bot_failed")
 
@@ -384,21 +433,21 @@ class CallSession:
             return
         if self.state is not CallState.BOT_CONNECTED:
             return
-        await self._move(CallState.RESOLVED)
-        await self._destroy_bridge()
+        self._move(CallState.RESOLVED)
         if self.profile.post_bot_context:
-            await self.ari.set_var(self.caller_id, VAR_OUTCOME, "resolved")
-            await self.ari.set_var(self.caller_id, VAR_INTERACTION_ID, self.interaction_id)
-            await self._follow_caller()
+            await self.ari.set_vars(
+                self.caller_id,
+                {VAR_OUTCOME: "resolved", VAR_INTERACTION_ID: self.interaction_id},
+            )
             await self.ari.continue_in_dialplan(self.caller_id, self.profile.post_bot_context, "s")
+            await self._destroy_bridge()
         else:
-            await self.ari.hangup(self.caller_id)
+            await _all(self._destroy_bridge(), self.ari.hangup(self.caller_id))
 
     # -- the transfer back ---------------------------------------------------------------
 
     async def transfer_requested(self, local: Channel) -> None:
         """The bot's REFER created ``local`` (Local/<user>@botbridge-transfer;1) in our app."""
-        self.transfer_channels.add(local.id)
         if self.state is not CallState.BOT_CONNECTED:
             log.warning(
                 "call %s: transfer in state %s; releasing %s",
@@ -409,9 +458,8 @@ class CallSession:
             await self.ari.hangup(local.id)
             return
         handling_started = time.monotonic()
-        await self._move(CallState.TRANSFERRING, transfer_at=time.time())
-        refer_to = await self.ari.get_var(local.id, "HASH(TRANSFER_DATA,Refer-To)")
-        headers = await self._refer_headers(local.id)
+        self._move(CallState.TRANSFERRING, transfer_at=time.time())
+        refer_to, headers = await self._refer_data(local.id)
         decision = decide_transfer(self.config, self.profile, refer_to, headers)
         log.info(
             "call %s: REFER to %r -> queue %s (escalate_to=%r, error=%s)",
@@ -421,46 +469,62 @@ class CallSession:
             decision.escalate_to,
             decision.error,
         )
-        await self._record(
+        self._record(
             escalate_to=decision.escalate_to,
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
         )
-        await self._send_to_queue(decision, outcome="escalated")
+        await self._send_to_queue(decision, outcome="escalated", release=(local.id,))
         if self.observer is not None:
             self.observer.transfer_handled(time.monotonic() - handling_started)
-        await self.ari.hangup(local.id)
-        await self._release_bot()
 
-    async def _refer_headers(self, channel_id: str) -> dict[str, str]:
-        keys = await self.ari.get_var(channel_id, "HASHKEYS(TRANSFER_DATA)") or ""
+    async def _refer_data(self, channel_id: str) -> tuple[str | None, dict[str, str]]:
+        """The REFER's Refer-To and its User-to-User headers, in one round trip."""
+        expression = _EVAL_SEPARATOR.join(f"${{{name}}}" for name in _REFER_FIELDS)
+        joined = await self.ari.get_var(channel_id, f"EVAL({expression})")
+        parts = joined.split(_EVAL_SEPARATOR) if joined is not None else []
+        if len(parts) != len(_REFER_FIELDS):
+            parts = [await self.ari.get_var(channel_id, name) or "" for name in _REFER_FIELDS]
+        refer_to, keys, *values = parts
+        read = dict(zip(REFER_UUI_HEADERS, values, strict=True))
         headers: dict[str, str] = {}
-        for key in keys.split(","):
-            key = key.strip()
-            if key and key.lower() in {h.lower() for h in REFER_UUI_HEADERS}:
+        for key in (k.strip() for k in keys.split(",")):
+            if key.lower() not in {h.lower() for h in REFER_UUI_HEADERS}:
+                continue
+            value = read.get(key)
+            if value is None:  # the bot wrote the header name in another case
                 value = await self.ari.get_var(channel_id, f"HASH(TRANSFER_DATA,{key})")
-                if value:
-                    headers[key] = value
-        return headers
+            if value:
+                headers[key] = value
+        return refer_to or None, headers
 
-    async def _send_to_queue(self, decision: TransferDecision, outcome: str) -> None:
-        await self._route_caller(decision, outcome)
-        await self._move(
+    async def _send_to_queue(
+        self, decision: TransferDecision, outcome: str, release: tuple[str, ...] = ()
+    ) -> None:
+        await self._route_caller(decision, outcome, release)
+        self._move(
             CallState.QUEUED,
             queue=decision.queue,
             queued_at=time.time(),
             **({"outcome": outcome} if outcome == "escalated" else {}),
         )
 
-    async def _route_caller(self, decision: TransferDecision, outcome: str) -> None:
+    async def _route_caller(
+        self, decision: TransferDecision, outcome: str, release: tuple[str, ...] = ()
+    ) -> None:
+        """The caller's variables in one request, the caller into the queue context, then
+        the bot leg, the bridge and ``release`` (the transfer's Local channel) let go at once.
+        The app is subscribed to the caller since the start, so its events keep coming."""
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
-        for name, value in variables.items():
-            await self.ari.set_var(self.caller_id, name, value)
-        await self._follow_caller()
+        await self.ari.set_vars(self.caller_id, variables)
         await self.ari.continue_in_dialplan(
             self.caller_id, self.config.bridge["queue_context"], "s"
         )
-        await self._destroy_bridge()
+        await _all(
+            self._destroy_bridge(),
+            self._release_bot(),
+            *(self.ari.hangup(channel_id) for channel_id in release),
+        )
 
     async def fail_safe(self, reason: str) -> None:
         """An unexpected fault while the caller is ours: a human queue takes the caller."""
@@ -472,8 +536,7 @@ class CallSession:
             reason,
             self.profile.fallback_queue,
         )
-        await self._move(CallState.ERROR, error_reason=reason, queue=self.profile.fallback_queue)
-        await self._release_bot()
+        self._move(CallState.ERROR, error_reason=reason, queue=self.profile.fallback_queue)
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self._route_caller(decision, outcome="error")
 
@@ -482,9 +545,8 @@ class CallSession:
     async def caller_gone(self) -> None:
         if self.finished:
             return
-        await self._move(CallState.ABANDONED)
-        await self._release_bot()
-        await self._destroy_bridge()
+        self._move(CallState.ABANDONED)
+        await _all(self._release_bot(), self._destroy_bridge())
 
     async def agent_answered(self, agent_channel: str | None) -> None:
         """After the queue: Queue() connected an agent (its Dial ANSWER, or the caller
@@ -493,10 +555,10 @@ class CallSession:
             return
         self.agent_answered_at = time.time()
         log.info("call %s: agent answered (%s)", self.interaction_id, agent_channel)
-        await self._record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
+        self._record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
 
     async def caller_entered_bridge(self, bridge: Bridge) -> None:
-        if bridge.id != self.bridge_id:
+        if bridge.id != bridge_id_for(self.interaction_id):
             agents = [c for c in bridge.channels if c != self.caller_id]
             await self.agent_answered(agents[0] if agents else None)
 
@@ -506,7 +568,7 @@ class CallSession:
             await self.caller_gone()
         if self.ended_at is None:
             self.ended_at = time.time()
-            await self._record(ended_at=self.ended_at)
+            self._record(ended_at=self.ended_at)
 
     async def _follow_caller(self) -> None:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
@@ -522,8 +584,32 @@ class CallSession:
 
     async def _destroy_bridge(self) -> None:
         if self.bridge_id:
-            await self.ari.destroy_bridge(self.bridge_id)
-            self.bridge_id = None
+            bridge_id, self.bridge_id = self.bridge_id, None
+            await self.ari.destroy_bridge(bridge_id)
+
+
+async def read_queue_availability(ari: AriRest, queue: str, channel_id: str) -> str:
+    """business_hours from a queue's live members, in one round trip (queue names are
+    validated config, never call data)."""
+    value = await ari.get_var(
+        channel_id, f"EVAL(${{QUEUE_MEMBER({queue},logged)}},${{QUEUE_MEMBER({queue},ready)}})"
+    )
+    logged, _, ready = (value or "").partition(",")
+    return availability_from_queue(_int(logged), _int(ready))
+
+
+async def _all(*steps: Awaitable[None]) -> None:
+    """Run independent requests concurrently; the first failure (if any) is raised after
+    all have finished, so one vanished channel does not stop the others' clean-up."""
+    _raise_first(await asyncio.gather(*steps, return_exceptions=True))
+
+
+def _raise_first(results: Iterable[object]) -> None:
+    for result in results:
+        if isinstance(result, AriNotFound):
+            continue  # a channel or bridge already gone is what clean-up wanted
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _ci(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:

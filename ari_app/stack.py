@@ -109,6 +109,9 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "RTP_END": sip["rtp_end"],
         "TRANSFER_HOLD_SECONDS": bridge["transfer_hold_seconds"],
         "QUEUE_TIMEOUT_SECONDS": bridge["queue_timeout_seconds"],
+        # the dialplan hands the business_hours value to the app as a Stasis() argument
+        "AVAILABILITY_ARG": "${" + bridge["availability_variable"] + "}",
+        "RETRY_AFTER_SECONDS": config.limits.retry_after_seconds,
     }
 
 

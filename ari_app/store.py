@@ -13,16 +13,14 @@ brings its database to ``head`` when it is opened (``migrate=True``), so the app
 the schema at start. Concurrent upgrades of one PostgreSQL database are serialised with an
 advisory lock.
 
-Why a synchronous engine, and ``asyncio.to_thread`` for the event loop: every write is one
-short transaction on one row, and the call flow must not move on before its state change
-is committed (that is what makes a record survive ``kill -9``). The event dispatcher is
-sequential anyway, so an async engine would buy no concurrency; what matters is that a slow
-database (a PostgreSQL round trip, an fsync) never stalls the event loop, which also keeps
-the ARI websocket's keepalives and every other coroutine running. The ``a*`` methods
-(``acreate``, ``aupdate``...) run the plain methods in a worker thread for exactly that;
-the plain methods stay for scripts, the CLI and reports, which have no loop to protect.
-One engine with a connection pool serves both; SQLAlchemy's pool hands each thread its own
-connection. SQLite writers from several processes wait for each other (busy timeout).
+Why a synchronous engine, and worker threads for the event loop: the app's call sessions
+never write here directly. They hand changes to the single record writer
+(ari_app/record_writer.py), which commits them in batches with ``write_batch`` in a worker
+thread, so a slow database (a PostgreSQL round trip, an fsync) never stalls a call or the
+event loop. The ``a*`` methods run the plain ones in a thread for the rest of the app
+(reconciliation, reports); the plain methods serve scripts, the CLI and reports. One engine
+with a connection pool serves all; SQLite writers from several processes wait for each other
+(busy timeout).
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error")
+OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error", "overloaded")
 # what a failing database raises through the store (connection lost, disk full...)
 StoreError = SQLAlchemyError
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -212,7 +210,7 @@ class InteractionStore:
         fields.setdefault("state", "started")
         if self.node is not None:
             fields.setdefault("node", self.node)
-        self._check(fields)
+        self.check_fields(fields)
         values = {k: _encode(v) for k, v in fields.items()}
         with self.engine.begin() as db:
             db.execute(
@@ -221,7 +219,7 @@ class InteractionStore:
 
     def update(self, interaction_id: str, **fields: Any) -> None:
         """Set ``fields`` on one record; a record that does not exist is left alone."""
-        self._check(fields)
+        self.check_fields(fields)
         values = {k: _encode(v) for k, v in fields.items()}
         with self.engine.begin() as db:
             db.execute(
@@ -229,6 +227,35 @@ class InteractionStore:
                 .where(interactions.c.interaction_id == interaction_id)
                 .values(updated_at=time.time(), **values)
             )
+
+    def write_batch(
+        self, creates: Mapping[str, Mapping[str, Any]], updates: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Create and update many records in one transaction (the record writer's batches).
+
+        All or nothing: when it raises, nothing of the batch was written.
+        """
+        now = time.time()
+        with self.engine.begin() as db:
+            for interaction_id, fields in creates.items():
+                values = dict(fields)
+                values.setdefault("started_at", now)
+                values.setdefault("state", "started")
+                if self.node is not None:
+                    values.setdefault("node", self.node)
+                encoded = {k: _encode(v) for k, v in values.items()}
+                db.execute(
+                    insert(interactions).values(
+                        interaction_id=interaction_id, updated_at=now, **encoded
+                    )
+                )
+            for interaction_id, fields in updates.items():
+                encoded = {k: _encode(v) for k, v in fields.items()}
+                db.execute(
+                    update(interactions)
+                    .where(interactions.c.interaction_id == interaction_id)
+                    .values(updated_at=now, **encoded)
+                )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -294,7 +321,8 @@ class InteractionStore:
             return [_decode(row._mapping) for row in db.execute(query)]
 
     @staticmethod
-    def _check(fields: Mapping[str, Any]) -> None:
+    def check_fields(fields: Mapping[str, Any]) -> None:
+        """Raise KeyError/ValueError for unknown columns or outcomes (before anything queues)."""
         unknown = set(fields) - COLUMNS
         if unknown:
             raise KeyError(f"unknown interaction fields: {sorted(unknown)}")

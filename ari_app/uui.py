@@ -7,6 +7,7 @@ variable that records why a transfer was refused). Error messages never echo the
 input, so they can be logged without opening a log-injection hole.
 
 The wire formats and every decision taken here are described in docs/context-codec.md.
+The Refer-To header that carries the bot's UUI is parsed by `ari_app.sip.parse_refer_to`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,8 @@ __all__ = [
     "encode_context",
     "format_uui",
     "parse_uui",
-    "refer_to_user",
     "safe_key",
     "safe_value",
-    "uui_from_refer_to",
 ]
 
 DEFAULT_MAX_CONTEXT_BYTES = 256
@@ -213,59 +212,6 @@ def format_uui(
     return ";".join(parts)
 
 
-def uui_from_refer_to(refer_to: str) -> str | None:
-    """Return the User-to-User value embedded in a Refer-To URI's headers, percent-decoded.
-
-    Accepts `<uri>`, `"Name" <uri>;params` and a bare URI. `User-to-User` wins over
-    `x-User-to-User` when both appear; within one name the first occurrence wins.
-    Returns None when the URI carries neither header.
-    """
-    uri = _uri_of(refer_to)
-    _, question, headers = uri.partition("?")
-    if not question:
-        return None
-    standard: str | None = None
-    alias: str | None = None
-    for field in headers.split("&"):
-        raw_name, _, raw_value = field.partition("=")
-        name = _percent_decode(raw_name).strip(_LWS).lower()
-        if name == "user-to-user" and standard is None:
-            standard = raw_value
-        elif name == "x-user-to-user" and alias is None:
-            alias = raw_value
-    chosen = standard if standard is not None else alias
-    if chosen is None:
-        return None
-    return _percent_decode(chosen)
-
-
-def refer_to_user(refer_to: str) -> str | None:
-    """Return the user part of a Refer-To `sip:`/`sips:` URI (or the number of a `tel:` URI).
-
-    The result is percent-decoded but still untrusted: pass it through `safe_value` (or,
-    better, an allow-list) before it reaches Asterisk.
-    """
-    uri = _uri_of(refer_to)
-    scheme, colon, rest = uri.partition(":")
-    scheme = scheme.strip(_LWS).lower()
-    if not colon or scheme not in _USER_SCHEMES:
-        return None
-    if scheme == "tel":
-        user = _TEL_END_RE.split(rest, maxsplit=1)[0]
-    else:
-        # An unescaped "@" may not appear in URI params or headers, so the first one that
-        # precedes the headers ends the userinfo; a password follows the first ":".
-        head = rest.split("?", 1)[0]
-        userinfo, at, _ = head.partition("@")
-        if not at:
-            return None
-        user = userinfo.split(":", 1)[0]
-    decoded = _percent_decode(user)
-    if _CONTROL_RE.search(decoded):
-        raise ContextControlChars("Refer-To user part contains control characters")
-    return decoded or None
-
-
 def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_CONTEXT_BYTES) -> Context:
     """Decode `key=value;key=value` (UTF-8, `&` accepted as an alternate separator)."""
     _check_limit(max_bytes)
@@ -353,7 +299,6 @@ _LWS = " \t"
 # Room for `;encoding=hex;purpose=...;content=...` plus generous whitespace.
 _PARAMS_ALLOWANCE = 512
 
-_USER_SCHEMES = frozenset({"sip", "sips", "tel"})
 _PAIR_SEPARATORS = ";&"
 _PAIR_SPLIT_RE = re.compile(r"[;&]")
 _SAFE_KEY_KEEP = frozenset(string.ascii_letters + string.digits + "_")
@@ -365,9 +310,6 @@ _HEX_RE = re.compile(r"[0-9A-Fa-f]*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_TEL_END_RE = re.compile(r"[;?]")
-# RFC 3261 quoted-string in "unrolled" form: linear even when the closing quote is missing.
-_QUOTED_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 # `%` first in meaning, but str.translate is single-pass so order does not matter.
 _VALUE_ESCAPES = str.maketrans({"%": "%25", ";": "%3B", "&": "%26", "=": "%3D"})
@@ -507,27 +449,6 @@ def _is_printable_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return not _CONTROL_RE.search(text)
-
-
-def _uri_of(refer_to: str) -> str:
-    """Extract the URI from a name-addr (`["Name"] <uri>;params`) or return the addr-spec."""
-    text = refer_to.strip(_LWS)
-    search_from = 0
-    if text.startswith('"'):
-        # A quoted display name may itself contain "<" or ">".
-        match = _QUOTED_RE.match(text)
-        if match is None:
-            raise ContextMalformed("unterminated display name in Refer-To")
-        search_from = match.end()
-    lt = text.find("<", search_from)
-    if lt < 0:
-        if search_from:
-            raise ContextMalformed("Refer-To display name without <uri>")
-        return text
-    gt = text.find(">", lt + 1)
-    if gt < 0:
-        raise ContextMalformed("unterminated <uri> in Refer-To")
-    return text[lt + 1 : gt]
 
 
 def _percent_decode(text: str) -> str:

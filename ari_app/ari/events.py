@@ -2,16 +2,24 @@
 
 Connecting to ``/ari/events?app=...`` is what registers the Stasis application, so every
 reconnect re-registers it; ``on_connected`` then lets the app reconcile calls that changed
-while the socket was down. Events are handed to one handler strictly in arrival order, which
-the call flow relies on (StasisStart before ChannelStateChange before StasisEnd...).
+while the socket was down.
+
+The reader never waits for Asterisk: it reads frames continuously and hands each event, in
+arrival order, to a *synchronous* handler that only routes it (the app puts it into the
+call's own queue, ari_app/calls/dispatch.py). Asterisk writes events to this socket
+synchronously with a short timeout (ari.conf ``websocket_write_timeout``): a reader that
+stopped to await REST replies would stall Asterisk and lose the socket. Event types outside
+``types`` are counted and dropped before any schema validation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl as ssllib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -34,8 +42,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# A handler slower than this holds up every other call's events, since dispatch is sequential.
-SLOW_HANDLER_SECONDS = 0.5
+# Routing one event is a few dictionary look-ups; slower than this means the routing code
+# does real work it should hand to the call's own task.
+SLOW_HANDLER_SECONDS = 0.05
 # A connection that stayed up this long counts as healthy: the next outage starts the backoff
 # from the beginning instead of where the last one left off.
 STABLE_CONNECTION_SECONDS = 10.0
@@ -51,7 +60,7 @@ _ABNORMAL_CLOSURE = 1006
 _HTTP_UNAUTHORIZED = 401
 _HTTP_NOT_FOUND = 404
 
-EventHandler = Callable[[Event], Awaitable[None]]
+EventHandler = Callable[[Event], None]
 OnConnected = Callable[[int], Awaitable[None]]
 
 
@@ -73,6 +82,7 @@ class EventStream:
         on_connected: OnConnected | None = None,
         ssl: ssllib.SSLContext | None = None,
         subscribe_all: bool = False,
+        types: frozenset[str] | None = None,
         slow_handler_seconds: float = SLOW_HANDLER_SECONDS,
         stable_connection_seconds: float = STABLE_CONNECTION_SECONDS,
     ) -> None:
@@ -82,6 +92,10 @@ class EventStream:
             raise ValueError(f"an SSL context needs an https ARI base URL, got {base_url!r}")
         self.connects = 0
         self.reconnects = 0
+        # every frame read, and those dropped unparsed because their type is not in ``types``
+        self.received = 0
+        self.ignored = 0
+        self._types = types
         self._username = username
         self._authorization = basic_authorization(username, password)
         self._on_connected = on_connected
@@ -98,10 +112,11 @@ class EventStream:
         return self._ws is not None
 
     async def run(self, handler: EventHandler) -> None:
-        """Connect, dispatch events to ``handler`` and reconnect until :meth:`stop` is called.
+        """Connect, hand events to ``handler`` and reconnect until :meth:`stop` is called.
 
-        Handler exceptions are logged and the event skipped; only cancellation or an invalid
-        URL ends this coroutine early.
+        ``handler`` is called synchronously for each event and must not block; its exceptions
+        are logged and the event skipped. Only cancellation or an invalid URL ends this
+        coroutine early.
         """
         if self._running:
             raise RuntimeError("EventStream.run() is already running")
@@ -230,7 +245,8 @@ class EventStream:
                 message = await ws.recv()
             except ConnectionClosed:
                 return
-            event = _decode(message)
+            self.received += 1
+            event = self._decode(message)
             if event is None:
                 continue
             if event.type == "ApplicationReplaced":
@@ -239,28 +255,39 @@ class EventStream:
                     "events. Make sure only one bridge instance uses this app name.",
                     self.app,
                 )
-            await self._dispatch(handler, event)
+            self._dispatch(handler, event)
 
-    async def _dispatch(self, handler: EventHandler, event: Event) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        watchdog = loop.call_later(
-            self._slow_handler_seconds, _warn_still_running, event, self._slow_handler_seconds
-        )
+    def _decode(self, message: str | bytes) -> Event | None:
         try:
-            await handler(event)
+            data = json.loads(message)
+        except ValueError as exc:
+            logger.warning("Skipping ARI frame that is not JSON: %s", exc)
+            return None
+        if self._types is not None and (
+            not isinstance(data, dict) or data.get("type") not in self._types
+        ):
+            self.ignored += 1
+            return None
+        try:
+            return parse_event(data)
+        except EventSchemaError as exc:
+            logger.warning("Skipping malformed ARI event: %s", exc)
+            return None
+
+    def _dispatch(self, handler: EventHandler, event: Event) -> None:
+        started = time.monotonic()
+        try:
+            handler(event)
         except Exception:
             logger.exception(
-                "Handler for ARI %s (channel %s) failed; event skipped",
+                "Routing ARI %s (channel %s) failed; event skipped",
                 event.type,
                 event.channel_id,
             )
-        finally:
-            watchdog.cancel()
-        elapsed = loop.time() - started
+        elapsed = time.monotonic() - started
         if elapsed > self._slow_handler_seconds:
             logger.warning(
-                "Handler for ARI %s (channel %s) took %.2f s; events for all calls waited",
+                "Routing ARI %s (channel %s) took %.3f s on the reader; it must not block",
                 event.type,
                 event.channel_id,
                 elapsed,
@@ -278,25 +305,7 @@ def events_url(base_url: str, app: str, *, subscribe_all: bool = False) -> str:
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
-def _decode(message: str | bytes) -> Event | None:
-    try:
-        return parse_event(message)
-    except EventSchemaError as exc:
-        logger.warning("Skipping malformed ARI event: %s", exc)
-        return None
-
-
 def _close_description(ws: ClientConnection) -> str:
     code = ws.close_code if ws.close_code is not None else _ABNORMAL_CLOSURE
     reason = f", {ws.close_reason}" if ws.close_reason else ""
     return f"ARI event socket closed (code {code}{reason})"
-
-
-def _warn_still_running(event: Event, threshold: float) -> None:
-    logger.warning(
-        "Handler for ARI %s (channel %s) still running after %.1f s; events for all calls are "
-        "queued behind it, move slow work out of the event handler",
-        event.type,
-        event.channel_id,
-        threshold,
-    )

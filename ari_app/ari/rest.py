@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 # Seconds for a whole request. ARI calls are local and quick; anything slower means Asterisk is
 # wedged, and the call flow is better off failing the call than holding it.
 DEFAULT_REQUEST_TIMEOUT = 10.0
+# Concurrent kept-alive HTTP connections to ARI; each Asterisk HTTP session is a thread,
+# bounded by http.conf sessionlimit.
+DEFAULT_CONNECTIONS = 32
+# An idle pooled connection is closed after this long (Asterisk's own session_keep_alive
+# default is 15 s: close before it does, to never send on a socket it is closing).
+KEEPALIVE_SECONDS = 10.0
 # Cap on how much of a non-JSON error body ends up in an exception message.
 MAX_ERROR_BODY_CHARS = 200
 _NO_CONTENT = 204
@@ -39,8 +45,9 @@ ParamValue = str | int | bool | None
 class AriRest:
     """ARI REST client; ``base_url`` is like ``http://127.0.0.1:8088/ari``.
 
-    One aiohttp session is opened lazily and reused; call :meth:`close` (or use ``async with``)
-    when done.
+    One aiohttp session with a pool of ``connections`` kept-alive connections is opened
+    lazily and reused, so independent requests of many calls run concurrently; call
+    :meth:`close` (or use ``async with``) when done. ``requests`` counts requests sent.
     """
 
     def __init__(
@@ -51,8 +58,11 @@ class AriRest:
         *,
         ssl: ssllib.SSLContext | None = None,
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.requests = 0
+        self._connections = connections
         self._headers = {"Authorization": basic_authorization(username, password)}
         self._ssl: ssllib.SSLContext | bool = ssl if ssl is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -94,6 +104,7 @@ class AriRest:
         path = "/" + path.lstrip("/")
         url = URL(self.base_url + path, encoded=True)
         started = time.monotonic()
+        self.requests += 1
         try:
             async with self._get_session().request(
                 method,
@@ -207,6 +218,25 @@ class AriRest:
             params={"variable": name, "value": value},
         )
 
+    async def set_vars(self, channel_id: str, variables: Mapping[str, str]) -> None:
+        """Set several variables in one request, with Asterisk's ``ARRAY()`` function.
+
+        Values must not contain ``,``, ``"`` or ``\\`` (ARRAY splits its value like
+        application arguments); the call flow only passes values reduced to a safe alphabet.
+        """
+        if not variables:
+            return
+        bad = [name for name, value in variables.items() if set(value) & _ARRAY_UNSAFE]
+        if bad:
+            raise ValueError(f"values of {bad} cannot travel through ARRAY()")
+        if len(variables) == 1:
+            ((name, value),) = variables.items()
+            await self.set_var(channel_id, name, value)
+            return
+        await self.set_var(
+            channel_id, f"ARRAY({','.join(variables)})", ",".join(variables.values())
+        )
+
     async def continue_in_dialplan(
         self, channel_id: str, context: str, extension: str, priority: int = 1
     ) -> None:
@@ -263,6 +293,12 @@ class AriRest:
         params: dict[str, ParamValue] = {"eventSource": _comma_list(event_sources)}
         await self.post(path_for("applications", app, "subscription"), params=params)
 
+    async def set_event_filter(self, app: str, allowed_types: Sequence[str]) -> None:
+        """Ask Asterisk to send ``app`` only these event types (the rest are never
+        serialised or written to the socket)."""
+        body = {"allowed": [{"type": t} for t in sorted(allowed_types)]}
+        await self.put(path_for("applications", app, "eventFilter"), json=body)
+
     async def asterisk_info(self) -> dict[str, Any]:
         reply = await self.get("/asterisk/info")
         return dict(reply) if isinstance(reply, Mapping) else {}
@@ -273,8 +309,16 @@ class AriRest:
         # Created on first use rather than in __init__: aiohttp sessions must be made inside
         # a running event loop, and the client is often constructed before the loop starts.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, keepalive_timeout=KEEPALIVE_SECONDS
+            )
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout, connector=connector
+            )
         return self._session
+
+
+_ARRAY_UNSAFE = frozenset(',"\\')
 
 
 def basic_authorization(username: str, password: str) -> str:

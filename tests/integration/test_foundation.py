@@ -70,22 +70,30 @@ class StasisApp:
             on_connected=self._connected,
         )
         self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
 
     async def _connected(self, number: int) -> None:
         self.connections.append(number)
 
-    async def _handle(self, event: Event) -> None:
+    def _handle(self, event: Event) -> None:
+        # the stream's handler only routes (it must not wait for Asterisk): the REST work
+        # runs in a task of its own
         self.events.append(event)
         if event.type != "StasisStart" or event.channel is None:
             return
         if event.channel.id in self.answered:
             return  # a channel that enters Stasis again is recorded, not answered twice
         self.answered.append(event.channel.id)
+        task = asyncio.get_running_loop().create_task(self._answer(event.channel.id))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _answer(self, channel_id: str) -> None:
         try:
-            await self.rest.answer(event.channel.id)
+            await self.rest.answer(channel_id)
             if self.bridge_calls:
                 bridge = await self.rest.create_bridge("mixing", name="foundation")
-                await self.rest.add_to_bridge(bridge.id, event.channel.id)
+                await self.rest.add_to_bridge(bridge.id, channel_id)
                 self.bridges.append(bridge.id)
         except Exception as exc:  # reported by the test, not swallowed by the stream
             self.failures.append(f"{type(exc).__name__}: {exc}")

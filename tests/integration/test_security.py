@@ -78,7 +78,7 @@ class ChannelWatch:
     def unexpected(self) -> set[str]:
         return {n for n in self.names if not ALLOWED_CHANNEL.match(n)}
 
-    async def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event) -> None:
         for channel in (event.channel, event.peer, event.caller, event.replace_channel):
             if channel is not None:
                 self.observed.add(channel.name)

@@ -13,7 +13,7 @@ from ari_app.app import BridgeApp
 from ari_app.ari import Bridge, CallerId, Channel, DialplanCEP, Event
 from ari_app.config import Config, load_config
 from ari_app.lifecycle import APP_RESTARTED, orphan_bot_part
-from ari_app.session import CallSession, CallState, TransferDecision
+from ari_app.session import CallSession, CallState
 from ari_app.store import InteractionStore
 
 NODE = "node-a"
@@ -100,7 +100,7 @@ def session_in(
     session = CallSession(
         ari,  # type: ignore[arg-type]
         config,
-        store,
+        store,  # written through at once: the store is a record sink too
         config.profiles["default"],
         channel("caller-1"),
         interaction_id="i1",
@@ -177,23 +177,30 @@ async def test_queued_caller_is_followed_to_the_agent_and_the_end(
         dialstatus="ANSWER",
     )
     await app.handle(dial)
+    await app.records.flush()
     row = store.get("i1")
     assert row is not None and row["agent_answered_at"] and row["agent_channel"] == "agent-7"
     await app.handle(Event("ChannelDestroyed", "botbridge", channel=channel("caller-1"), cause=16))
+    await app.records.flush()
     assert store.get("i1")["ended_at"] is not None  # type: ignore[index]
     assert app.sessions == {} and app._by_channel == {}
 
 
-async def test_the_caller_is_followed_before_it_is_continued(
+async def test_the_caller_is_followed_from_the_start(
     config: Config, store: InteractionStore
 ) -> None:
+    """Subscribed at the start, the caller's events keep coming once it leaves Stasis for a
+    queue, without a request on the escalation's path."""
     ari = FakeAri()
-    session = session_in(config, store, ari, CallState.TRANSFERRING)
+    profile = config.profiles["default"]
+    session = CallSession(ari, config, store, profile, channel("caller-1"), interaction_id="i1")  # type: ignore[arg-type]
 
-    await session._send_to_queue(TransferDecision("agents-queue", None, None, None, None), "x")
+    await session.start()
+    assert ari.called("subscribe") == [("botbridge", "channel:caller-1")]
+    await session.bot_failed("bot_busy")
     names = [name for name, _ in ari.calls]
     assert names.index("subscribe") < names.index("continue_in_dialplan")
-    assert ari.called("subscribe") == [("botbridge", "channel:caller-1")]
+    assert len(ari.called("subscribe")) == 1
 
 
 # -- reconciliation at start -------------------------------------------------------------
@@ -207,6 +214,7 @@ async def test_orphan_without_outcome_is_marked_app_restarted(
     ari = FakeAri([channel("bot-o1", name="PJSIP/voicebot-1")])  # the caller is gone
     app = make_app(config, store, ari)
     await app.reconcile(1)
+    await app.records.flush()
     row = store.get("o1")
     assert row is not None
     assert row["outcome"] == "error" and row["state"] == "error"
@@ -235,6 +243,7 @@ async def test_orphan_with_an_outcome_keeps_it(config: Config, store: Interactio
     )
     app = make_app(config, store, FakeAri())
     await app.reconcile(1)
+    await app.records.flush()
     row = store.get("o2")
     assert row is not None
     assert row["outcome"] == "escalated" and row["error_reason"] == "escalate_to_unknown"
@@ -245,7 +254,9 @@ async def test_orphan_whose_bot_vanished_unseen_has_unknown_bot_time(
     config: Config, store: InteractionStore
 ) -> None:
     open_record(store, "o3", "bot_connected", bot_answered_at=time.time() - 100)
-    await make_app(config, store, FakeAri()).reconcile(1)
+    app = make_app(config, store, FakeAri())
+    await app.reconcile(1)
+    await app.records.flush()
     row = store.get("o3")
     assert row is not None and row["outcome"] == "error"
     assert row["bot_seconds"] is None and row["billable_minutes"] is None
@@ -258,7 +269,9 @@ async def test_only_this_nodes_records_and_legacy_ones_are_reconciled(
     open_record(store, "mine", "bot_dialling")
     open_record(store, "theirs", "bot_dialling", node="node-b")
     open_record(store, "legacy", "bot_dialling", node=None)
-    await make_app(config, store, FakeAri()).reconcile(1)
+    app = make_app(config, store, FakeAri())
+    await app.reconcile(1)
+    await app.records.flush()
     assert store.get("mine")["ended_at"] is not None  # type: ignore[index]
     assert store.get("legacy")["ended_at"] is not None  # type: ignore[index]
     assert store.get("theirs")["ended_at"] is None  # type: ignore[index]
@@ -274,12 +287,14 @@ async def test_live_queued_caller_is_re_adopted_and_followed(
     ari = FakeAri([caller], [bridge("b-1", "caller-q1", "agent-3")])
     app = make_app(config, store, ari)
     await app.reconcile(1)
+    await app.records.flush()
     assert ari.called("subscribe") == [("botbridge", "channel:caller-q1")]
     assert set(app.sessions) == {"caller-q1"}
     row = store.get("q1")
     assert row is not None and row["reconciled_at"] and row["ended_at"] is None
     assert row["agent_answered_at"] and row["agent_channel"] == "agent-3"
     await app.handle(Event("ChannelDestroyed", "botbridge", channel=caller, cause=16))
+    await app.records.flush()
     assert store.get("q1")["ended_at"] is not None  # type: ignore[index]
     assert app.sessions == {}
 
@@ -291,6 +306,7 @@ async def test_live_caller_whose_dial_was_lost_goes_to_the_fallback_queue(
     ari = FakeAri([channel("caller-d1"), channel("bot-d1", name="PJSIP/voicebot-1")])
     app = make_app(config, store, ari)
     await app.reconcile(1)
+    await app.records.flush()
     row = store.get("d1")
     assert row is not None
     assert row["outcome"] == "bot_failed" and row["error_reason"] == APP_RESTARTED
@@ -306,6 +322,7 @@ async def test_live_bot_call_whose_bot_is_gone_is_resolved(
     ari = FakeAri([channel("caller-r1")])
     app = make_app(config, store, ari)
     await app.reconcile(1)
+    await app.records.flush()
     row = store.get("r1")
     assert row is not None and row["outcome"] == "resolved"
     assert row["bot_seconds"] is None  # ended unseen
@@ -322,6 +339,7 @@ async def test_reconnect_ends_sessions_whose_caller_vanished(
     )
     app.adopt(session)
     await app.reconcile(2)
+    await app.records.flush()
     row = store.get("i1")
     assert row is not None and row["outcome"] == "abandoned"
     assert row["ended_at"] and row["reconciled_at"]

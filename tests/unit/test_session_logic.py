@@ -18,7 +18,6 @@ from ari_app.session import (
     check_transition,
     decide_transfer,
     dialstatus_for_cause,
-    is_attended,
 )
 
 CONFIG = load_config(
@@ -123,6 +122,30 @@ def test_queue_comes_only_from_the_routing_map(
             ATTENDED_TRANSFER_IGNORED,
             "billing",
         ),
+        (
+            refer_to(b"escalate_to=billing".hex(), "replaces="),
+            {},
+            "billing-queue",
+            ATTENDED_TRANSFER_IGNORED,
+            "billing",
+        ),
+        # an escaped control character in the user part no longer spoils a valid context
+        (
+            refer_to(b"escalate_to=billing".hex()).replace("escalation@", "esc%01@"),
+            {},
+            "billing-queue",
+            None,
+            "billing",
+        ),
+        # a Refer-To that does not parse falls to the default queue, with the reason
+        ("<sip:escalation@h", {}, "agents-queue", "context_malformed", None),
+        (
+            "<sip:esc%zz@h>",
+            {"User-to-User": "escalate_to=billing"},
+            "agents-queue",
+            "context_malformed",
+            None,
+        ),
     ],
 )
 def test_decide_transfer(
@@ -182,20 +205,6 @@ def test_variables_of_a_failed_context_say_why() -> None:
 )
 def test_availability_from_queue(logged: int, ready: int, value: str) -> None:
     assert availability_from_queue(logged, ready) == value
-
-
-@pytest.mark.parametrize(
-    ("refer", "attended"),
-    [
-        ("<sip:a@h?Replaces=x%40y%3Bto-tag%3D1>", True),
-        ("<sip:a@h?User-to-User=00&replaces=x>", True),
-        ("<sip:a@h?User-to-User=7265706c61636573>", False),
-        ("<sip:a@h>", False),
-        (None, False),
-    ],
-)
-def test_is_attended(refer: str | None, attended: bool) -> None:
-    assert is_attended(refer) is attended
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ari_app.sip import parse_refer_to
 from ari_app.uui import (
     DEFAULT_MAX_CONTEXT_BYTES,
     MAX_SAFE_KEY_LEN,
@@ -31,10 +32,8 @@ from ari_app.uui import (
     encode_context,
     format_uui,
     parse_uui,
-    refer_to_user,
     safe_key,
     safe_value,
-    uui_from_refer_to,
 )
 
 SEED_HEX = "627573696e6573735f686f7572733d7072696f72697479"
@@ -73,13 +72,14 @@ def test_seed_invite_uui_is_what_we_format() -> None:
 
 
 def test_seed_refer_to_yields_escalate_to() -> None:
-    value = uui_from_refer_to(SEED_REFER_TO)
+    refer = parse_refer_to(SEED_REFER_TO)
+    value = refer.user_to_user
     assert value == f"{ESCALATE_HEX};encoding=hex"
     assert value is not None
     ctx = decode_context(parse_uui(value).data)
     assert ctx.get("escalate_to") == "agents-queue"
     assert ctx.pairs == (("escalate_to", "agents-queue"),)
-    assert refer_to_user(SEED_REFER_TO) == "escalation"
+    assert refer.user == "escalation"
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,124 +359,6 @@ def test_format_uui_rejects(
 
 
 # --------------------------------------------------------------------------------------------
-# uui_from_refer_to / refer_to_user
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("refer_to", "expected"),
-    [
-        pytest.param(SEED_REFER_TO, f"{ESCALATE_HEX};encoding=hex", id="seed"),
-        pytest.param(
-            "sip:escalation@host?User-to-User=6162%3Bencoding%3Dhex",
-            "6162;encoding=hex",
-            id="no-brackets",
-        ),
-        pytest.param(
-            '"Escalation <desk>" <sip:e@h?User-to-User=6162>;method=INVITE',
-            "6162",
-            id="quoted-display-name-and-params",
-        ),
-        pytest.param(
-            '"a \\" <b>" <sip:e@h?User-to-User=6162>', "6162", id="display-name-escaped-quote"
-        ),
-        pytest.param("Escalation <sip:e@h?user-to-user=6162>", "6162", id="token-display-name"),
-        pytest.param(
-            "<sip:e@h?X-User-to-User=6162%3Bencoding%3Dhex>", "6162;encoding=hex", id="x-alias"
-        ),
-        pytest.param("<sip:e@h?x-user-to-user=6162>", "6162", id="x-alias-lower"),
-        pytest.param(
-            "<sip:e@h?X-Foo=bar&User-to-User=6162%3Bencoding%3Dhex&X-Bar=baz>",
-            "6162;encoding=hex",
-            id="ampersand-joined",
-        ),
-        pytest.param(
-            "<sip:e@h?x-user-to-user=aaaa&User-to-User=6162>", "6162", id="standard-beats-alias"
-        ),
-        pytest.param(
-            "<sip:e@h?User-to-User=6162&User-to-User=6364>", "6162", id="first-occurrence"
-        ),
-        pytest.param("<sip:e@h?User%2Dto%2DUser=6162>", "6162", id="escaped-name"),
-        pytest.param("<sip:e@h;transport=tcp?USER-TO-USER=6162>", "6162", id="uri-params"),
-        pytest.param(
-            "<sip:e@h?User-to-User=6162>;x=y?User-to-User=6364", "6162", id="after-bracket-ignored"
-        ),
-        pytest.param(
-            "<sip:e@h?User-to-User=escalate_to%3Dagents-queue>",
-            "escalate_to=agents-queue",
-            id="plain-text",
-        ),
-        pytest.param("<sip:e@h?User-to-User=>", "", id="empty-value"),
-        pytest.param("<sip:e@h?User-to-User>", "", id="no-equals"),
-        pytest.param("<sip:e@h?User-to-User=a+b>", "a+b", id="plus-is-literal"),
-        pytest.param("<sip:e@h>", None, id="no-headers"),
-        pytest.param("<sip:e@h?X-Foo=bar>", None, id="other-headers"),
-        pytest.param("<sip:e@h?X-Foo=50%>", None, id="bad-escape-in-unused-value"),
-        pytest.param("", None, id="empty"),
-        pytest.param("garbage", None, id="garbage"),
-    ],
-)
-def test_uui_from_refer_to(refer_to: str, expected: str | None) -> None:
-    assert uui_from_refer_to(refer_to) == expected
-
-
-@pytest.mark.parametrize(
-    ("refer_to", "error"),
-    [
-        pytest.param("<sip:e@h?User-to-User=61%2>", ContextMalformed, id="short-escape"),
-        pytest.param("<sip:e@h?User-to-User=%zz>", ContextMalformed, id="non-hex-escape"),
-        pytest.param("<sip:e@h?User-to-User=50%>", ContextMalformed, id="bare-percent"),
-        pytest.param("<sip:e@h?X%zz=1&User-to-User=6162>", ContextMalformed, id="bad-name-escape"),
-        pytest.param("<sip:e@h?User-to-User=%FF>", ContextNotUtf8, id="escape-not-utf8"),
-        pytest.param("<sip:e@h?User-to-User=\ud800>", ContextNotUtf8, id="surrogate"),
-        pytest.param("<sip:e@h?User-to-User=6162", ContextMalformed, id="unterminated-bracket"),
-        pytest.param('"unterminated <sip:e@h>', ContextMalformed, id="unterminated-display"),
-        pytest.param('"Name" sip:e@h', ContextMalformed, id="display-without-uri"),
-    ],
-)
-def test_uui_from_refer_to_rejects(refer_to: str, error: type[ContextError]) -> None:
-    with pytest.raises(error):
-        uui_from_refer_to(refer_to)
-
-
-@pytest.mark.parametrize(
-    ("refer_to", "expected"),
-    [
-        pytest.param(SEED_REFER_TO, "escalation", id="seed"),
-        pytest.param("sip:escalation@host", "escalation", id="bare"),
-        pytest.param("<SIP:Esc@h>", "Esc", id="scheme-case"),
-        pytest.param("sips:Agent.Desk@h:5061;transport=tls", "Agent.Desk", id="sips"),
-        pytest.param('"Desk" <sip:desk%20one@h>', "desk one", id="escaped-user"),
-        pytest.param("<sip:user:secret@h>", "user", id="password-dropped"),
-        pytest.param("<sip:alice;day=tuesday@h>", "alice;day=tuesday", id="user-params"),
-        pytest.param("<tel:+15551234;phone-context=example.com>", "+15551234", id="tel"),
-        pytest.param("<sip:h>", None, id="no-user"),
-        pytest.param("<sip:@h>", None, id="empty-user"),
-        pytest.param("<sip:h?X-Foo=a@b>", None, id="at-in-headers"),
-        pytest.param("<http://x@h>", None, id="other-scheme"),
-        pytest.param("escalation@host", None, id="no-scheme"),
-        pytest.param("", None, id="empty"),
-    ],
-)
-def test_refer_to_user(refer_to: str, expected: str | None) -> None:
-    assert refer_to_user(refer_to) == expected
-
-
-@pytest.mark.parametrize(
-    ("refer_to", "error"),
-    [
-        pytest.param("<sip:a%zz@h>", ContextMalformed, id="bad-escape"),
-        pytest.param("<sip:a%0a@h>", ContextControlChars, id="escaped-newline"),
-        pytest.param("<sip:%ff@h>", ContextNotUtf8, id="not-utf8"),
-        pytest.param("<sip:a@h", ContextMalformed, id="unterminated"),
-    ],
-)
-def test_refer_to_user_rejects(refer_to: str, error: type[ContextError]) -> None:
-    with pytest.raises(error):
-        refer_to_user(refer_to)
-
-
-# --------------------------------------------------------------------------------------------
 # decode_context / encode_context / Context
 # --------------------------------------------------------------------------------------------
 
@@ -728,12 +610,6 @@ BIG = 1_000_000
         pytest.param(parse_uui, "6" * BIG, id="parse-huge-hex"),
         pytest.param(parse_uui, '"' + "\\" * BIG, id="parse-huge-escapes"),
         pytest.param(decode_context, b"a=" + b"%" * BIG, id="decode-huge"),
-        pytest.param(uui_from_refer_to, '"' + "\\a" * BIG, id="refer-unterminated-display"),
-        pytest.param(
-            uui_from_refer_to, "<sip:e@h?" + "X=1&" * (BIG // 4) + ">", id="refer-many-hdrs"
-        ),
-        pytest.param(uui_from_refer_to, "<sip:e@h?User-to-User=" + "%" * BIG, id="refer-pct"),
-        pytest.param(refer_to_user, "<sip:" + "a" * BIG + "@h>", id="user-huge"),
         pytest.param(safe_value, "$" * BIG, id="safe-value-huge"),
     ],
 )
@@ -774,10 +650,6 @@ param_lists = st.lists(
 )
 # Alphabets that hit the interesting branches far more often than uniform text does.
 uui_text = st.text(alphabet=st.sampled_from(list('0123456789abcdefABCDEF;=",\\ \tencodinghx')))
-refer_text = st.text(
-    alphabet=st.sampled_from(list('<>"\\@:?&=%;sipteluUSERTO-0123456789abcdefFzxX \t')),
-    max_size=80,
-)
 context_text = st.text(alphabet=st.sampled_from(list("ab=;&% 0123456789ABCDEF.-_\x00\x85é")))
 
 
@@ -845,36 +717,6 @@ def test_decode_context_is_total(data: bytes, limit: int) -> None:
         assert not re.search(r"[\x00-\x1f\x7f-\x9f]", value)
     # Anything accepted re-encodes to something that decodes to the same pairs.
     assert decode_context(encode_context(ctx.pairs), max_bytes=10_000) == ctx
-
-
-@PROPERTY
-@given(st.one_of(st.text(), refer_text))
-def test_refer_to_helpers_are_total(refer_to: str) -> None:
-    try:
-        value = uui_from_refer_to(refer_to)
-    except ContextError:
-        value = None
-    assert value is None or isinstance(value, str)
-    try:
-        user = refer_to_user(refer_to)
-    except ContextError:
-        user = None
-    assert user is None or (user and not re.search(r"[\x00-\x1f\x7f-\x9f]", user))
-
-
-@PROPERTY
-@given(st.one_of(st.text(), refer_text))
-def test_untrusted_refer_to_never_reaches_asterisk_unsanitised(refer_to: str) -> None:
-    try:
-        value = uui_from_refer_to(refer_to)
-        if value is None:
-            return
-        ctx = decode_context(parse_uui(value).data)
-    except ContextError:
-        return
-    for key, val in ctx.pairs:
-        assert re.fullmatch(r"[A-Z0-9_]{1,32}", safe_key(key))
-        assert not FORBIDDEN & set(safe_value(val))
 
 
 @PROPERTY

@@ -1,0 +1,1 @@
+"""Call handling: per-call dispatch, admission control, sessions and their state machine."""

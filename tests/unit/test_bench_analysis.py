@@ -1,0 +1,179 @@
+"""The benchmark's pure helpers: percentiles, trace correlation, SIPp and /proc parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from ari_app.sipp import parse_trace
+from devtools.bench import ring_in_use
+from devtools.bench_analysis import (
+    format_table,
+    parse_rates,
+    parse_screen_counts,
+    parse_sipp_stat,
+    parse_stamp,
+    parse_table,
+    percentile,
+    proc_cpu_ticks,
+    proc_rss_kb,
+    prometheus_total,
+    setup_delays_ms,
+    transfer_delays_ms,
+)
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile(values, 0) == 1
+    assert percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile(values, 101)
+
+
+def test_percentile_ignores_input_order() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2
+
+
+def test_parse_stamp_formats_and_microseconds() -> None:
+    rfc = parse_stamp("2026-12-01T10:37:34.721336Z")
+    plain = parse_stamp("2026-12-01 10:37:34.721836")
+    assert rfc is not None and plain is not None
+    assert (plain - rfc) * 1000 == pytest.approx(0.5, abs=1e-3)  # double precision near 1.8e9 s
+    assert parse_stamp("1796121454.721336") == pytest.approx(1796121454.721336)
+    assert parse_stamp("") is None
+    assert parse_stamp("not a time") is None
+
+
+def _msg(stamp: str, direction: str, first_line: str, headers: str) -> str:
+    return (
+        f"----------------------------------------------- {stamp}\n"
+        f"UDP message {direction} [100] bytes:\n\n{first_line}\n{headers}\nContent-Length: 0\n\n"
+    )
+
+
+CALLER = "".join(
+    [
+        _msg(
+            "2026-12-01T10:00:00.000000Z",
+            "sent",
+            "INVITE sip:5551000@127.0.0.1:5060 SIP/2.0",
+            'From: "Caller" <sip:15551@127.0.0.1:4000>;tag=a\nCall-ID: 1-1@127.0.0.1',
+        ),
+        # a retransmission must not move the start
+        _msg(
+            "2026-12-01T10:00:00.500000Z",
+            "sent",
+            "INVITE sip:5551000@127.0.0.1:5060 SIP/2.0",
+            'From: "Caller" <sip:15551@127.0.0.1:4000>;tag=a\nCall-ID: 1-1@127.0.0.1',
+        ),
+        _msg(
+            "2026-12-01T10:00:00.100000Z",
+            "sent",
+            "INVITE sip:5551000@127.0.0.1:5060 SIP/2.0",
+            'From: "Caller" <sip:15552@127.0.0.1:4000>;tag=b\nCall-ID: 2-1@127.0.0.1',
+        ),
+    ]
+)
+BOT = "".join(
+    [
+        _msg(
+            "2026-12-01T10:00:00.004000Z",
+            "received",
+            "INVITE sip:voicebot@127.0.0.1:5080 SIP/2.0",
+            'From: "Caller" <sip:15551@127.0.0.1>;tag=x\nCall-ID: bot-1',
+        ),
+        _msg(
+            "2026-12-01T10:00:00.110000Z",
+            "received",
+            "INVITE sip:voicebot@127.0.0.1:5080 SIP/2.0",
+            'From: "Caller" <sip:15552@127.0.0.1>;tag=y\nCall-ID: bot-2',
+        ),
+        _msg(
+            "2026-12-01T10:00:01.004000Z",
+            "sent",
+            "REFER sip:asterisk@127.0.0.1:5060 SIP/2.0",
+            "From: <sip:voicebot@127.0.0.1:5080>;tag=t1\nCall-ID: bot-1",
+        ),
+    ]
+)
+AGENT = _msg(
+    "2026-12-01T10:00:01.007500Z",
+    "received",
+    "INVITE sip:agent1@127.0.0.1:5090 SIP/2.0",
+    'From: "Caller" <sip:15551@127.0.0.1>;tag=z\nCall-ID: agent-1',
+)
+
+
+def test_setup_delay_per_caller_number() -> None:
+    delays = setup_delays_ms(parse_trace(CALLER), parse_trace(BOT))
+    assert sorted(round(d, 3) for d in delays) == [4.0, 10.0]
+
+
+def test_transfer_delay_ties_refer_to_the_caller_through_the_bot_dialog() -> None:
+    delays = transfer_delays_ms(parse_trace(BOT), parse_trace(AGENT))
+    assert [round(d, 3) for d in delays] == [3.5]
+
+
+STAT_CSV = (
+    "StartTime;LastResetTime;CurrentTime;TotalCallCreated;CurrentCall;"
+    "SuccessfulCall(P);SuccessfulCall(C);FailedCall(P);FailedCall(C)\n"
+    "t0;t0;t1;10;10;0;0;0;0\n"
+    "t0;t1;t2;1000;3;5;995;0;2\n"
+)
+
+
+def test_sipp_stat_last_row() -> None:
+    counts = parse_sipp_stat(STAT_CSV)
+    assert counts is not None
+    assert (counts.created, counts.successful, counts.failed, counts.current) == (1000, 995, 2, 3)
+    assert counts.total == 997
+    assert parse_sipp_stat(STAT_CSV.splitlines()[0]) is None
+
+
+def test_sipp_screen_counts() -> None:
+    screen = (
+        "  Successful call        |        0                  |       19                 \n"
+        "  Failed call            |        0                  |        1                 \n"
+    )
+    counts = parse_screen_counts(screen)
+    assert counts is not None and (counts.successful, counts.failed) == (19, 1)
+    assert parse_screen_counts("nothing") is None
+
+
+def test_prometheus_total_sums_label_sets() -> None:
+    text = (
+        "# HELP botbridge_ari_requests_total ARI requests\n"
+        "# TYPE botbridge_ari_requests_total counter\n"
+        'botbridge_ari_requests_total{method="POST",status="204"} 12.0\n'
+        'botbridge_ari_requests_total{method="GET",status="200"} 3.0\n'
+        'botbridge_ari_requests_created{method="GET"} 1.7e9\n'
+        "botbridge_ari_events_total 40\n"
+    )
+    assert prometheus_total(text, "botbridge_ari_requests_total") == 15
+    assert prometheus_total(text, "botbridge_ari_events_total") == 40
+    assert prometheus_total(text, "botbridge_missing_total") is None
+
+
+def test_proc_parsing() -> None:
+    stat = "1234 (python -m x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0"
+    assert proc_cpu_ticks(stat) == 325
+    assert proc_rss_kb("Name:\tpython\nVmRSS:\t   70408 kB\n") == 70408
+    assert proc_rss_kb("Name:\tzombie\n") is None
+
+
+def test_table_round_trip_and_rates() -> None:
+    table = format_table(["flow", "app", "reference"], [["resolve", "50", "300"]])
+    assert parse_table(table) == [{"flow": "resolve", "app": "50", "reference": "300"}]
+    assert parse_rates("25, 50,100") == [25, 50, 100]
+    with pytest.raises(ValueError):
+        parse_rates("10,-1")
+
+
+def test_bench_queues_ring_members_in_use() -> None:
+    shipped = "[agents-queue]\nringinuse = no\nmember => PJSIP/agent1\n"
+    assert "ringinuse = yes" in ring_in_use(shipped)
+    assert "ringinuse = no" not in ring_in_use(shipped)
