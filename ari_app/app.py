@@ -22,7 +22,6 @@ import logging
 import signal
 import ssl
 import time
-import uuid
 from collections import Counter
 
 from ari_app import lifecycle
@@ -64,7 +63,7 @@ EVENT_TYPES = frozenset(
     }
 )
 _GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
-# dialplan context that refuses a shed call with 503 + Retry-After (extensions.conf)
+# dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
 OVERLOADED = "overloaded"
 # how long a stopping app lets calls' pending events finish before it closes the records
@@ -214,21 +213,32 @@ class BridgeApp:
         return session
 
     def _shed(self, channel: Channel, reason: str) -> None:
-        """Overload: the call skips the bot, in one piece (docs/performance.md)."""
+        """Overload: the call skips the bot, in one piece (docs/performance.md).
+
+        Sent to the fallback queue, it is followed like any queued call (the agent's answer
+        and the end are recorded); refused, its record is closed at once."""
         self.shed[reason] += 1
         dialled = channel.dialplan.exten if channel.dialplan else ""
         profile = profile_for(self.config, dialled)
-        iid = uuid.uuid4().hex
         refuse = self.config.limits.overload_action == "refuse"
+        session = CallSession(
+            self.ari,
+            self.config,
+            self.records,
+            profile,
+            channel,
+            state=CallState.ERROR if refuse else CallState.QUEUED,
+            observer=self.observer,
+        )
         now = time.time()
         self.records.create(
-            iid,
+            session.interaction_id,
             profile=profile.name,
             dialled_number=dialled,
             caller_number=channel.caller.number if channel.caller else "",
             caller_channel=channel.id,
             started_at=now,
-            state=CallState.ERROR.value if refuse else CallState.QUEUED.value,
+            state=session.state.value,
             outcome=OVERLOADED,
             error_reason=reason,
             queue=None if refuse else profile.fallback_queue,
@@ -241,34 +251,33 @@ class BridgeApp:
         if self.observer is not None:
             self.observer.outcome(OVERLOADED)
         log.warning(
-            "call %s: %s shed (%s): %s",
-            iid,
+            "call %s: %s shed (%s), %s",
+            session.interaction_id,
             channel.name,
             reason,
             "refused" if refuse else f"to {profile.fallback_queue}",
         )
-        self.dispatcher.spawn(
-            self._send_shed_call(
-                channel.id, iid, profile.name, profile.fallback_queue, reason, refuse
-            ),
-            f"shed {channel.name}",
-        )
-
-    async def _send_shed_call(
-        self, channel_id: str, iid: str, profile: str, queue: str, reason: str, refuse: bool
-    ) -> None:
         if refuse:
-            await self.ari.continue_in_dialplan(channel_id, REFUSE_CONTEXT, "s")
-            return
+            job = self.ari.continue_in_dialplan(channel.id, REFUSE_CONTEXT, "s")
+        else:
+            self.adopt(session)
+            job = self._send_shed_call(session, reason)
+        self.dispatcher.spawn(job, f"shed {channel.name}")
+
+    async def _send_shed_call(self, session: CallSession, reason: str) -> None:
         variables = {
-            VAR_INTERACTION_ID: iid,
+            VAR_INTERACTION_ID: session.interaction_id,
             VAR_OUTCOME: OVERLOADED,
-            VAR_QUEUE: queue,
-            VAR_PROFILE: profile,
+            VAR_QUEUE: session.profile.fallback_queue,
+            VAR_PROFILE: session.profile.name,
             VAR_ERROR: reason,
         }
-        await self.ari.set_vars(channel_id, variables)
-        await self.ari.continue_in_dialplan(channel_id, self.config.bridge["queue_context"], "s")
+        await asyncio.gather(
+            self.ari.set_vars(session.caller_id, variables), session.follow_caller()
+        )
+        await self.ari.continue_in_dialplan(
+            session.caller_id, self.config.bridge["queue_context"], "s"
+        )
 
     # -- handling: in the call's own task ---------------------------------------------------
 

@@ -130,7 +130,6 @@ class _LimitsSchema(Schema):
     overload_action = fields.Str(
         required=True, validate=validate.OneOf(["fallback_queue", "refuse"])
     )
-    retry_after_seconds = fields.Int(required=True, validate=validate.Range(1, 86400))
     ari_connections = fields.Int(required=True, validate=validate.Range(1, 1000))
 
     @post_load
@@ -235,7 +234,6 @@ class Limits:
     max_new_calls_per_second: float
     max_pending_events: int
     overload_action: str  # "fallback_queue" or "refuse"
-    retry_after_seconds: int
     ari_connections: int
 
 
@@ -244,7 +242,6 @@ DEFAULT_LIMITS = Limits(
     max_new_calls_per_second=200.0,
     max_pending_events=5000,
     overload_action="fallback_queue",
-    retry_after_seconds=30,
     ari_connections=32,
 )
 

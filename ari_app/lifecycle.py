@@ -75,7 +75,7 @@ async def reconcile(app: BridgeApp, connection: int) -> None:
     for caller_id, session in list(app.sessions.items()):
         if caller_id in channels:
             if (channels[caller_id].dialplan.app_name or "") != STASIS:
-                await session._follow_caller()  # a new socket may not keep the subscription
+                await session.follow_caller()  # a new socket may not keep the subscription
             continue
         log.warning("call %s: caller vanished while ARI was disconnected", session.interaction_id)
         try:
@@ -185,7 +185,7 @@ async def adopt(
         decision = TransferDecision(profile.fallback_queue, None, None, reason, None)
         await session._send_to_queue(decision, outcome="bot_failed")
     else:
-        await session._follow_caller()
+        await session.follow_caller()
         if session.agent_answered_at is None and state in {CallState.QUEUED, CallState.ERROR}:
             for bridge in await app.ari.bridges():
                 if caller.id in bridge.channels:  # the agent answered while the app was down

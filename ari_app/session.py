@@ -350,7 +350,7 @@ class CallSession:
             ),
             self.ari.ring(self.caller_id),
             self._create_bridge(),
-            self._follow_caller(),
+            self.follow_caller(),
             return_exceptions=True,
         )
         if isinstance(created, AriError):
@@ -570,7 +570,7 @@ class CallSession:
             self.ended_at = time.time()
             self._record(ended_at=self.ended_at)
 
-    async def _follow_caller(self) -> None:
+    async def follow_caller(self) -> None:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
         context): ChannelEnteredBridge (an agent answered) and ChannelDestroyed (the end)."""
         try:

@@ -111,7 +111,6 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "QUEUE_TIMEOUT_SECONDS": bridge["queue_timeout_seconds"],
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge["availability_variable"] + "}",
-        "RETRY_AFTER_SECONDS": config.limits.retry_after_seconds,
     }
 
 

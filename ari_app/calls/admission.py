@@ -1,7 +1,7 @@
 """Admission control: whether a new call may be taken, decided before any work is done for it.
 
 Above a limit of ``[limits]`` (config) a new call is shed at once and in one piece: it never
-reaches the bot, and goes to the fallback queue or is refused with 503 + Retry-After
+reaches the bot, and goes to the fallback queue or is refused with 503
 (``overload_action``). Calls already taken are never shed and their events never dropped.
 """
 

@@ -1,0 +1,54 @@
+"""`make bench` in smoke mode: the harness's whole code path against the dialplan-only
+reference configuration (no app), a handful of calls. Figures are printed, not asserted;
+what is asserted is that the calls succeed and that the harness read them back."""
+
+from __future__ import annotations
+
+import pytest
+
+from ari_app.runtime import Runtime
+from devtools.bench import Options, render_report, run_bench
+from devtools.bench_analysis import parse_table
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_on_the_reference_configuration(runtime: Runtime) -> None:
+    options = Options(
+        targets=["reference"],
+        flows=["resolve"],
+        rates=[10],
+        calls=20,
+        talk_ms=500,
+        latency_rate=10,
+        latency_calls=20,
+        hold_calls=0,
+    )
+    report, _ = run_bench(options, runtime)
+    text = render_report(report)
+    print(text)
+
+    ramp = [s for s in report.steps if s.kind == "ramp"]
+    assert [(s.target, s.flow, s.calls, s.ok, s.failed) for s in ramp] == [
+        ("reference", "resolve", 20, 20, 0)
+    ], text
+    assert all(s.passed for s in report.steps), text
+    assert ramp[0].asterisk_cpu is not None and ramp[0].app_cpu is None
+
+    # every traced call was matched from the caller's trace to the bot's
+    (setup,) = report.latencies
+    assert len(setup.samples) == 20, text
+    assert setup.p50 is not None and setup.p99 is not None
+    assert 0 < setup.p50 <= setup.p99 < 5000, text
+
+    # the printed tables read back
+    tables = text.split("\n\n")
+    max_rate = next(t for t in tables if t.startswith("| flow"))
+    assert parse_table(max_rate) == [
+        {
+            "flow": "resolve",
+            "app": "n/a",
+            "reference": "10 (no failure up to here)",
+            "app/reference": "n/a",
+        }
+    ]
