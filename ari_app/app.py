@@ -29,7 +29,9 @@ from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStr
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.dispatch import Dispatcher
+from ari_app.calls.states import CallState
 from ari_app.config import Config, client_ssl_context
+from ari_app.outcomes import Outcome
 from ari_app.record_writer import RecordWriter
 from ari_app.routing import profile_for
 from ari_app.services import side_services
@@ -40,7 +42,6 @@ from ari_app.session import (
     VAR_PROFILE,
     VAR_QUEUE,
     CallSession,
-    CallState,
     SessionObserver,
     bot_channel_id_for,
     read_queue_availability,
@@ -65,7 +66,6 @@ EVENT_TYPES = frozenset(
 _GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
 # dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
-OVERLOADED = "overloaded"
 # how long a stopping app lets calls' pending events finish before it closes the records
 STOP_GRACE_SECONDS = 5.0
 
@@ -119,7 +119,7 @@ class BridgeApp:
     @property
     def active_calls(self) -> int:
         """Calls in the bot phase or being routed (not yet in a queue, resolved or gone)."""
-        return sum(1 for s in self.sessions.values() if not s.finished)
+        return sum(1 for s in self.sessions.values() if not s.handed_off)
 
     # -- routing: on the reader, never waits ------------------------------------------------
 
@@ -239,7 +239,7 @@ class BridgeApp:
             caller_channel=channel.id,
             started_at=now,
             state=session.state.value,
-            outcome=OVERLOADED,
+            outcome=Outcome.OVERLOADED,
             error_reason=reason,
             queue=None if refuse else profile.fallback_queue,
             queued_at=None if refuse else now,
@@ -249,7 +249,7 @@ class BridgeApp:
             billing_rounding=self.config.billing_rounding,
         )
         if self.observer is not None:
-            self.observer.outcome(OVERLOADED)
+            self.observer.outcome(Outcome.OVERLOADED)
         log.warning(
             "call %s: %s shed (%s), %s",
             session.interaction_id,
@@ -267,7 +267,7 @@ class BridgeApp:
     async def _send_shed_call(self, session: CallSession, reason: str) -> None:
         variables = {
             VAR_INTERACTION_ID: session.interaction_id,
-            VAR_OUTCOME: OVERLOADED,
+            VAR_OUTCOME: Outcome.OVERLOADED,
             VAR_QUEUE: session.profile.fallback_queue,
             VAR_PROFILE: session.profile.name,
             VAR_ERROR: reason,
@@ -334,17 +334,20 @@ class BridgeApp:
                 # the end of the call, wherever the caller was (the app subscribed to it
                 # at the start, so its events keep coming after it left Stasis)
                 await session.caller_ended()
-                self._forget(session)
-            elif not session.finished:
+                self.forget(session)
+            elif not session.handed_off:
                 await session.caller_gone()
         elif channel.id == session.bot_channel_id:
-            await session.bot_gone(event.type, event.cause)
+            if event.type == "ChannelDestroyed":
+                await session.bot_destroyed(event.cause)
+            else:
+                await session.bot_left()
         elif event.type == "ChannelDestroyed":
             self._by_channel.pop(channel.id, None)
 
     async def _fail_safe(self, session: CallSession, reason: str) -> None:
         """Never leave a caller stranded in the app because handling an event failed."""
-        if session.finished:
+        if session.handed_off:
             return
         try:
             await session.fail_safe(reason)
@@ -358,7 +361,7 @@ class BridgeApp:
             if channel_id:
                 self._by_channel[channel_id] = session
 
-    def _forget(self, session: CallSession) -> None:
+    def forget(self, session: CallSession) -> None:
         log.info("call %s: ended, no longer followed", session.interaction_id)
         self.sessions.pop(session.caller_id, None)
         for channel_id in [k for k, v in self._by_channel.items() if v is session]:

@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from ari_app import billing, uui
 from ari_app.ari import AriError, Channel
+from ari_app.calls.states import CallState
+from ari_app.outcomes import Outcome
 from ari_app.routing import queue_for
-from ari_app.session import CallSession, CallState, TransferDecision, bridge_id_for
+from ari_app.session import CallSession, TransferDecision, bridge_id_for
 from ari_app.store import StoreError
 
 if TYPE_CHECKING:
@@ -80,10 +82,10 @@ async def reconcile(app: BridgeApp, connection: int) -> None:
         log.warning("call %s: caller vanished while ARI was disconnected", session.interaction_id)
         try:
             await session.caller_ended()
-            session._record(reconciled_at=now)
+            session.record(reconciled_at=now)
         except AriError as exc:
             log.warning("call %s: cleanup after reconnect: %s", session.interaction_id, exc)
-        app._forget(session)
+        app.forget(session)
 
     followed = {s.interaction_id for s in app.sessions.values()}
     try:
@@ -122,7 +124,7 @@ async def close_orphan(app: BridgeApp, record: dict[str, Any], channels: dict[st
     bot_alive = bool(bot) and bot in channels
     fields: dict[str, Any] = {"ended_at": now, "reconciled_at": now}
     if record.get("outcome") is None:
-        fields.update(outcome="error", state=CallState.ERROR.value, error_reason=APP_RESTARTED)
+        fields.update(outcome=Outcome.ERROR, state=CallState.ERROR, error_reason=APP_RESTARTED)
     fields.update(orphan_bot_part(record, now if bot_alive else None, app.config.billing_rounding))
     app.records.update(iid, **fields)
     log.warning(
@@ -167,9 +169,9 @@ async def adopt(
 
     if state is CallState.BOT_CONNECTED:
         if not bot_alive:
-            await session.bot_gone("ChannelDestroyed")
+            await session.bot_left()
             # the bot hung up while nobody watched: when is unknown
-            session._record(bot_ended_at=None, bot_seconds=None, billable_minutes=None)
+            session.record(bot_ended_at=None, bot_seconds=None, billable_minutes=None)
     elif state in {CallState.STARTED, CallState.BOT_DIALLING}:
         await session.bot_failed(APP_RESTARTED)
     elif state is CallState.TRANSFERRING:
@@ -179,11 +181,11 @@ async def adopt(
         pairs = tuple((str(k), str(v)) for k, v in (record.get("context") or {}).items())
         context = uui.Context(pairs) if pairs else None
         decision = TransferDecision(route.queue, escalate_to, context, error, None)
-        await session._send_to_queue(decision, outcome="escalated")
+        await session.send_to_queue(decision, outcome=Outcome.ESCALATED)
     elif state is CallState.BOT_FAILED and in_stasis:
         reason = record.get("error_reason") or APP_RESTARTED
         decision = TransferDecision(profile.fallback_queue, None, None, reason, None)
-        await session._send_to_queue(decision, outcome="bot_failed")
+        await session.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
     else:
         await session.follow_caller()
         if session.agent_answered_at is None and state in {CallState.QUEUED, CallState.ERROR}:

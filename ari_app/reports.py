@@ -23,9 +23,8 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# the store's outcomes (ari_app.store.OUTCOMES, checked by a test): not imported from there,
-# so that loading the configuration does not load the database layer
-OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error", "overloaded")
+from ari_app.outcomes import OUTCOMES
+
 GROUP_BYS = ("day", "profile", "queue")
 FORMATS = ("table", "csv", "json")
 PERIODS = ("previous_day", "previous_week", "previous_month", "last_7_days")

@@ -9,7 +9,6 @@ application dispatcher calls.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 import uuid
@@ -19,7 +18,16 @@ from typing import Any, Protocol
 
 from ari_app import billing, uui
 from ari_app.ari import AriError, AriNotFound, AriRest, Bridge, Channel
+from ari_app.calls.states import (
+    IN_PROGRESS,
+    CallState,
+    Trigger,
+    bot_part_ends,
+    entry_outcome,
+    next_state,
+)
 from ari_app.config import BotProfile, Config
+from ari_app.outcomes import Outcome
 from ari_app.routing import queue_for
 from ari_app.sip import ReferTo, parse_refer_to
 from ari_app.store import StoreError
@@ -47,47 +55,6 @@ MAX_CONTEXT_VARIABLES = 16
 ATTENDED_TRANSFER_IGNORED = "attended_transfer_ignored"
 
 
-class CallState(enum.Enum):
-    STARTED = "started"
-    BOT_DIALLING = "bot_dialling"
-    BOT_CONNECTED = "bot_connected"
-    TRANSFERRING = "transferring"
-    QUEUED = "queued"
-    RESOLVED = "resolved"
-    BOT_FAILED = "bot_failed"
-    ABANDONED = "abandoned"
-    ERROR = "error"
-
-
-TERMINAL = frozenset({CallState.QUEUED, CallState.RESOLVED, CallState.ABANDONED, CallState.ERROR})
-
-TRANSITIONS: Mapping[CallState, frozenset[CallState]] = {
-    CallState.STARTED: frozenset(
-        {CallState.BOT_DIALLING, CallState.ABANDONED, CallState.BOT_FAILED, CallState.ERROR}
-    ),
-    CallState.BOT_DIALLING: frozenset(
-        {CallState.BOT_CONNECTED, CallState.BOT_FAILED, CallState.ABANDONED, CallState.ERROR}
-    ),
-    CallState.BOT_CONNECTED: frozenset(
-        {CallState.TRANSFERRING, CallState.RESOLVED, CallState.ABANDONED, CallState.ERROR}
-    ),
-    CallState.TRANSFERRING: frozenset({CallState.QUEUED, CallState.ABANDONED, CallState.ERROR}),
-    CallState.BOT_FAILED: frozenset({CallState.QUEUED, CallState.ABANDONED, CallState.ERROR}),
-    CallState.QUEUED: frozenset(),
-    CallState.RESOLVED: frozenset(),
-    CallState.ABANDONED: frozenset(),
-    CallState.ERROR: frozenset(),
-}
-
-# the record's outcome for each state that decides one
-OUTCOME_OF: Mapping[CallState, str] = {
-    CallState.RESOLVED: "resolved",
-    CallState.BOT_FAILED: "bot_failed",
-    CallState.ABANDONED: "abandoned",
-    CallState.ERROR: "error",
-}
-
-
 # Q.850 hangup cause -> the Dial status Asterisk reports for it (lower case)
 _CAUSE_DIALSTATUS = {
     1: "chanunavail",
@@ -102,15 +69,6 @@ _CAUSE_DIALSTATUS = {
 
 def dialstatus_for_cause(cause: int | None) -> str:
     return _CAUSE_DIALSTATUS.get(cause or 0, "congestion")
-
-
-class InvalidTransition(RuntimeError):
-    pass
-
-
-def check_transition(current: CallState, new: CallState) -> None:
-    if new not in TRANSITIONS[current]:
-        raise InvalidTransition(f"{current.value} -> {new.value} is not a valid transition")
 
 
 def availability_from_queue(logged_in: int, ready: int) -> str:
@@ -265,42 +223,40 @@ class CallSession:
         return self.caller.id
 
     @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL
+    def handed_off(self) -> bool:
+        """The app's part is over (queued, resolved, abandoned, error): it only watches."""
+        return self.state not in IN_PROGRESS
 
     # -- transitions -------------------------------------------------------------------
 
-    def _move(self, new: CallState, **record: Any) -> None:
-        check_transition(self.state, new)
-        log.info("call %s: %s -> %s", self.interaction_id, self.state.value, new.value)
-        previous, self.state = self.state, new
+    def _fire(self, trigger: Trigger, **record: Any) -> None:
+        """Move the call (states.TRANSITIONS) and queue the record change with the entry
+        and exit actions of the move: the new state, the outcome it decides, the end of the
+        bot's part (its time, billed), the end of an abandoned call."""
+        previous = self.state
+        self.state = new = next_state(previous, trigger)
+        log.info("call %s: %s -(%s)-> %s", self.interaction_id, previous, trigger, new)
         record.setdefault("state", new.value)
-        if new in OUTCOME_OF:
-            record.setdefault("outcome", OUTCOME_OF[new])
+        outcome = entry_outcome(previous, new)
+        if outcome is not None:
+            record.setdefault("outcome", outcome.value)
         if new is CallState.ABANDONED:  # every other call ends when its caller is destroyed
             self.ended_at = record.setdefault("ended_at", time.time())
-        for name, value in self._bot_part_end(previous, new, record).items():
-            record.setdefault(name, value)
-        self._record(**record)
-        if self.observer is not None and record.get("outcome"):
-            self.observer.outcome(record["outcome"])
-
-    def _bot_part_end(
-        self, previous: CallState, new: CallState, record: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Bot time and billing once the bot's part is over (docs/records.md)."""
         rounding = self.config.billing_rounding
-        if previous is CallState.BOT_CONNECTED:  # transfer, bot hang-up, caller hang-up
+        bot_part = bot_part_ends(previous, new)
+        if bot_part == "charged":
             ended = record.get("transfer_at") or time.time()
-            return {"bot_ended_at": ended, **billing.charge(self.bot_answered_at, ended, rounding)}
-        if previous in {CallState.STARTED, CallState.BOT_DIALLING} and new not in {
-            CallState.BOT_DIALLING,
-            CallState.BOT_CONNECTED,
-        }:
-            return billing.no_charge(rounding)  # the bot never answered
-        return {}
+            record.setdefault("bot_ended_at", ended)
+            for name, value in billing.charge(self.bot_answered_at, ended, rounding).items():
+                record.setdefault(name, value)
+        elif bot_part == "free":
+            for name, value in billing.no_charge(rounding).items():
+                record.setdefault(name, value)
+        self.record(**record)
+        if outcome is not None and self.observer is not None:
+            self.observer.outcome(outcome.value)
 
-    def _record(self, **fields: Any) -> None:
+    def record(self, **fields: Any) -> None:
         """Queue a record change; the writer commits it off the call path."""
         try:
             self.records.update(self.interaction_id, **fields)
@@ -336,9 +292,7 @@ class CallSession:
         caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
         if caller_number:
             variables["CALLERID(num)"] = caller_number
-        self._move(
-            CallState.BOT_DIALLING, availability=availability, bot_channel=self.bot_channel_id
-        )
+        self._fire(Trigger.BOT_DIALLED, availability=availability, bot_channel=self.bot_channel_id)
         created, *others = await asyncio.gather(
             self.ari.create_channel(
                 self.profile.dial_string,
@@ -413,31 +367,38 @@ class CallSession:
         assert self.bridge_id
         await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
         self.bot_answered_at = time.time()
-        self._move(CallState.BOT_CONNECTED, bot_answered_at=self.bot_answered_at)
+        self._fire(Trigger.BOT_ANSWERED, bot_answered_at=self.bot_answered_at)
 
     async def bot_failed(self, reason: str) -> None:
         """The bot could not take the call: the caller goes to the fallback queue."""
         if self.state not in {CallState.STARTED, CallState.BOT_DIALLING}:
             return
-        self._move(CallState.BOT_FAILED, error_reason=reason)
+        self._fire(Trigger.BOT_FAILED, error_reason=reason)
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
-        await self._send_to_queue(decision, outcome="bot_failed")
+        await self.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
 
-    async def bot_gone(self, event_type: str, cause: int | None = None) -> None:
-        """The bot leg ended. Without a transfer the bot resolved the call."""
-        if self.state is CallState.BOT_DIALLING:
-            # the Dial event names the failure best and usually comes first; the channel's
-            # destruction (with its hangup cause) decides when it does not
-            if event_type == "ChannelDestroyed":
-                await self.bot_failed(f"bot_{dialstatus_for_cause(cause)}")
-            return
+    async def bot_left(self) -> None:
+        """The bot leg hung up or left the app. Connected and without a transfer, the bot
+        resolved the call; while dialling, its Dial status (or destruction) says why it
+        failed, so nothing happens here."""
         if self.state is not CallState.BOT_CONNECTED:
             return
-        self._move(CallState.RESOLVED)
+        await self._resolved()
+
+    async def bot_destroyed(self, cause: int | None) -> None:
+        """The bot leg is gone. While dialling, with no failing Dial status seen first, its
+        hangup cause names the failure."""
+        if self.state is CallState.BOT_DIALLING:
+            await self.bot_failed(f"bot_{dialstatus_for_cause(cause)}")
+        elif self.state is CallState.BOT_CONNECTED:
+            await self._resolved()
+
+    async def _resolved(self) -> None:
+        self._fire(Trigger.BOT_HUNG_UP)
         if self.profile.post_bot_context:
             await self.ari.set_vars(
                 self.caller_id,
-                {VAR_OUTCOME: "resolved", VAR_INTERACTION_ID: self.interaction_id},
+                {VAR_OUTCOME: Outcome.RESOLVED, VAR_INTERACTION_ID: self.interaction_id},
             )
             await self.ari.continue_in_dialplan(self.caller_id, self.profile.post_bot_context, "s")
             await self._destroy_bridge()
@@ -458,7 +419,7 @@ class CallSession:
             await self.ari.hangup(local.id)
             return
         handling_started = time.monotonic()
-        self._move(CallState.TRANSFERRING, transfer_at=time.time())
+        self._fire(Trigger.REFER_RECEIVED, transfer_at=time.time())
         refer_to, headers = await self._refer_data(local.id)
         decision = decide_transfer(self.config, self.profile, refer_to, headers)
         log.info(
@@ -469,12 +430,12 @@ class CallSession:
             decision.escalate_to,
             decision.error,
         )
-        self._record(
+        self.record(
             escalate_to=decision.escalate_to,
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
         )
-        await self._send_to_queue(decision, outcome="escalated", release=(local.id,))
+        await self.send_to_queue(decision, outcome=Outcome.ESCALATED, release=(local.id,))
         if self.observer is not None:
             self.observer.transfer_handled(time.monotonic() - handling_started)
 
@@ -498,19 +459,14 @@ class CallSession:
                 headers[key] = value
         return refer_to or None, headers
 
-    async def _send_to_queue(
-        self, decision: TransferDecision, outcome: str, release: tuple[str, ...] = ()
+    async def send_to_queue(
+        self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()
     ) -> None:
         await self._route_caller(decision, outcome, release)
-        self._move(
-            CallState.QUEUED,
-            queue=decision.queue,
-            queued_at=time.time(),
-            **({"outcome": outcome} if outcome == "escalated" else {}),
-        )
+        self._fire(Trigger.CALLER_ROUTED, queue=decision.queue, queued_at=time.time())
 
     async def _route_caller(
-        self, decision: TransferDecision, outcome: str, release: tuple[str, ...] = ()
+        self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()
     ) -> None:
         """The caller's variables in one request, the caller into the queue context, then
         the bot leg, the bridge and ``release`` (the transfer's Local channel) let go at once.
@@ -528,7 +484,7 @@ class CallSession:
 
     async def fail_safe(self, reason: str) -> None:
         """An unexpected fault while the caller is ours: a human queue takes the caller."""
-        if self.finished:
+        if self.handed_off:
             return
         log.error(
             "call %s: %s; sending the caller to %s",
@@ -536,16 +492,16 @@ class CallSession:
             reason,
             self.profile.fallback_queue,
         )
-        self._move(CallState.ERROR, error_reason=reason, queue=self.profile.fallback_queue)
+        self._fire(Trigger.FAULT, error_reason=reason, queue=self.profile.fallback_queue)
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
-        await self._route_caller(decision, outcome="error")
+        await self._route_caller(decision, outcome=Outcome.ERROR)
 
     # -- the caller leaves ---------------------------------------------------------------
 
     async def caller_gone(self) -> None:
-        if self.finished:
+        if self.handed_off:
             return
-        self._move(CallState.ABANDONED)
+        self._fire(Trigger.CALLER_HUNG_UP)
         await _all(self._release_bot(), self._destroy_bridge())
 
     async def agent_answered(self, agent_channel: str | None) -> None:
@@ -555,7 +511,7 @@ class CallSession:
             return
         self.agent_answered_at = time.time()
         log.info("call %s: agent answered (%s)", self.interaction_id, agent_channel)
-        self._record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
+        self.record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
 
     async def caller_entered_bridge(self, bridge: Bridge) -> None:
         if bridge.id != bridge_id_for(self.interaction_id):
@@ -564,11 +520,11 @@ class CallSession:
 
     async def caller_ended(self) -> None:
         """The caller's channel is destroyed: the interaction is over."""
-        if not self.finished:
+        if not self.handed_off:
             await self.caller_gone()
         if self.ended_at is None:
             self.ended_at = time.time()
-            self._record(ended_at=self.ended_at)
+            self.record(ended_at=self.ended_at)
 
     async def follow_caller(self) -> None:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot

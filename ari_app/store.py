@@ -55,12 +55,13 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from ari_app.outcomes import OUTCOMES
+
 if TYPE_CHECKING:
     from ari_app.config import Config
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned", "error", "overloaded")
 # what a failing database raises through the store (connection lost, disk full...)
 StoreError = SQLAlchemyError
 SQLITE_BUSY_TIMEOUT_SECONDS = 30

@@ -47,6 +47,9 @@ SCHEMES = frozenset({"sip", "sips", "tel"})
 
 # URI headers that may carry the bot's context, in order of preference.
 USER_TO_USER_HEADERS = ("User-to-User", "x-User-to-User")
+# Longest Refer-To parsed: far above any real one (a 256-byte context is about 1,100
+# characters hex- and percent-encoded), so a hostile value costs nothing to refuse.
+MAX_REFER_TO_CHARS = 8192
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,6 +131,8 @@ class ReferTo:
 
 def parse_refer_to(text: str) -> ReferTo:
     """Parse a Refer-To header value. Raises `ReferToMalformed` or `ReferToNotUtf8`."""
+    if len(text) > MAX_REFER_TO_CHARS:
+        raise ReferToMalformed(f"Refer-To longer than {MAX_REFER_TO_CHARS} characters")
     value = text.strip(_LWS)
     if not value:
         raise ReferToMalformed("Refer-To is empty")

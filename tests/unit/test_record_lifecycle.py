@@ -11,9 +11,10 @@ import pytest
 
 from ari_app.app import BridgeApp
 from ari_app.ari import Bridge, CallerId, Channel, DialplanCEP, Event
+from ari_app.calls.states import CallState
 from ari_app.config import Config, load_config
 from ari_app.lifecycle import APP_RESTARTED, orphan_bot_part
-from ari_app.session import CallSession, CallState
+from ari_app.session import CallSession
 from ari_app.store import InteractionStore
 
 NODE = "node-a"
@@ -118,7 +119,7 @@ async def test_bot_hang_up_charges_the_bot_time_and_the_end_waits_for_the_caller
     ari = FakeAri()
     answered = time.time() - 61.0
     session = session_in(config, store, ari, CallState.BOT_CONNECTED, bot_answered_at=answered)
-    await session.bot_gone("StasisEnd")
+    await session.bot_left()
     row = store.get("i1")
     assert row is not None
     assert row["outcome"] == "resolved" and row["ended_at"] is None  # the caller is still up

@@ -6,16 +6,23 @@ import re
 
 import pytest
 
+from ari_app.calls.states import (
+    HANDED_OFF,
+    IN_PROGRESS,
+    CallState,
+    InvalidTransition,
+    Trigger,
+    bot_part_ends,
+    entry_outcome,
+    next_state,
+)
 from ari_app.config import load_config
+from ari_app.outcomes import Outcome
 from ari_app.routing import profile_for, queue_for
 from ari_app.session import (
     ATTENDED_TRANSFER_IGNORED,
-    TRANSITIONS,
-    CallState,
-    InvalidTransition,
     availability_from_queue,
     caller_variables,
-    check_transition,
     decide_transfer,
     dialstatus_for_cause,
 )
@@ -223,53 +230,67 @@ def test_dialstatus_for_cause(cause: int | None, status: str) -> None:
     assert dialstatus_for_cause(cause) == status
 
 
-def test_state_machine_has_no_way_out_of_terminal_states() -> None:
-    for state in (CallState.QUEUED, CallState.RESOLVED, CallState.ABANDONED, CallState.ERROR):
-        assert TRANSITIONS[state] == frozenset()
-        with pytest.raises(InvalidTransition):
-            check_transition(state, CallState.BOT_CONNECTED)
+def test_no_trigger_moves_a_call_the_app_has_handed_off() -> None:
+    for state in HANDED_OFF:
+        for trigger in Trigger:
+            with pytest.raises(InvalidTransition):
+                next_state(state, trigger)
 
 
 @pytest.mark.parametrize(
-    ("current", "new"),
+    ("current", "trigger", "new"),
     [
-        (CallState.STARTED, CallState.BOT_DIALLING),
-        (CallState.BOT_DIALLING, CallState.BOT_CONNECTED),
-        (CallState.BOT_DIALLING, CallState.BOT_FAILED),
-        (CallState.BOT_FAILED, CallState.QUEUED),
-        (CallState.BOT_CONNECTED, CallState.TRANSFERRING),
-        (CallState.BOT_CONNECTED, CallState.RESOLVED),
-        (CallState.TRANSFERRING, CallState.QUEUED),
+        (CallState.STARTED, Trigger.BOT_DIALLED, CallState.BOT_DIALLING),
+        (CallState.BOT_DIALLING, Trigger.BOT_ANSWERED, CallState.BOT_CONNECTED),
+        (CallState.BOT_DIALLING, Trigger.BOT_FAILED, CallState.BOT_FAILED),
+        (CallState.BOT_FAILED, Trigger.CALLER_ROUTED, CallState.QUEUED),
+        (CallState.BOT_CONNECTED, Trigger.REFER_RECEIVED, CallState.TRANSFERRING),
+        (CallState.BOT_CONNECTED, Trigger.BOT_HUNG_UP, CallState.RESOLVED),
+        (CallState.TRANSFERRING, Trigger.CALLER_ROUTED, CallState.QUEUED),
+        (CallState.TRANSFERRING, Trigger.CALLER_HUNG_UP, CallState.ABANDONED),
     ],
 )
-def test_valid_transitions(current: CallState, new: CallState) -> None:
-    check_transition(current, new)
+def test_valid_transitions(current: CallState, trigger: Trigger, new: CallState) -> None:
+    assert next_state(current, trigger) is new
 
 
 @pytest.mark.parametrize(
-    ("current", "new"),
+    ("current", "trigger"),
     [
-        (CallState.STARTED, CallState.QUEUED),
-        (CallState.BOT_DIALLING, CallState.RESOLVED),
-        (CallState.BOT_CONNECTED, CallState.BOT_FAILED),
-        (CallState.TRANSFERRING, CallState.RESOLVED),
+        (CallState.STARTED, Trigger.CALLER_ROUTED),
+        (CallState.BOT_DIALLING, Trigger.BOT_HUNG_UP),
+        (CallState.BOT_CONNECTED, Trigger.BOT_FAILED),
+        (CallState.TRANSFERRING, Trigger.BOT_HUNG_UP),
+        (CallState.BOT_DIALLING, Trigger.REFER_RECEIVED),
     ],
 )
-def test_invalid_transitions(current: CallState, new: CallState) -> None:
+def test_invalid_transitions(current: CallState, trigger: Trigger) -> None:
     with pytest.raises(InvalidTransition):
-        check_transition(current, new)
+        next_state(current, trigger)
+
+
+@pytest.mark.parametrize("state", sorted(IN_PROGRESS))
+def test_every_live_state_can_fail_safe_or_be_abandoned(state: CallState) -> None:
+    """An unexpected fault moves a live call to ERROR, which sends the caller to a queue."""
+    assert next_state(state, Trigger.FAULT) is CallState.ERROR
+    assert next_state(state, Trigger.CALLER_HUNG_UP) is CallState.ABANDONED
 
 
 @pytest.mark.parametrize(
-    "state",
+    ("previous", "new", "outcome", "bot_part"),
     [
-        CallState.STARTED,
-        CallState.BOT_DIALLING,
-        CallState.BOT_CONNECTED,
-        CallState.TRANSFERRING,
-        CallState.BOT_FAILED,
+        (CallState.BOT_CONNECTED, CallState.RESOLVED, Outcome.RESOLVED, "charged"),
+        (CallState.BOT_CONNECTED, CallState.TRANSFERRING, None, "charged"),
+        (CallState.TRANSFERRING, CallState.QUEUED, Outcome.ESCALATED, None),
+        (CallState.BOT_FAILED, CallState.QUEUED, None, None),
+        (CallState.BOT_DIALLING, CallState.BOT_FAILED, Outcome.BOT_FAILED, "free"),
+        (CallState.STARTED, CallState.BOT_DIALLING, None, None),
+        (CallState.BOT_DIALLING, CallState.ABANDONED, Outcome.ABANDONED, "free"),
+        (CallState.BOT_CONNECTED, CallState.ERROR, Outcome.ERROR, "charged"),
     ],
 )
-def test_every_live_state_can_fail_safe(state: CallState) -> None:
-    """An unexpected fault moves a live call to ERROR, which sends the caller to a queue."""
-    check_transition(state, CallState.ERROR)
+def test_entry_and_exit_actions(
+    previous: CallState, new: CallState, outcome: Outcome | None, bot_part: str | None
+) -> None:
+    assert entry_outcome(previous, new) == outcome
+    assert bot_part_ends(previous, new) == bot_part

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -598,7 +597,7 @@ def test_safe_key_empty() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Linear time on hostile input
+# Hostile input is refused or bounded
 # --------------------------------------------------------------------------------------------
 
 BIG = 1_000_000
@@ -610,15 +609,15 @@ BIG = 1_000_000
         pytest.param(parse_uui, "6" * BIG, id="parse-huge-hex"),
         pytest.param(parse_uui, '"' + "\\" * BIG, id="parse-huge-escapes"),
         pytest.param(decode_context, b"a=" + b"%" * BIG, id="decode-huge"),
-        pytest.param(safe_value, "$" * BIG, id="safe-value-huge"),
     ],
 )
-def test_hostile_input_is_cheap(func: object, arg: object) -> None:
-    assert callable(func)
-    started = time.perf_counter()
-    with contextlib.suppress(ContextError):
+def test_hostile_input_is_refused(func: Any, arg: object) -> None:
+    with pytest.raises(ContextError):
         func(arg)
-    assert time.perf_counter() - started < 2.0
+
+
+def test_safe_value_is_bounded() -> None:
+    assert safe_value("$" * BIG) == "_" * 256
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""A call's life in one table: which trigger moves a call from which states to which state.
+
+The session (ari_app/calls/session.py) fires triggers named after what happened on the call,
+never after ARI event types; :func:`next_state` checks each against :data:`TRANSITIONS`.
+The record effects of a move are entry/exit actions of states (:func:`entry_outcome`,
+:func:`bot_part_ends`), applied by the session in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from ari_app.outcomes import Outcome
+
+__all__ = [
+    "HANDED_OFF",
+    "IN_PROGRESS",
+    "TRANSITIONS",
+    "CallState",
+    "InvalidTransition",
+    "Trigger",
+    "bot_part_ends",
+    "entry_outcome",
+    "next_state",
+]
+
+
+class CallState(enum.StrEnum):
+    STARTED = "started"  # the caller is in the app; nothing done yet
+    BOT_DIALLING = "bot_dialling"  # the bot leg is created and dialled
+    BOT_CONNECTED = "bot_connected"  # caller and bot talk in the call's bridge
+    TRANSFERRING = "transferring"  # the bot's REFER arrived; the caller is being routed
+    BOT_FAILED = "bot_failed"  # the bot could not take the call; routing to fallback
+    QUEUED = "queued"  # the caller went on to a human queue (dialplan)
+    RESOLVED = "resolved"  # the bot ended the call
+    ABANDONED = "abandoned"  # the caller hung up while the app held the call
+    ERROR = "error"  # a fault: the caller was sent to the fallback queue
+
+
+class Trigger(enum.StrEnum):
+    BOT_DIALLED = "bot_dialled"
+    BOT_ANSWERED = "bot_answered"
+    BOT_FAILED = "bot_failed"
+    BOT_HUNG_UP = "bot_hung_up"
+    REFER_RECEIVED = "refer_received"
+    CALLER_ROUTED = "caller_routed"
+    CALLER_HUNG_UP = "caller_hung_up"
+    FAULT = "fault"
+
+
+S = CallState
+
+# The states in which the app still holds the caller; from the others the app only watches
+# (the agent's answer, the end of the call) and nothing moves the call any more.
+IN_PROGRESS = frozenset({S.STARTED, S.BOT_DIALLING, S.BOT_CONNECTED, S.TRANSFERRING, S.BOT_FAILED})
+HANDED_OFF = frozenset(S) - IN_PROGRESS
+
+# trigger -> (from states, to state)
+TRANSITIONS: Mapping[Trigger, tuple[frozenset[CallState], CallState]] = {
+    Trigger.BOT_DIALLED: (frozenset({S.STARTED}), S.BOT_DIALLING),
+    Trigger.BOT_ANSWERED: (frozenset({S.BOT_DIALLING}), S.BOT_CONNECTED),
+    Trigger.BOT_FAILED: (frozenset({S.STARTED, S.BOT_DIALLING}), S.BOT_FAILED),
+    Trigger.BOT_HUNG_UP: (frozenset({S.BOT_CONNECTED}), S.RESOLVED),
+    Trigger.REFER_RECEIVED: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),
+    Trigger.CALLER_ROUTED: (frozenset({S.TRANSFERRING, S.BOT_FAILED}), S.QUEUED),
+    Trigger.CALLER_HUNG_UP: (IN_PROGRESS, S.ABANDONED),
+    Trigger.FAULT: (IN_PROGRESS, S.ERROR),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def next_state(current: CallState, trigger: Trigger) -> CallState:
+    sources, target = TRANSITIONS[trigger]
+    if current not in sources:
+        raise InvalidTransition(f"{trigger.value} is not allowed in state {current.value}")
+    return target
+
+
+# entry action: the outcome a state decides (QUEUED: only after a transfer; after a bot
+# failure the record keeps bot_failed)
+_OUTCOME_ON_ENTRY: Mapping[CallState, Outcome] = {
+    S.RESOLVED: Outcome.RESOLVED,
+    S.BOT_FAILED: Outcome.BOT_FAILED,
+    S.ABANDONED: Outcome.ABANDONED,
+    S.ERROR: Outcome.ERROR,
+}
+
+
+def entry_outcome(previous: CallState, new: CallState) -> Outcome | None:
+    if new is S.QUEUED and previous is S.TRANSFERRING:
+        return Outcome.ESCALATED
+    return _OUTCOME_ON_ENTRY.get(new)
+
+
+def bot_part_ends(previous: CallState, new: CallState) -> str | None:
+    """Exit action: "charged" when the move ends a connected bot's part (its time is
+    billed), "free" when it ends a bot that never answered, None otherwise."""
+    if previous is S.BOT_CONNECTED:
+        return "charged"
+    if previous in {S.STARTED, S.BOT_DIALLING} and new not in {S.BOT_DIALLING, S.BOT_CONNECTED}:
+        return "free"
+    return None
