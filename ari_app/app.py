@@ -28,6 +28,7 @@ from ari_app import lifecycle
 from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStream
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
+from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.states import CallState
 from ari_app.config import Config, client_ssl_context
@@ -76,7 +77,7 @@ class BridgeApp:
     def __init__(
         self,
         config: Config,
-        ari: AriRest,
+        ari: CallControl,
         store: InteractionStore,
         records: RecordWriter | None = None,
     ) -> None:

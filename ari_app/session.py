@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ari_app import billing, uui
-from ari_app.ari import AriError, AriNotFound, AriRest, Bridge, Channel
+from ari_app.ari import AriError, AriNotFound, Bridge, Channel
+from ari_app.calls.control import CallControl
 from ari_app.calls.states import (
     IN_PROGRESS,
     CallState,
@@ -199,7 +200,7 @@ class CallSession:
     not depend on each other are sent concurrently.
     """
 
-    ari: AriRest
+    ari: CallControl
     config: Config
     records: RecordSink
     profile: BotProfile
@@ -544,7 +545,7 @@ class CallSession:
             await self.ari.destroy_bridge(bridge_id)
 
 
-async def read_queue_availability(ari: AriRest, queue: str, channel_id: str) -> str:
+async def read_queue_availability(ari: CallControl, queue: str, channel_id: str) -> str:
     """business_hours from a queue's live members, in one round trip (queue names are
     validated config, never call data)."""
     value = await ari.get_var(

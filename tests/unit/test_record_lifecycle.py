@@ -10,58 +10,20 @@ from typing import Any
 import pytest
 
 from ari_app.app import BridgeApp
-from ari_app.ari import Bridge, CallerId, Channel, DialplanCEP, Event
+from ari_app.ari import Channel, Event
 from ari_app.calls.states import CallState
 from ari_app.config import Config, load_config
 from ari_app.lifecycle import APP_RESTARTED, orphan_bot_part
 from ari_app.session import CallSession
 from ari_app.store import InteractionStore
+from tests.fake_ari import FakeAri, bridge
+from tests.fake_ari import channel as fake_channel
 
 NODE = "node-a"
 
 
 def channel(cid: str, app_name: str | None = "Stasis", name: str = "PJSIP/carrier-1") -> Channel:
-    return Channel(
-        id=cid,
-        name=name,
-        state="Up",
-        caller=CallerId("", "15550001111"),
-        connected=CallerId("", ""),
-        dialplan=DialplanCEP("botbridge-queue", "s", 1, app_name=app_name),
-        creationtime="",
-        language="en",
-    )
-
-
-def bridge(bid: str, *channels: str) -> Bridge:
-    return Bridge(bid, "simple_bridge", "mixing", "user", "Queue", "", tuple(channels))
-
-
-class FakeAri:
-    """The AriRest calls the session and the reconciliation make, recorded."""
-
-    def __init__(self, channels: list[Channel] = (), bridges: list[Bridge] = ()) -> None:  # type: ignore[assignment]
-        self.live = {c.id: c for c in channels}
-        self.live_bridges = list(bridges)
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        async def call(*args: Any, **kwargs: Any) -> None:
-            self.calls.append((name, args))
-
-        return call
-
-    async def channels(self) -> list[Channel]:
-        return list(self.live.values())
-
-    async def bridges(self) -> list[Bridge]:
-        return self.live_bridges
-
-    async def get_var(self, channel_id: str, name: str) -> str | None:
-        return None
-
-    def called(self, name: str) -> list[tuple[Any, ...]]:
-        return [args for n, args in self.calls if n == name]
+    return fake_channel(cid, name=name, app_name=app_name)
 
 
 @pytest.fixture
@@ -89,7 +51,7 @@ def open_record(store: InteractionStore, iid: str, state: str, **fields: Any) ->
 
 
 def make_app(config: Config, store: InteractionStore, ari: FakeAri) -> BridgeApp:
-    return BridgeApp(config, ari, store)  # type: ignore[arg-type]
+    return BridgeApp(config, ari, store)
 
 
 # -- session: bot time and the end of the call ---------------------------------------------
@@ -99,7 +61,7 @@ def session_in(
     config: Config, store: InteractionStore, ari: FakeAri, state: CallState, **kw: Any
 ) -> CallSession:
     session = CallSession(
-        ari,  # type: ignore[arg-type]
+        ari,
         config,
         store,  # written through at once: the store is a record sink too
         config.profiles["default"],
@@ -194,10 +156,10 @@ async def test_the_caller_is_followed_from_the_start(
     queue, without a request on the escalation's path."""
     ari = FakeAri()
     profile = config.profiles["default"]
-    session = CallSession(ari, config, store, profile, channel("caller-1"), interaction_id="i1")  # type: ignore[arg-type]
+    session = CallSession(ari, config, store, profile, channel("caller-1"), interaction_id="i1")
 
     await session.start()
-    assert ari.called("subscribe") == [("botbridge", "channel:caller-1")]
+    assert ari.called("subscribe") == [{"app": "botbridge", "sources": ["channel:caller-1"]}]
     await session.bot_failed("bot_busy")
     names = [name for name, _ in ari.calls]
     assert names.index("subscribe") < names.index("continue_in_dialplan")
@@ -222,8 +184,8 @@ async def test_orphan_without_outcome_is_marked_app_restarted(
     assert row["error_reason"] == APP_RESTARTED
     assert row["ended_at"] == row["reconciled_at"]
     # the bot leg was still up: released now, and its time runs until now
-    assert ari.called("hangup") == [("bot-o1",)]
-    assert ari.called("destroy_bridge") == [("call-o1",)]
+    assert ari.called("hangup") == [{"channel_id": "bot-o1"}]
+    assert ari.called("destroy_bridge") == [{"bridge_id": "call-o1"}]
     assert row["bot_ended_at"] == row["ended_at"]
     assert row["bot_seconds"] == pytest.approx(20, abs=1) and row["billable_minutes"] == 1.0
     assert app.sessions == {}
@@ -289,7 +251,7 @@ async def test_live_queued_caller_is_re_adopted_and_followed(
     app = make_app(config, store, ari)
     await app.reconcile(1)
     await app.records.flush()
-    assert ari.called("subscribe") == [("botbridge", "channel:caller-q1")]
+    assert ari.called("subscribe") == [{"app": "botbridge", "sources": ["channel:caller-q1"]}]
     assert set(app.sessions) == {"caller-q1"}
     row = store.get("q1")
     assert row is not None and row["reconciled_at"] and row["ended_at"] is None
@@ -312,8 +274,9 @@ async def test_live_caller_whose_dial_was_lost_goes_to_the_fallback_queue(
     assert row is not None
     assert row["outcome"] == "bot_failed" and row["error_reason"] == APP_RESTARTED
     assert row["queue"] == "agents-queue" and row["ended_at"] is None
-    assert ("bot-d1",) in ari.called("hangup")
-    assert ari.called("continue_in_dialplan")[0][:2] == ("caller-d1", "botbridge-queue")
+    assert {"channel_id": "bot-d1"} in ari.called("hangup")
+    (moved,) = ari.called("continue_in_dialplan")
+    assert (moved["channel_id"], moved["context"]) == ("caller-d1", "botbridge-queue")
 
 
 async def test_live_bot_call_whose_bot_is_gone_is_resolved(
@@ -327,7 +290,7 @@ async def test_live_bot_call_whose_bot_is_gone_is_resolved(
     row = store.get("r1")
     assert row is not None and row["outcome"] == "resolved"
     assert row["bot_seconds"] is None  # ended unseen
-    assert ("caller-r1",) in ari.called("hangup")
+    assert {"channel_id": "caller-r1"} in ari.called("hangup")
 
 
 async def test_reconnect_ends_sessions_whose_caller_vanished(
