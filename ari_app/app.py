@@ -19,23 +19,21 @@ import asyncio
 import contextlib
 import functools
 import logging
-import signal
-import ssl
 import time
 from collections import Counter
 
 from ari_app import lifecycle
-from ari_app.ari import AriError, AriNotFound, AriRest, Channel, Event, EventStream
+from ari_app.ari import AriError, AriNotFound, Channel, Event
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.states import CallState
-from ari_app.config import Config, client_ssl_context
+from ari_app.config import Config
+from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome
 from ari_app.record_writer import RecordWriter
 from ari_app.routing import profile_for
-from ari_app.services import side_services
 from ari_app.session import (
     VAR_ERROR,
     VAR_INTERACTION_ID,
@@ -47,7 +45,7 @@ from ari_app.session import (
     bot_channel_id_for,
     read_queue_availability,
 )
-from ari_app.store import InteractionStore, open_store
+from ari_app.store import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +78,14 @@ class BridgeApp:
         ari: CallControl,
         store: InteractionStore,
         records: RecordWriter | None = None,
+        observer: SessionObserver | None = None,
     ) -> None:
         self.config = config
         self.ari = ari
         self.store = store
         self.records = records or RecordWriter(store, config.store_flush_seconds)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
-        self.observer: SessionObserver | None = None  # metrics; set by services.side_services
+        self.observer = observer  # the metrics
         self.shed: Counter[str] = Counter()  # new calls shed, by reason
         self.dispatcher: Dispatcher[CallEvent] = Dispatcher(self._handle_posted)
         self.admission = Admission(config.limits)
@@ -95,15 +94,7 @@ class BridgeApp:
             float(config.bridge["availability_cache_seconds"]),
         )
         self._by_channel: dict[str, CallSession] = {}
-        self.stream = EventStream(
-            config.ari_url,
-            config.ari["username"],
-            config.ari_password,
-            config.app_name,
-            on_connected=self.reconcile,
-            ssl=ari_ssl_context(config),
-            types=EVENT_TYPES,
-        )
+        self.stream = event_stream(config, on_connected=self.reconcile, types=EVENT_TYPES)
 
     async def run(self) -> None:
         self.records.start()
@@ -382,39 +373,3 @@ class BridgeApp:
             log.warning("ARI event filter not set (%s); unwanted events are dropped here", exc)
         await self.records.flush()
         await lifecycle.reconcile(self, connection)
-
-
-def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
-    """TLS settings for an https:// ARI url: verify Asterisk against ``ari.ca_file``.
-
-    An empty ``ari.ca_file`` means the system trust store; None for a plain http:// url.
-    Host names and certificate chains are always checked.
-    """
-    if not config.ari_url.lower().startswith("https:"):
-        return None
-    try:
-        return client_ssl_context(config, str(config.ari.get("ca_file") or ""))
-    except FileNotFoundError as exc:
-        raise SystemExit(f"ari.ca_file: {exc} (`make certs` makes a dev CA)") from exc
-
-
-async def run_app(config: Config) -> None:
-    if not config.ari_password:
-        raise SystemExit("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
-    store = await asyncio.to_thread(open_store, config)  # migrates the schema to head
-    log.info("interaction store %r, node %s", store, store.node)
-    async with AriRest(
-        config.ari_url,
-        config.ari["username"],
-        config.ari_password,
-        ssl=ari_ssl_context(config),
-        connections=config.limits.ari_connections,
-    ) as ari:
-        app = BridgeApp(config, ari, store)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, app.stop)
-        log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
-        async with side_services(config, store, app):  # HTTP, metrics, report schedules
-            await app.run()
-    store.close()

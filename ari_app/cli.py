@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ari_app.ari import AriError, AriRest, Event, EventStream
+from ari_app.ari import AriError, AriRest, Event
 from ari_app.config import Config, ConfigError, load_config
+from ari_app.connect import ari_rest, event_stream
 
 # variables shown by `ari-app channels`: the ones the bridge sets and reads
 SHOWN_VARIABLES = (
@@ -87,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _rest(config: Config) -> AriRest:
-    return AriRest(config.ari_url, config.ari["username"], config.ari_password)
+    return ari_rest(config)
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
-    from ari_app.app import run_app
+    from ari_app.main import run_app
 
     await run_app(config)
     return 0
@@ -186,13 +187,7 @@ async def _events(config: Config, args: argparse.Namespace) -> int:
     # an observer app subscribed to everything sees the bridge app's channels without
     # taking them over
     app = args.app or f"{config.app_name}-observer"
-    stream = EventStream(
-        config.ari_url,
-        config.ari["username"],
-        config.ari_password,
-        app,
-        subscribe_all=args.app is None,
-    )
+    stream = event_stream(config, app, subscribe_all=args.app is None)
 
     def show(event: Event) -> None:
         print(format_event(event), flush=True)

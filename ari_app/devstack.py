@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ari_app.ari import AriRest
 from ari_app.config import Config, ensure_password_file, load_config
+from ari_app.connect import ari_rest
 from ari_app.runtime import Runtime, RuntimeUnavailable, select_runtime
 from ari_app.sipp import Sipp
 from ari_app.stack import AsteriskInstance, StackError, free_port
@@ -64,7 +65,7 @@ class DevStack:
         return f"{self.config.sip['host']}:{self.sip_port}"
 
     def rest(self) -> AriRest:
-        return AriRest(self.config.ari_url, self.config.ari["username"], self.config.ari_password)
+        return ari_rest(self.config)
 
     def sipp(self) -> Sipp:
         return Sipp(self.runtime, SCENARIOS_DIR, self.root / "sipp")
@@ -165,7 +166,9 @@ def build_stack(
     return DevStack(runtime, config, env, root, bot_port, agent_port)
 
 
-RTP_RANGE_SIZE = 200
+# RTP + RTCP port pairs for 2,000 media streams: 500 concurrent calls of three legs (caller,
+# bot, agent) fit, which is what `make bench` holds
+RTP_RANGE_SIZE = 4000
 
 
 def free_rtp_range() -> int:

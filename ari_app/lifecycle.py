@@ -1,6 +1,6 @@
 """Reconciliation: records and sessions brought back in line with Asterisk at every connect.
 
-Run by ``BridgeApp.reconcile`` each time the ARI event socket (re)connects, before any event
+Run by ``CallsHost.reconcile`` each time the ARI event socket (re)connects, before any event
 of that connection is handled. Two cases (docs/records.md, "Reconciliation"):
 
 1. A reconnect of the same process: sessions whose caller vanished while the socket was down
@@ -31,18 +31,48 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ari_app import billing, uui
 from ari_app.ari import AriError, Channel
+from ari_app.calls.control import CallControl
 from ari_app.calls.states import CallState
+from ari_app.config import Config
 from ari_app.outcomes import Outcome
 from ari_app.routing import queue_for
-from ari_app.session import CallSession, TransferDecision, bridge_id_for
-from ari_app.store import StoreError
+from ari_app.session import (
+    AvailabilitySource,
+    CallSession,
+    RecordSink,
+    SessionObserver,
+    TransferDecision,
+    bridge_id_for,
+)
+from ari_app.store import InteractionStore, StoreError
 
-if TYPE_CHECKING:
-    from ari_app.app import BridgeApp
+
+class CallsHost(Protocol):
+    """What reconciliation needs of the app that follows the calls (CallsHost)."""
+
+    @property
+    def ari(self) -> CallControl: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> InteractionStore: ...
+    @property
+    def records(self) -> RecordSink: ...
+    @property
+    def observer(self) -> SessionObserver | None: ...
+    @property
+    def availability(self) -> AvailabilitySource: ...
+    @property
+    def sessions(self) -> dict[str, CallSession]: ...
+
+    def adopt(self, session: CallSession) -> None: ...
+
+    def forget(self, session: CallSession) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +101,7 @@ def orphan_bot_part(
     return {"bot_ended_at": ended, **billing.charge(answered, ended, rounding)}
 
 
-async def reconcile(app: BridgeApp, connection: int) -> None:
+async def reconcile(app: CallsHost, connection: int) -> None:
     channels = {c.id: c for c in await app.ari.channels()}
     now = time.time()
     for caller_id, session in list(app.sessions.items()):
@@ -116,7 +146,7 @@ async def reconcile(app: BridgeApp, connection: int) -> None:
     )
 
 
-async def close_orphan(app: BridgeApp, record: dict[str, Any], channels: dict[str, Any]) -> None:
+async def close_orphan(app: CallsHost, record: dict[str, Any], channels: dict[str, Any]) -> None:
     """The caller is gone: close the record, release what is left of the call."""
     iid = record["interaction_id"]
     now = time.time()
@@ -138,7 +168,7 @@ async def close_orphan(app: BridgeApp, record: dict[str, Any], channels: dict[st
 
 
 async def adopt(
-    app: BridgeApp, record: dict[str, Any], caller: Channel, channels: dict[str, Any]
+    app: CallsHost, record: dict[str, Any], caller: Channel, channels: dict[str, Any]
 ) -> None:
     """The caller is still there: rebuild its session and carry on from the record."""
     iid = record["interaction_id"]
