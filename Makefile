@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup runtime up down status logs demo test unit integration lint format certs clean
+.PHONY: help setup runtime up down status logs demo bench test unit integration lint format certs clean
 
 help:
 	@echo "make demo    run the bridge end to end (caller -> bot -> REFER -> agent) and print the timeline"
@@ -14,6 +14,7 @@ help:
 	@echo "make setup   virtualenv + packages + Asterisk runtime (idempotent)"
 	@echo "make up/down start/stop Asterisk and the app in the background; make logs, make status"
 	@echo "make certs   development CA and TLS certificates under var/tls"
+	@echo "make bench   call-rate/latency/CPU/memory benchmark, app vs dialplan-only Asterisk (BENCH_ARGS=...)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,10 @@ logs: $(STAMP)
 demo: setup
 	$(PY) -m ari_app.demo
 
+# performance harness (docs/performance.md); e.g. make bench BENCH_ARGS='--calls 200 --rates 10,20'
+bench: setup
+	$(PY) -m devtools.bench $(BENCH_ARGS)
+
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -51,13 +56,13 @@ integration: setup
 	$(PY) -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ari_app tests
-	$(VENV)/bin/ruff format --check ari_app tests
+	$(VENV)/bin/ruff check ari_app devtools tests
+	$(VENV)/bin/ruff format --check ari_app devtools tests
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format ari_app tests
-	$(VENV)/bin/ruff check --fix ari_app tests
+	$(VENV)/bin/ruff format ari_app devtools tests
+	$(VENV)/bin/ruff check --fix ari_app devtools tests
 
 certs: $(STAMP)
 	$(PY) -m ari_app.certs var/tls

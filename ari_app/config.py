@@ -121,6 +121,7 @@ class _BridgeSchema(Schema):
     availability_variable = fields.Str(required=True, validate=_ENDPOINT_NAME)
     queue_context = fields.Str(required=True, validate=_CONTEXT_NAME)
     availability_cache_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 60))
+    agent_ring_in_use = fields.Bool(load_default=False)
 
 
 class _LimitsSchema(Schema):

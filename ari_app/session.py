@@ -267,9 +267,8 @@ class CallSession:
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Record the call, then at once: create the bot leg, ring the caller, create the
-        call's bridge and subscribe to the caller (so its events keep coming after it leaves
-        Stasis for a queue). The bot is dialled on its channel's StasisStart."""
+        """Record the call, then at once: create the bot leg and the call's bridge (the
+        dialplan already rang the caller). The bot is dialled on its channel's StasisStart."""
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
         self.records.create(
             self.interaction_id,
@@ -303,9 +302,7 @@ class CallSession:
                 originator=self.caller_id,
                 variables=variables,
             ),
-            self.ari.ring(self.caller_id),
             self._create_bridge(),
-            self.follow_caller(),
             return_exceptions=True,
         )
         if isinstance(created, AriError):
@@ -397,9 +394,12 @@ class CallSession:
     async def _resolved(self) -> None:
         self._fire(Trigger.BOT_HUNG_UP)
         if self.profile.post_bot_context:
-            await self.ari.set_vars(
-                self.caller_id,
-                {VAR_OUTCOME: Outcome.RESOLVED, VAR_INTERACTION_ID: self.interaction_id},
+            await _all(
+                self.ari.set_vars(
+                    self.caller_id,
+                    {VAR_OUTCOME: Outcome.RESOLVED, VAR_INTERACTION_ID: self.interaction_id},
+                ),
+                self.follow_caller(),
             )
             await self.ari.continue_in_dialplan(self.caller_id, self.profile.post_bot_context, "s")
             await self._destroy_bridge()
@@ -471,9 +471,10 @@ class CallSession:
     ) -> None:
         """The caller's variables in one request, the caller into the queue context, then
         the bot leg, the bridge and ``release`` (the transfer's Local channel) let go at once.
-        The app is subscribed to the caller since the start, so its events keep coming."""
+        The app subscribes to the caller (with the variables, at once) so that its events
+        keep coming once it has left Stasis: the agent's answer, the end of the call."""
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
-        await self.ari.set_vars(self.caller_id, variables)
+        await _all(self.ari.set_vars(self.caller_id, variables), self.follow_caller())
         await self.ari.continue_in_dialplan(
             self.caller_id, self.config.bridge["queue_context"], "s"
         )

@@ -14,6 +14,7 @@ import uuid
 import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ari_app.runtime import Runtime
@@ -37,6 +38,15 @@ class SipMessage:
     # the text SIPp writes after the dashes that precede the message, e.g.
     # "2026-11-23T23:09:49.442381Z"; lets traces of several parties be merged in time order
     timestamp: str = ""
+
+    @property
+    def at(self) -> float:
+        """When SIPp sent or received it, in Unix seconds (microsecond resolution)."""
+        return (
+            datetime.strptime(self.timestamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+            .replace(tzinfo=UTC)
+            .timestamp()
+        )
 
     @property
     def method(self) -> str | None:

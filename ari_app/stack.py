@@ -7,6 +7,7 @@ start instances on free loopback ports so that two runs never collide.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import shutil
@@ -105,10 +106,15 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "ARI_USER": config.ari["username"],
         "ARI_PASSWORD": config.ari_password,
         "ARI_APP": config.app_name,
+        # RTP bound to the SIP address (docs/asterisk-tuning.md): with a wildcard bind Asterisk
+        # resolves its host name and A.ROOT-SERVERS.NET for every RTP session it creates
+        "MEDIA_ADDRESS": rtp_bind_address(sip["host"]),
+        "BIND_RTP_TO_MEDIA_ADDRESS": _yes_no(bool(rtp_bind_address(sip["host"]))),
         "RTP_START": sip["rtp_start"],
         "RTP_END": sip["rtp_end"],
         "TRANSFER_HOLD_SECONDS": bridge["transfer_hold_seconds"],
         "QUEUE_TIMEOUT_SECONDS": bridge["queue_timeout_seconds"],
+        "AGENT_RING_IN_USE": _yes_no(bool(bridge["agent_ring_in_use"])),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge["availability_variable"] + "}",
     }
@@ -316,6 +322,20 @@ def signalling_permit(*lists: str) -> str:
         if address and address not in permit:
             permit.append(address)
     return ",".join(permit)
+
+
+def rtp_bind_address(host: object) -> str:
+    """The address RTP binds to and the SDP announces: sip.host when it names one address.
+
+    Empty for a wildcard (0.0.0.0, ::) or a name: Asterisk then binds RTP to every address
+    and, per RTP session, looks up its own host name and A.ROOT-SERVERS.NET to pick the
+    RTCP address (res_rtp_asterisk, ast_find_ourip), a DNS query on the SIP thread.
+    """
+    try:
+        address = ipaddress.ip_address(str(host).strip().strip("[]"))
+    except ValueError:
+        return ""
+    return "" if address.is_unspecified else str(address)
 
 
 def _yes_no(flag: bool) -> str:

@@ -43,6 +43,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -234,29 +235,33 @@ class InteractionStore:
     ) -> None:
         """Create and update many records in one transaction (the record writer's batches).
 
-        All or nothing: when it raises, nothing of the batch was written.
+        Rows that change the same columns go to the database as one executemany. All or
+        nothing: when it raises, nothing of the batch was written.
         """
         now = time.time()
+        inserts: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for interaction_id, fields in creates.items():
+            values = {"started_at": now, "state": "started", **fields}
+            if self.node is not None:
+                values.setdefault("node", self.node)
+            row = {k: _encode(v) for k, v in values.items()}
+            row.update(interaction_id=interaction_id, updated_at=now)
+            inserts.setdefault(frozenset(row), []).append(row)
+        changes: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for interaction_id, fields in updates.items():
+            row = {k: _encode(v) for k, v in fields.items()}
+            row["updated_at"] = now
+            changes.setdefault(frozenset(row), []).append({**row, "_iid": interaction_id})
         with self.engine.begin() as db:
-            for interaction_id, fields in creates.items():
-                values = dict(fields)
-                values.setdefault("started_at", now)
-                values.setdefault("state", "started")
-                if self.node is not None:
-                    values.setdefault("node", self.node)
-                encoded = {k: _encode(v) for k, v in values.items()}
-                db.execute(
-                    insert(interactions).values(
-                        interaction_id=interaction_id, updated_at=now, **encoded
-                    )
-                )
-            for interaction_id, fields in updates.items():
-                encoded = {k: _encode(v) for k, v in fields.items()}
-                db.execute(
+            for rows in inserts.values():
+                db.execute(insert(interactions), rows)
+            for columns, rows in changes.items():
+                statement = (
                     update(interactions)
-                    .where(interactions.c.interaction_id == interaction_id)
-                    .values(updated_at=now, **encoded)
+                    .where(interactions.c.interaction_id == bindparam("_iid"))
+                    .values({name: bindparam(name) for name in columns})
                 )
+                db.execute(statement, rows)
 
     # -- reads -----------------------------------------------------------------------------
 

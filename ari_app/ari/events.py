@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl as ssllib
 import time
@@ -258,21 +257,21 @@ class EventStream:
             self._dispatch(handler, event)
 
     def _decode(self, message: str | bytes) -> Event | None:
+        # One msgspec pass decodes and validates the frame; a type outside ``self._types``
+        # comes back as None without its payload being validated.
         try:
-            data = json.loads(message)
-        except ValueError as exc:
-            logger.warning("Skipping ARI frame that is not JSON: %s", exc)
-            return None
-        if self._types is not None and (
-            not isinstance(data, dict) or data.get("type") not in self._types
-        ):
-            self.ignored += 1
-            return None
-        try:
-            return parse_event(data)
+            event = parse_event(message, types=self._types)
         except EventSchemaError as exc:
-            logger.warning("Skipping malformed ARI event: %s", exc)
+            if "_json" in exc.messages:
+                logger.warning("Skipping ARI frame that is not JSON: %s", exc)
+            elif exc.event_type is None and self._types is not None:
+                self.ignored += 1  # no readable type, so not one of ``self._types``
+            else:
+                logger.warning("Skipping malformed ARI event: %s", exc)
             return None
+        if event is None and self._types is not None:
+            self.ignored += 1
+        return event
 
     def _dispatch(self, handler: EventHandler, event: Event) -> None:
         started = time.monotonic()

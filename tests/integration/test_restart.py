@@ -198,3 +198,69 @@ async def test_killed_while_queued_the_end_is_still_recorded(
     assert final["queued_at"] < final["agent_answered_at"] < final["ended_at"]
     # billing was settled at the transfer, before the kill
     assert final["bot_ended_at"] == final["transfer_at"] and final["billable_minutes"] == 1.0
+
+
+LOAD_CALLS = 40
+LOAD_RATE = 20  # calls/s
+LOAD_BOT_TALK_MS = 6000
+DURABILITY_SECONDS = 1.0  # a state change older than this at the kill must be on disk
+
+
+async def test_killed_under_load_every_state_older_than_a_second_is_on_disk(
+    stack: DevStack, store: InteractionStore
+) -> None:
+    """Records are written in batches off the call path: a SIGKILL may lose the last batch,
+    never a state change more than DURABILITY_SECONDS old; the restart then completes them."""
+    bot = stack.sipp().start(
+        "load/bot_resolve",
+        local_port=stack.bot_port,
+        extra=["-aa", "-d", str(LOAD_BOT_TALK_MS)],
+        calls=LOAD_CALLS,
+    )
+    callers = stack.sipp().start(
+        "load/caller",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_prefix": "1777"},
+        extra=["-r", str(LOAD_RATE), "-l", str(LOAD_CALLS)],
+        calls=LOAD_CALLS,
+    )
+
+    def acks() -> dict[str, float]:
+        """Interaction id -> when the bot got the ACK of its 200 (the app's bot_connected
+        follows within milliseconds)."""
+        ids: dict[str, str] = {}
+        acked: dict[str, float] = {}
+        for msg in bot.messages():
+            if msg.method == "INVITE":
+                ids[msg.header("Call-ID") or ""] = msg.header("X-Interaction-Id") or ""
+            elif msg.method == "ACK":
+                acked[ids[msg.header("Call-ID") or ""]] = msg.at
+        return acked
+
+    await until(lambda: len(acks()) == LOAD_CALLS, 20, "every bot call answered")
+    time.sleep(DURABILITY_SECONDS + 0.2)
+    killed_at = time.time()
+    kill_app(stack)
+
+    on_disk = {r["interaction_id"]: r for r in store.all()}
+    old_enough = [iid for iid, at in acks().items() if at < killed_at - DURABILITY_SECONDS]
+    assert len(old_enough) == LOAD_CALLS
+    for iid in old_enough:
+        row = on_disk.get(iid)
+        assert row is not None and row["state"] == "bot_connected", (iid, row)
+        assert row["bot_answered_at"] is not None
+
+    stack.start_app()
+    for run in (callers, bot):
+        await until(lambda run=run: not run.running, 40, f"SIPp {run.name} to finish")
+        assert run.wait(1) == 0, run.report()[-3000:]
+
+    def closed() -> list[dict[str, Any]] | None:
+        rows = [r for r in store.all() if (r["caller_number"] or "").startswith("1777")]
+        return rows if len(rows) == LOAD_CALLS and all(r["ended_at"] for r in rows) else None
+
+    rows = await until(closed, 20, "every record of the load closed")
+    assert {r["outcome"] for r in rows} == {"resolved"}
+    assert all(r["reconciled_at"] for r in rows)

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from ari_app.ari import (
     EVENT_TYPES,
@@ -18,11 +19,12 @@ from ari_app.ari import (
     DialplanCEP,
     Event,
     EventSchemaError,
+    EventStream,
     load_bridge,
     load_channel,
     parse_event,
 )
-from ari_app.ari.schemas import load_bridges, load_channels
+from ari_app.ari.schemas import event_type_of, load_bridges, load_channels
 
 APP = "botbridge"
 TS = "2025-03-14T10:21:07.512+0000"
@@ -469,3 +471,122 @@ def test_load_channel_and_bridge_from_rest_replies() -> None:
 def test_invalid_rest_objects_raise_schema_error(loader: Any, data: Any) -> None:
     with pytest.raises(AriSchemaError):
         loader(data)
+
+
+def test_error_messages_name_the_nested_field() -> None:
+    missing = _without(SAMPLES[0][0], "channel", "dialplan", "priority")
+    wrong = event_json("StasisStart", args=["a", 5], channel=channel_json())
+
+    with pytest.raises(EventSchemaError) as missing_info:
+        parse_event(json.dumps(missing))
+    with pytest.raises(EventSchemaError) as wrong_info:
+        parse_event(wrong)
+
+    assert missing_info.value.messages == {
+        "channel": {"dialplan": {"priority": ["Missing data for required field."]}}
+    }
+    assert wrong_info.value.messages == {"args": {1: ["Expected `str`, got `int`"]}}
+
+
+def test_truncated_json_is_not_json() -> None:
+    text = json.dumps(event_json("StasisEnd", application=5, channel=channel_json()))
+
+    with pytest.raises(EventSchemaError) as excinfo:
+        parse_event(text[:40])
+
+    assert excinfo.value.event_type is None
+    assert "_json" in excinfo.value.messages
+
+
+@pytest.mark.parametrize("as_text", [True, False], ids=["text", "mapping"])
+def test_types_filter_skips_other_types_unvalidated(as_text: bool) -> None:
+    wanted = frozenset({"StasisStart", "PlaybackStarted"})
+    good, _ = SAMPLES[0]
+    bad_dial = event_json("Dial", dialstatus=7)
+    bad_start = _without(good, "channel")
+
+    def parse(payload: dict[str, Any]) -> Event | None:
+        return parse_event(json.dumps(payload) if as_text else payload, types=wanted)
+
+    assert parse(good) == parse_event(good)
+    assert parse(bad_dial) is None
+    assert parse(event_json("PlaybackStarted")) is None
+    with pytest.raises(EventSchemaError, match="StasisStart"):
+        parse(bad_start)
+    assert parse_event(json.dumps(good), types=frozenset()) is None
+
+
+def test_event_type_of_reads_only_the_type() -> None:
+    assert event_type_of(json.dumps(event_json("Dial", peer="not a channel"))) == "Dial"
+    assert event_type_of(b'{"type": "StasisEnd"}') == "StasisEnd"
+    assert event_type_of({"type": "StasisEnd"}) == "StasisEnd"
+    for unreadable in ["{nope", "[1]", '{"type": 5}', "{}"]:
+        assert event_type_of(unreadable) is None
+
+
+def test_raw_is_decoded_lazily_and_left_out_of_equality_and_repr() -> None:
+    payload = SAMPLES[0][0]
+    event = parse_event(json.dumps(payload))
+
+    assert event is not None
+    assert "raw" not in repr(event)
+    assert dict(event.raw) == payload
+    assert event.raw["channel"]["id"] == CALLER_ID
+    assert event == replace(event, raw={})
+    assert hash(event) == hash(replace(event, raw={"other": 1}))
+
+
+def test_objects_build_positionally_like_the_old_dataclasses() -> None:
+    channel = Channel(
+        id="c1",
+        name="PJSIP/x-1",
+        state="Up",
+        caller=CallerId("", "100"),
+        connected=CallerId("", ""),
+        dialplan=DialplanCEP("ctx", "s", 1, app_name="Stasis"),
+        creationtime="",
+        language="en",
+    )
+    bridge = Bridge("b1", "simple_bridge", "mixing", "user", "Queue", "", ("c1",))
+    event = Event("ChannelDestroyed", APP, channel=channel, cause=16)
+
+    assert channel.dialplan.app_data is None and channel.channelvars is None
+    assert bridge.channels == ("c1",) and bridge.creationtime is None
+    assert event.channel_id == "c1" and event.args == () and dict(event.raw) == {}
+    with_vars = replace(channel, channelvars={"A": "1"})
+    assert hash(with_vars) == hash(channel)
+    assert with_vars != channel
+    with pytest.raises(AttributeError):
+        channel.id = "c2"  # type: ignore[misc]
+
+
+def _stream(types: frozenset[str] | None) -> EventStream:
+    return EventStream("http://127.0.0.1:8088/ari", "user", "secret", APP, types=types)
+
+
+def test_event_stream_decode_counts_filtered_frames(caplog: pytest.LogCaptureFixture) -> None:
+    stream = _stream(frozenset({"StasisStart"}))
+    good = json.dumps(SAMPLES[0][0])
+
+    with caplog.at_level(logging.WARNING, logger="ari_app.ari.events"):
+        decoded = stream._decode(good)
+        assert stream._decode(json.dumps(event_json("Dial", dialstatus=7))) is None
+        assert stream._decode('{"application": "botbridge"}') is None
+        assert stream._decode("[1]") is None
+        assert stream.ignored == 3
+        assert caplog.text == ""
+        assert stream._decode("{not json") is None
+        assert stream._decode(json.dumps(_without(SAMPLES[0][0], "channel"))) is None
+
+    assert decoded is not None and decoded.channel_id == CALLER_ID
+    assert stream.ignored == 3
+    assert "not JSON" in caplog.text
+    assert "Skipping malformed ARI event: invalid ARI StasisStart event" in caplog.text
+
+
+def test_event_stream_decode_without_filter() -> None:
+    stream = _stream(None)
+
+    assert stream._decode(json.dumps(event_json("PlaybackStarted"))) is None
+    assert stream._decode(json.dumps(SAMPLES[9][0])) is not None
+    assert stream.ignored == 0

@@ -149,21 +149,21 @@ async def test_queued_caller_is_followed_to_the_agent_and_the_end(
     assert app.sessions == {} and app._by_channel == {}
 
 
-async def test_the_caller_is_followed_from_the_start(
+async def test_the_caller_is_followed_before_it_is_continued(
     config: Config, store: InteractionStore
 ) -> None:
-    """Subscribed at the start, the caller's events keep coming once it leaves Stasis for a
-    queue, without a request on the escalation's path."""
+    """Subscribed before it leaves Stasis, the caller's events keep coming in the queue (the
+    agent's answer, the end); a call that never leaves Stasis costs no subscription."""
     ari = FakeAri()
     profile = config.profiles["default"]
     session = CallSession(ari, config, store, profile, channel("caller-1"), interaction_id="i1")
 
     await session.start()
-    assert ari.called("subscribe") == [{"app": "botbridge", "sources": ["channel:caller-1"]}]
+    assert ari.called("subscribe") == []
     await session.bot_failed("bot_busy")
     names = [name for name, _ in ari.calls]
     assert names.index("subscribe") < names.index("continue_in_dialplan")
-    assert len(ari.called("subscribe")) == 1
+    assert ari.called("subscribe") == [{"app": "botbridge", "sources": ["channel:caller-1"]}]
 
 
 # -- reconciliation at start -------------------------------------------------------------

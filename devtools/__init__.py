@@ -1,0 +1,1 @@
+"""Developer tools of the bot bridge (not shipped): the benchmark harness."""
