@@ -25,22 +25,22 @@ setup: $(STAMP) runtime
 	@$(PY) -c "from ari_app.config import load_config, ensure_password_file; print('ARI secret:', ensure_password_file(load_config()))"
 
 runtime: $(STAMP)
-	$(PY) -m ari_app.runtime ensure
+	$(PY) -m devtools.runtime ensure
 
 up: setup
-	$(PY) -m ari_app.devstack up
+	$(PY) -m devtools.devstack up
 
 down: $(STAMP)
-	$(PY) -m ari_app.devstack down
+	$(PY) -m devtools.devstack down
 
 status: $(STAMP)
-	$(PY) -m ari_app.devstack status
+	$(PY) -m devtools.devstack status
 
 logs: $(STAMP)
-	$(PY) -m ari_app.devstack logs
+	$(PY) -m devtools.devstack logs
 
 demo: setup
-	$(PY) -m ari_app.demo
+	$(PY) -m devtools.demo
 
 # performance harness (docs/performance.md); e.g. make bench BENCH_ARGS='--calls 200 --rates 10,20'
 bench: setup
@@ -65,7 +65,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix ari_app devtools tests
 
 certs: $(STAMP)
-	$(PY) -m ari_app.certs var/tls
+	$(PY) -m devtools.certs var/tls
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

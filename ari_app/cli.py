@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
         help="render the shipped Asterisk configuration into DIR for this host's Asterisk",
     )
     p.add_argument("directory", type=Path, help="instance root: etc/, lib/, log/, ... go here")
+    p.add_argument(
+        "--module-dir",
+        help="Asterisk's module directory (default: found under /usr/lib, with chan_pjsip.so)",
+    )
     p.set_defaults(func=_render_config)
     p = sub.add_parser("records", help="print interaction records as JSON lines")
     p.set_defaults(func=_records)
@@ -209,14 +213,13 @@ async def _events(config: Config, args: argparse.Namespace) -> int:
 
 async def _render_config(config: Config, args: argparse.Namespace) -> int:
     """Production: the same templates the tests start, for an Asterisk installed here."""
-    from ari_app.runtime import RuntimeUnavailable, SystemRuntime
-    from ari_app.stack import AsteriskInstance, StackError
+    from ari_app.asterisk import RenderError, find_module_dir, render_instance
 
+    root = args.directory.resolve()
     try:
-        runtime = SystemRuntime(scratch=args.directory, tools=("asterisk",))
-        root = args.directory.resolve()
-        AsteriskInstance(runtime, config, root).render_config()
-    except (RuntimeUnavailable, StackError) as exc:
+        module_dir = args.module_dir or find_module_dir()
+        render_instance(config, root, module_dir=module_dir)
+    except RenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"rendered {root}/etc; start Asterisk with: asterisk -C {root}/etc/asterisk.conf")
@@ -239,7 +242,7 @@ async def _records(config: Config, args: argparse.Namespace) -> int:
 
 
 def _report_parser(sub: Any) -> None:
-    from ari_app.reports import FORMATS, GROUP_BYS
+    from ari_app.reporting.reports import FORMATS, GROUP_BYS
 
     p = sub.add_parser(
         "report",
@@ -255,7 +258,13 @@ def _report_parser(sub: Any) -> None:
 
 
 async def _report(config: Config, args: argparse.Namespace) -> int:
-    from ari_app.reports import Period, ReportError, render, report_from_store, timezone_named
+    from ari_app.reporting.reports import (
+        Period,
+        ReportError,
+        render,
+        report_from_store,
+        timezone_named,
+    )
     from ari_app.store import open_store
 
     try:

@@ -1,7 +1,7 @@
 """The composition root: ``ari-app run`` builds the parts and runs them.
 
 The interaction store (migrated), the ARI client, the metrics, the call handling
-(:class:`ari_app.app.BridgeApp`) and what runs beside it: the HTTP server (reports,
+(:class:`ari_app.calls.app.BridgeApp`) and what runs beside it: the HTTP server (reports,
 /metrics, /healthz) and the report scheduler. Started before the ARI event stream, stopped
 after it.
 """
@@ -15,13 +15,13 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ari_app.app import BridgeApp
+from ari_app.calls.app import BridgeApp
 from ari_app.config import Config
 from ari_app.connect import ari_rest
-from ari_app.metrics import Metrics
-from ari_app.scheduler import ReportScheduler
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.scheduler import ReportScheduler
+from ari_app.reporting.web import settings_for, start_http_server
 from ari_app.store import InteractionStore, open_store
-from ari_app.web import settings_for, start_http_server
 
 log = logging.getLogger(__name__)
 

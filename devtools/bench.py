@@ -3,7 +3,7 @@
 Two targets run side by side on this machine, each on its own free loopback ports:
 
 - ``app``: the dev stack, Asterisk with the shipped configuration plus the Stasis app
-  (``ari_app.devstack.build_stack``);
+  (``devtools.devstack.build_stack``);
 - ``reference``: an Asterisk with the same configuration except ``extensions.conf``, replaced
   by ``devtools/reference/extensions.conf``: the carrier context ``Dial()``s the bot directly
   with the same headers and the bot's REFER is handled in the dialplan (``Queue()``). This is
@@ -44,12 +44,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ari_app.asterisk import render
+
 # the only imports from the shipped package (kept together: these modules may move)
 from ari_app.config import Config
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime, RuntimeUnavailable, select_runtime
-from ari_app.sipp import SipMessage, parse_trace
-from ari_app.stack import AsteriskInstance, StackError, free_port, render
 from devtools.bench_analysis import (
     SippCounts,
     fmt,
@@ -64,6 +62,10 @@ from devtools.bench_analysis import (
     setup_delays_ms,
     transfer_delays_ms,
 )
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
+from devtools.sipp import SipMessage, parse_trace
+from devtools.stack import AsteriskInstance, StackError, free_port
 
 HERE = Path(__file__).resolve().parent
 # the load scenarios are shared with the load regression test (tests/integration/test_load.py)

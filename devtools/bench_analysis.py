@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ari_app.sipp import SipMessage
+from devtools.sipp import SipMessage
 
 # "sip:15551@127.0.0.1:5060" in a From header: the user part is the caller number
 _FROM_USER = re.compile(r"sip:([^@;>\s]+)@")

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime, RuntimeUnavailable, select_runtime
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
 
 
 @pytest.fixture(scope="session")

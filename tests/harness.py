@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ari_app.ari import AriRest, Channel
-from ari_app.sipp import SipMessage, SippRun
+from devtools.sipp import SipMessage, SippRun
 
 DEFAULT_UNTIL_TIMEOUT = 15.0
 POLL_INTERVAL = 0.1

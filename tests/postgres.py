@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from ari_app.stack import free_port
+from devtools.stack import free_port
 
 ENV_URL = "BOTBRIDGE_TEST_POSTGRES_URL"
 ENV_BIN = "BOTBRIDGE_TEST_POSTGRES_BIN"

@@ -6,7 +6,7 @@ still percent-encoded, e.g.
     <sip:escalation@127.0.0.1?User-to-User=6573...%3Bencoding%3Dhex&Replaces=...>
 
 `parse_refer_to` is pure and total: it returns a `ReferTo` or raises a `ReferToError`, which is
-also a `uui.ContextError`, so its `reason` is one of the stable codes of `ari_app.uui`
+also a `uui.ContextError`, so its `reason` is one of the stable codes of `ari_app.sip.uui`
 (`context_malformed`, `context_not_utf8`). Error messages never echo the input.
 
 Rules, in short (docs/context-codec.md has the full list):
@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from ari_app.uui import ContextError, ContextMalformed, ContextNotUtf8
+from ari_app.sip.uui import ContextError, ContextMalformed, ContextNotUtf8
 
 __all__ = [
     "SCHEMES",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.devstack import DevStack
+from devtools.devstack import DevStack
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX, place_call
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.runtime import Runtime
 from devtools.bench import Options, render_report, run_bench
 from devtools.bench_analysis import parse_table
+from devtools.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 

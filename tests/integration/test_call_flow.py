@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from ari_app.ari import Channel
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime
-from ari_app.sipp import SippRun
-from ari_app.stack import free_port
 from ari_app.store import InteractionStore
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.sipp import SippRun
+from devtools.stack import free_port
 from tests.harness import all_of, first, queued_caller, until
 
 pytestmark = pytest.mark.integration

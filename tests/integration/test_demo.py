@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from ari_app.demo import run_demo
-from ari_app.devstack import build_stack
-from ari_app.runtime import Runtime
+from devtools.demo import run_demo
+from devtools.devstack import build_stack
+from devtools.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ import pytest
 
 from ari_app.ari import AriConnectionError, AriRest, Event, EventStream
 from ari_app.config import load_config
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime
-from ari_app.sipp import SippRun
-from ari_app.stack import free_port
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.sipp import SippRun
+from devtools.stack import free_port
 from tests.harness import first, until
 
 pytestmark = pytest.mark.integration
@@ -324,7 +324,7 @@ async def test_cli_reports_missing_channel_and_empty_lists(
 
 @pytest.fixture
 def devstack_env(runtime: Runtime, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Environment for `python -m ari_app.devstack` on free ports, with its own run directory."""
+    """Environment for `python -m devtools.devstack` on free ports, with its own run directory."""
     ports = build_stack(runtime, tmp_path / "ports", free_ports=True)
     env = {
         **ports.env,
@@ -336,7 +336,7 @@ def devstack_env(runtime: Runtime, tmp_path: Path) -> Iterator[dict[str, str]]:
     if info_path.exists():  # a failed test must not leave Asterisk running
         root = json.loads(info_path.read_text())["root"]
         subprocess.run(
-            [sys.executable, "-m", "ari_app.devstack", "down"],
+            [sys.executable, "-m", "devtools.devstack", "down"],
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -355,7 +355,7 @@ async def test_make_up_and_down(
     assert config.sip["port"] != 5060
 
     async def devstack(command: str) -> Completed:
-        return await run_python(["-m", "ari_app.devstack", command], env, tmp_path)
+        return await run_python(["-m", "devtools.devstack", command], env, tmp_path)
 
     not_up = await devstack("status")
     assert not_up.returncode == 1 and "not up" in not_up.stdout, not_up

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime
-from ari_app.stack import free_port
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.stack import free_port
 from tests.harness import until
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX, final_record, place_call
 

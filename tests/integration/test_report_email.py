@@ -19,13 +19,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from ari_app.asterisk import make_self_signed
 from ari_app.config import Config, load_config
-from ari_app.mail import MailError, build_message, send_message
-from ari_app.metrics import Metrics
-from ari_app.reports import Period, build_report, render_csv
-from ari_app.scheduler import ReportScheduler
-from ari_app.stack import free_port, make_self_signed
+from ari_app.reporting.mail import MailError, build_message, send_message
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.reports import Period, build_report, render_csv
+from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.store import InteractionStore
+from devtools.stack import free_port
 
 USER, PASSWORD = "reports", "correct horse battery staple"
 RECIPIENTS = ["supervisor@example.com", "ops@example.com"]

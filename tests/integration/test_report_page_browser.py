@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from ari_app.config import load_config
-from ari_app.metrics import Metrics
-from ari_app.report_html import BAR_COLOUR, LINE_COLOUR
-from ari_app.stack import free_port
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.report_html import BAR_COLOUR, LINE_COLOUR
+from ari_app.reporting.web import WebSettings, start_http_server, store_records
 from ari_app.store import InteractionStore
-from ari_app.web import WebSettings, start_http_server, store_records
+from devtools.stack import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime
-from ari_app.stack import free_port
 from ari_app.store import InteractionStore
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.stack import free_port
 from tests.harness import first, until
 
 pytestmark = pytest.mark.integration

@@ -30,11 +30,12 @@ import aiohttp
 import pytest
 
 from ari_app.ari import AriRest, Channel, Event, EventStream
-from ari_app.certs import DevCerts, ensure_dev_certs
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import Runtime
-from ari_app.sipp import SipMessage, SippRun
-from ari_app.stack import free_port, make_self_signed
+from ari_app.asterisk import make_self_signed
+from devtools.certs import DevCerts, ensure_dev_certs
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.sipp import SipMessage, SippRun
+from devtools.stack import free_port
 from tests.harness import first, queued_caller, until
 
 pytestmark = pytest.mark.integration
@@ -576,7 +577,7 @@ class SecureStack:
 
 @pytest.fixture(scope="module")
 def secure_stack(runtime: Runtime) -> Iterator[SecureStack]:
-    """HTTPS-only ARI on a free port, development certificates from ari_app.certs, the carrier
+    """HTTPS-only ARI on a free port, development certificates from devtools.certs, the carrier
     and the bot both required to use SRTP, and the bot reached over TLS (its URI says so)
     with its certificate verified against the dev CA (sip.tls_verify_server)."""
     root = runtime.scratch_root() / f"test-security-secure-{uuid.uuid4().hex[:8]}"
@@ -847,7 +848,7 @@ async def test_optional_srtp_accepts_plain_rtp(optional_srtp_stack: DevStack) ->
 
 
 def test_dev_certs_are_made_once_and_chain_to_their_ca(tmp_path: Path) -> None:
-    """``python -m ari_app.certs DIR`` (make certs): a CA and a server certificate for
+    """``python -m devtools.certs DIR`` (make certs): a CA and a server certificate for
     127.0.0.1/::1/localhost that verifies against it; private keys 0600; a second run
     changes nothing; a lost CA key brings a new CA and a new server certificate."""
     certs, changed = ensure_dev_certs(tmp_path / "tls")

@@ -1,4 +1,4 @@
-"""Schema migrations (Alembic, shipped in ari_app/migrations) on SQLite and PostgreSQL."""
+"""Schema migrations (Alembic, shipped in ari_app/store/migrations) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

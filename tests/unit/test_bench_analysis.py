@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.sipp import parse_trace
 from devtools.bench import ring_in_use
 from devtools.bench_analysis import (
     format_table,
@@ -20,6 +19,7 @@ from devtools.bench_analysis import (
     setup_delays_ms,
     transfer_delays_ms,
 )
+from devtools.sipp import parse_trace
 
 
 def test_percentile_interpolates_between_ranks() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.billing import (
+from ari_app.calls.billing import (
     ROUNDINGS,
     billable_minutes,
     bot_seconds,

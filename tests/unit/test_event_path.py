@@ -19,8 +19,8 @@ from ari_app.calls.admission import (
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.config import DEFAULT_LIMITS
-from ari_app.record_writer import RecordWriter
 from ari_app.store import InteractionStore
+from ari_app.store.writer import RecordWriter
 
 # -- dispatch ------------------------------------------------------------------------------
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from ari_app.app import BridgeApp
 from ari_app.ari import Channel, Event
+from ari_app.calls.app import BridgeApp
+from ari_app.calls.reconcile import APP_RESTARTED, orphan_bot_part
+from ari_app.calls.session import CallSession
 from ari_app.calls.states import CallState
 from ari_app.config import Config, load_config
-from ari_app.lifecycle import APP_RESTARTED, orphan_bot_part
-from ari_app.session import CallSession
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri, bridge
 from tests.fake_ari import channel as fake_channel

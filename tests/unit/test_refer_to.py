@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ari_app import sip
+from ari_app.calls.session import ATTENDED_TRANSFER_IGNORED, decide_transfer
 from ari_app.config import load_config
-from ari_app.session import ATTENDED_TRANSFER_IGNORED, decide_transfer
 from ari_app.sip import (
     ReferTo,
     ReferToError,
@@ -20,7 +20,7 @@ from ari_app.sip import (
     parse_refer_to,
 )
 from ari_app.sip.refer_to import MAX_REFER_TO_CHARS
-from ari_app.uui import (
+from ari_app.sip.uui import (
     ContextError,
     ContextMalformed,
     ContextNotUtf8,

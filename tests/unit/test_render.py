@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import ari_app.asterisk
+from ari_app.asterisk import CONFIG_FILES, RenderError, render, template_text, template_values
 from ari_app.config import Config, load_config
-from ari_app.stack import CONFIG_FILES, CONFIG_TEMPLATE_DIR, StackError, render, template_values
 
 PASSWORD = "s3cret-from-config-7f1c"
 DIRS = {
@@ -31,10 +32,14 @@ def config(tmp_path: Path) -> Config:
     )
 
 
+# the templates as the package ships them (package data beside ari_app/asterisk/__init__.py)
+TEMPLATE_DIR = Path(ari_app.asterisk.__file__).parent
+
+
 @pytest.fixture
 def rendered(config: Config) -> dict[str, str]:
     values = template_values(config, DIRS, MODULE_DIR)
-    return {name: render((CONFIG_TEMPLATE_DIR / name).read_text(), values) for name in CONFIG_FILES}
+    return {name: render(template_text(name), values) for name in CONFIG_FILES}
 
 
 def test_render_fills_placeholders() -> None:
@@ -46,12 +51,12 @@ def test_render_fills_placeholders() -> None:
 
 
 def test_render_refuses_an_unknown_placeholder() -> None:
-    with pytest.raises(StackError, match=re.escape("{{MISSING}}")):
+    with pytest.raises(RenderError, match=re.escape("{{MISSING}}")):
         render("a = {{KNOWN}}\nb = {{MISSING}}\n", {"KNOWN": 1})
 
 
 def test_every_template_is_rendered() -> None:
-    shipped = {p.name for p in CONFIG_TEMPLATE_DIR.glob("*.conf")}
+    shipped = {p.name for p in TEMPLATE_DIR.glob("*.conf")}
     assert shipped == set(CONFIG_FILES)
 
 
@@ -85,7 +90,7 @@ def test_ari_password_comes_only_from_config(config: Config, rendered: dict[str,
 
 def test_no_password_literal_in_the_templates() -> None:
     literal = []
-    for path in sorted(CONFIG_TEMPLATE_DIR.rglob("*")):
+    for path in sorted(TEMPLATE_DIR.rglob("*")):
         if not path.is_file():
             continue
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):

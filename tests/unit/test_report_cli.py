@@ -10,7 +10,7 @@ import pytest
 
 from ari_app import cli
 from ari_app.config import load_config
-from ari_app.reports import Period, build_report, render
+from ari_app.reporting.reports import Period, build_report, render
 from ari_app.store import InteractionStore
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ari_app.config import Config, ConfigError, load_config
-from ari_app.reporting_config import DEFAULT_SUBJECT
+from ari_app.config.reporting import DEFAULT_SUBJECT
 
 SMTP = '[smtp]\nhost = "127.0.0.1"\n'
 SCHEDULE = """

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ari_app.reports import (
+from ari_app.reporting.reports import (
     GROUP_BYS,
     IN_PROGRESS,
     NO_VALUE,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.stack import rtp_bind_address
+from ari_app.asterisk import rtp_bind_address
 
 
 @pytest.mark.parametrize(

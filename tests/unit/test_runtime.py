@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.runtime import (
+from devtools.runtime import (
     MIN_ASTERISK_VERSION,
     DockerRuntime,
     RootfsRuntime,

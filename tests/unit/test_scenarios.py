@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ari_app.app import BridgeApp
 from ari_app.ari import parse_event
+from ari_app.calls.app import BridgeApp
 from ari_app.config import load_config
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri, Request

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from ari_app.config import Config, load_config
-from ari_app.mail import MailError
-from ari_app.metrics import Metrics
-from ari_app.reports import Period, build_report, render_csv
-from ari_app.scheduler import ReportSchedule, ReportScheduler
+from ari_app.reporting.mail import MailError
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.reports import Period, build_report, render_csv
+from ari_app.reporting.scheduler import ReportSchedule, ReportScheduler
 
 WED_0700 = datetime(2024, 5, 8, 7, 0, tzinfo=UTC)
 
@@ -164,7 +164,7 @@ async def test_run_wakes_each_minute(tmp_path: Path, monkeypatch: pytest.MonkeyP
         if len(sleeps) == 4:
             raise asyncio.CancelledError
 
-    monkeypatch.setattr("ari_app.scheduler.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("ari_app.reporting.scheduler.asyncio.sleep", fake_sleep)
     with pytest.raises(asyncio.CancelledError):
         await scheduler.run()
     # 06:58:30 -> 06:59:00.05 -> 07:00:00.05 (fires) -> 07:01:00.05 -> 07:02:00.05

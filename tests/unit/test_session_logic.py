@@ -6,6 +6,14 @@ import re
 
 import pytest
 
+from ari_app.calls.routing import profile_for, queue_for
+from ari_app.calls.session import (
+    ATTENDED_TRANSFER_IGNORED,
+    availability_from_queue,
+    caller_variables,
+    decide_transfer,
+    dialstatus_for_cause,
+)
 from ari_app.calls.states import (
     HANDED_OFF,
     IN_PROGRESS,
@@ -18,14 +26,6 @@ from ari_app.calls.states import (
 )
 from ari_app.config import load_config
 from ari_app.outcomes import Outcome
-from ari_app.routing import profile_for, queue_for
-from ari_app.session import (
-    ATTENDED_TRANSFER_IGNORED,
-    availability_from_queue,
-    caller_variables,
-    decide_transfer,
-    dialstatus_for_cause,
-)
 
 CONFIG = load_config(
     env={"BOTBRIDGE_ARI_PASSWORD": "x"},

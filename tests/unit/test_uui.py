@@ -1,4 +1,4 @@
-"""Tests for ari_app.uui: the User-to-User (RFC 7433) and bot-context codec."""
+"""Tests for ari_app.sip.uui: the User-to-User (RFC 7433) and bot-context codec."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ari_app.sip import parse_refer_to
-from ari_app.uui import (
+from ari_app.sip.uui import (
     DEFAULT_MAX_CONTEXT_BYTES,
     MAX_SAFE_KEY_LEN,
     SAFE_VALUE_ALPHABET,

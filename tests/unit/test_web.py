@@ -18,12 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ari_app.config import load_config
-from ari_app.metrics import Metrics
-from ari_app.report_html import chart_svg
-from ari_app.reports import Period, build_report
-from ari_app.stack import free_port
-from ari_app.store import InteractionStore
-from ari_app.web import (
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.report_html import chart_svg
+from ari_app.reporting.reports import Period, build_report
+from ari_app.reporting.web import (
     TOKEN_ENV,
     WebSettings,
     create_web_app,
@@ -34,6 +32,8 @@ from ari_app.web import (
     start_http_server,
     store_records,
 )
+from ari_app.store import InteractionStore
+from devtools.stack import free_port
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,6 +1,6 @@
 """The dev stack: Asterisk with the project's config plus the Stasis app, in the background.
 
-``python -m ari_app.devstack up|down|status|logs`` backs ``make up``, ``make down`` and
+``python -m devtools.devstack up|down|status|logs`` backs ``make up``, ``make down`` and
 ``make logs``. The same ``DevStack`` class, given free ports, is what the tests start.
 Everything of one stack lives under one run directory: rendered config, Asterisk logs, the
 app's log, SIPp traces and the interaction store.
@@ -24,9 +24,9 @@ from pathlib import Path
 from ari_app.ari import AriRest
 from ari_app.config import Config, ensure_password_file, load_config
 from ari_app.connect import ari_rest
-from ari_app.runtime import Runtime, RuntimeUnavailable, select_runtime
-from ari_app.sipp import Sipp
-from ari_app.stack import AsteriskInstance, StackError, free_port
+from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
+from devtools.sipp import Sipp
+from devtools.stack import AsteriskInstance, StackError, free_port
 
 APP_READY_TIMEOUT_SECONDS = 15
 APP_STOP_TIMEOUT_SECONDS = 10
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"usage: python -m ari_app.devstack up|down|status|logs (got {command!r})", file=sys.stderr
+        f"usage: python -m devtools.devstack up|down|status|logs (got {command!r})", file=sys.stderr
     )
     return 2
 

@@ -1,6 +1,6 @@
 """Development certificates: a private CA and a server certificate signed by it (openssl).
 
-``python -m ari_app.certs var/tls`` (``make certs``) writes into the directory:
+``python -m devtools.certs var/tls`` (``make certs``) writes into the directory:
 
 - ``ca.crt`` / ``ca.key``: the development CA. Give ``ca.crt`` to clients that must trust the
   bridge (``ari.ca_file`` for the app's ARI connection, a test SIP peer, a browser);
@@ -273,7 +273,7 @@ def _openssl(args: Sequence[str], *, check: bool = True) -> subprocess.Completed
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ari_app.certs",
+        prog="python -m devtools.certs",
         description="Create (once) a development CA and a server certificate signed by it.",
     )
     parser.add_argument("directory", help="where to write ca.crt, ca.key, server.crt, server.key")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from ari_app import reporting_config
+from ari_app.config import reporting as reporting_config
 
 _QUEUE_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-], 1-64 chars")
 _ENDPOINT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-]")
@@ -171,7 +171,7 @@ class _ProfileSchema(Schema):
 
 
 class _BillingSchema(Schema):
-    # how bot seconds become billable minutes (ari_app/billing.py, docs/records.md)
+    # how bot seconds become billable minutes (ari_app/calls/billing.py, docs/records.md)
     rounding = fields.Str(
         load_default="ceil_minute", validate=validate.OneOf(["ceil_minute", "ceil_6s", "exact"])
     )

@@ -11,8 +11,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from ari_app.cron import CronError, CronSchedule
-from ari_app.reports import GROUP_BYS, PERIODS, ReportError, timezone_named
+from ari_app.reporting.cron import CronError, CronSchedule
+from ari_app.reporting.reports import GROUP_BYS, PERIODS, ReportError, timezone_named
 
 _NO_LINE_BREAKS = validate.Regexp(r"^[^\r\n]*$", error="must be a single line")
 DEFAULT_SUBJECT = "Bot bridge report {from} .. {to} by {group_by}"

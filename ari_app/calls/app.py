@@ -22,19 +22,14 @@ import logging
 import time
 from collections import Counter
 
-from ari_app import lifecycle
 from ari_app.ari import AriError, AriNotFound, Channel, Event
+from ari_app.calls import reconcile
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
-from ari_app.calls.states import CallState
-from ari_app.config import Config
-from ari_app.connect import event_stream
-from ari_app.outcomes import Outcome
-from ari_app.record_writer import RecordWriter
-from ari_app.routing import profile_for
-from ari_app.session import (
+from ari_app.calls.routing import profile_for
+from ari_app.calls.session import (
     VAR_ERROR,
     VAR_INTERACTION_ID,
     VAR_OUTCOME,
@@ -45,7 +40,12 @@ from ari_app.session import (
     bot_channel_id_for,
     read_queue_availability,
 )
+from ari_app.calls.states import CallState
+from ari_app.config import Config
+from ari_app.connect import event_stream
+from ari_app.outcomes import Outcome
 from ari_app.store import InteractionStore
+from ari_app.store.writer import RecordWriter
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ class BridgeApp:
             log.warning("call %s: fail-safe routing failed too: %s", session.interaction_id, exc)
 
     def adopt(self, session: CallSession) -> None:
-        """Follow a call: a new one, or one taken over from its record (lifecycle.reconcile)."""
+        """Follow a call: a new one, or one taken over from its record (calls/reconcile.py)."""
         self.sessions[session.caller_id] = session
         for channel_id in (session.caller_id, session.bot_channel_id):
             if channel_id:
@@ -364,7 +364,7 @@ class BridgeApp:
     async def reconcile(self, connection: int) -> None:
         """After every connect, the first included: only the wanted event types asked for,
         then sessions and this node's open records brought in line with the channels
-        Asterisk has (ari_app/lifecycle.py)."""
+        Asterisk has (ari_app/calls/reconcile.py)."""
         if connection == 1:
             log.info("ARI event stream connected; app %s registered", self.config.app_name)
         try:
@@ -372,4 +372,4 @@ class BridgeApp:
         except AriError as exc:
             log.warning("ARI event filter not set (%s); unwanted events are dropped here", exc)
         await self.records.flush()
-        await lifecycle.reconcile(self, connection)
+        await reconcile.reconcile(self, connection)

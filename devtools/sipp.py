@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ari_app.runtime import Runtime
+from devtools.runtime import Runtime
 
 SIPP_DEFAULT_TIMEOUT_SECONDS = 60
 TONE_SECONDS = 4

@@ -8,7 +8,7 @@ the database sees a few commits a second instead of one per state change.
 
 Durability: a change is on disk at most one flush interval (plus the commit) after it was
 made; a ``kill -9`` loses at most that window, and the next start's reconciliation closes
-whatever it finds open (ari_app/lifecycle.py). A batch that fails (database down) is kept
+whatever it finds open (ari_app/calls/reconcile.py). A batch that fails (database down) is kept
 and retried with the next one; nothing is dropped while the process lives.
 """
 

@@ -2,7 +2,7 @@
 
 Normally run by ``InteractionStore.upgrade()``, which hands over an open connection in
 ``config.attributes["connection"]``. Without one (running ``alembic`` by hand with a config
-whose ``script_location`` is ``ari_app:migrations``), the database is ``sqlalchemy.url`` or
+whose ``script_location`` is ``ari_app.store:migrations``), the database is ``sqlalchemy.url`` or
 else ``BOTBRIDGE_DATABASE_URL``.
 """
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import quote
 
-from ari_app.reports import (
+from ari_app.reporting.reports import (
     GROUP_BYS,
     NULL_TEXT,
     TABLE_HEADERS,

@@ -17,10 +17,10 @@ from email.message import EmailMessage
 from typing import Any
 
 from ari_app.config import Config
-from ari_app.cron import CronSchedule
-from ari_app.mail import MailError, build_message, send_message
-from ari_app.metrics import Metrics
-from ari_app.reports import (
+from ari_app.reporting.cron import CronSchedule
+from ari_app.reporting.mail import MailError, build_message, send_message
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.reports import (
     RecordSource,
     Report,
     named_period,

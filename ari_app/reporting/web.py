@@ -32,10 +32,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from ari_app.config import Config, ensure_secret_file
-from ari_app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ari_app.metrics import Metrics
-from ari_app.report_html import report_page
-from ari_app.reports import (
+from ari_app.reporting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.report_html import report_page
+from ari_app.reporting.reports import (
     GROUP_BYS,
     Period,
     RecordSource,
@@ -298,7 +298,7 @@ async def start_http_server(config: Config, settings: WebSettings) -> web.AppRun
     runner = web.AppRunner(
         create_web_app(settings),
         access_log_class=_AccessLogger,
-        access_log=logging.getLogger("ari_app.web.access"),
+        access_log=logging.getLogger("ari_app.reporting.web.access"),
     )
     await runner.setup()
     host, port = str(config.http["host"]), int(config.http["port"])

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ari_app.asterisk import RenderError, find_module_dir
+
 MIN_ASTERISK_VERSION = (22, 8)
 ROOTFS_PACKAGES = ("asterisk", "asterisk-modules", "sip-tester")
 ROOTFS_SUITE = "sid"
@@ -89,15 +91,10 @@ class Runtime(abc.ABC):
         """How the runtime names a host path under scratch_root()."""
 
     def module_dir(self) -> str:
-        root = self._host_root()
-        candidates = [
-            *sorted(root.glob("usr/lib/*/asterisk/modules")),
-            root / "usr/lib/asterisk/modules",
-        ]
-        for candidate in candidates:
-            if (candidate / "chan_pjsip.so").exists():
-                return "/" + str(candidate.relative_to(root))
-        raise RuntimeUnavailable(f"no Asterisk module directory with chan_pjsip.so in {self.name}")
+        try:
+            return find_module_dir(self._host_root())
+        except RenderError as exc:
+            raise RuntimeUnavailable(f"{self.name}: {exc}") from exc
 
     def _host_root(self) -> Path:
         return Path("/")
@@ -213,7 +210,7 @@ class DockerRuntime(Runtime):
     """Asterisk and SIPp in one long-lived container on the host network.
 
     The scratch directory is mounted at the same path inside the container, so host and
-    runtime paths are equal. The image is built from asterisk/docker/Dockerfile.
+    runtime paths are equal. The image is built from devtools/docker/Dockerfile.
     """
 
     name = "docker"
@@ -227,13 +224,13 @@ class DockerRuntime(Runtime):
             raise RuntimeUnavailable(f"docker runtime: {reason}")
 
     def ensure_image(self) -> None:
-        """Build the image from asterisk/docker/Dockerfile when the engine lacks it."""
+        """Build the image from devtools/docker/Dockerfile when the engine lacks it."""
         probe = subprocess.run(
             ["docker", "image", "inspect", self.image], capture_output=True, check=False
         )
         if probe.returncode == 0:
             return
-        context = Path(__file__).resolve().parent.parent / "asterisk" / "docker"
+        context = Path(__file__).resolve().parent / "docker"
         _stderr(f"docker runtime: building image {self.image} from {context}")
         _run_logged(["docker", "build", "-t", self.image, str(context)], _stderr)
 
@@ -369,7 +366,7 @@ def _run_logged(argv: list[str], log: TextLog) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ari_app.runtime [ensure|describe]``: used by make setup and CI."""
+    """``python -m devtools.runtime [ensure|describe]``: used by make setup and CI."""
     args = list(argv if argv is not None else sys.argv[1:]) or ["ensure"]
     try:
         runtime = select_runtime(build=args[0] == "ensure")

@@ -25,11 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ari_app import uui
 from ari_app.ari import AriError, AriRest, Channel
-from ari_app.devstack import DevStack, build_stack
-from ari_app.runtime import RuntimeUnavailable, select_runtime
-from ari_app.session import (
+from ari_app.calls.session import (
     VAR_CONTEXT,
     VAR_CONTEXT_KEY,
     VAR_ERROR,
@@ -39,10 +36,12 @@ from ari_app.session import (
     VAR_QUEUE,
     VAR_UUI,
 )
-from ari_app.sip import parse_refer_to
-from ari_app.sipp import SipMessage, SippRun
-from ari_app.stack import StackError, free_port
+from ari_app.sip import parse_refer_to, uui
 from ari_app.store import InteractionStore
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import RuntimeUnavailable, select_runtime
+from devtools.sipp import SipMessage, SippRun
+from devtools.stack import StackError, free_port
 
 DEMO_DIR_NAME = "demo"
 PREVIOUS_APP_LOG = "app.previous.log"
@@ -97,7 +96,7 @@ VARIABLES = (
     VAR_UUI,
 )
 
-# "2026-11-23 23:18:58,397 INFO ari_app.session: call ...": the app's logging format (cli.py)
+# "2026-11-23 23:18:58,397 INFO ari_app.calls.session: call ...": the app's logging format (cli.py)
 _SESSION_LINE = re.compile(
     r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-Z]+) ari_app\.session: "
     r"(?P<text>.*)$"
@@ -457,7 +456,7 @@ def _record(store_path: Path, interaction_id: str) -> dict[str, Any] | None:
 
 
 def session_lines(stack: DevStack) -> list[tuple[datetime | None, str]]:
-    """The app's ``ari_app.session`` log lines, with their times."""
+    """The app's ``ari_app.calls.session`` log lines, with their times."""
     text = stack.app_log_text()
     lines: list[tuple[datetime | None, str]] = []
     for line in text.splitlines():

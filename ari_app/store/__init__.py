@@ -8,14 +8,14 @@ documented (docs/records.md):
 - ``postgresql+psycopg://user:password@host/db`` for several nodes sharing one store.
   ``postgresql://`` without a driver means psycopg 3 as well.
 
-The schema belongs to Alembic: the migrations ship in ``ari_app/migrations`` and a store
+The schema belongs to Alembic: the migrations ship in ``ari_app/store/migrations`` and a store
 brings its database to ``head`` when it is opened (``migrate=True``), so the app upgrades
 the schema at start. Concurrent upgrades of one PostgreSQL database are serialised with an
 advisory lock.
 
 Why a synchronous engine, and worker threads for the event loop: the app's call sessions
 never write here directly. They hand changes to the single record writer
-(ari_app/record_writer.py), which commits them in batches with ``write_batch`` in a worker
+(ari_app/store/writer.py), which commits them in batches with ``write_batch`` in a worker
 thread, so a slow database (a PostgreSQL round trip, an fsync) never stalls a call or the
 event loop. The ``a*`` methods run the plain ones in a thread for the rest of the app
 (reconciliation, reports); the plain methods serve scripts, the CLI and reports. One engine
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 # what a failing database raises through the store (connection lost, disk full...)
 StoreError = SQLAlchemyError
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
-MIGRATIONS = "ari_app:migrations"
+MIGRATIONS = "ari_app.store:migrations"
 # key of the PostgreSQL advisory lock that serialises schema upgrades of one database
 MIGRATION_LOCK_KEY = 0x626F7462  # "botb"
 # Alembic's migration context is process-global: one upgrade at a time per process (other

@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ari_app import billing, uui
 from ari_app.ari import AriError, AriNotFound, Bridge, Channel
+from ari_app.calls import billing
 from ari_app.calls.control import CallControl
+from ari_app.calls.routing import queue_for
 from ari_app.calls.states import (
     IN_PROGRESS,
     CallState,
@@ -29,8 +30,7 @@ from ari_app.calls.states import (
 )
 from ari_app.config import BotProfile, Config
 from ari_app.outcomes import Outcome
-from ari_app.routing import queue_for
-from ari_app.sip import ReferTo, parse_refer_to
+from ari_app.sip import ReferTo, parse_refer_to, uui
 from ari_app.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class SessionObserver(Protocol):
 
 
 class RecordSink(Protocol):
-    """Where a session's record changes go without waiting (ari_app/record_writer.py)."""
+    """Where a session's record changes go without waiting (ari_app/store/writer.py)."""
 
     def create(self, interaction_id: str, **fields: Any) -> None: ...
 

@@ -33,14 +33,11 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ari_app import billing, uui
 from ari_app.ari import AriError, Channel
+from ari_app.calls import billing
 from ari_app.calls.control import CallControl
-from ari_app.calls.states import CallState
-from ari_app.config import Config
-from ari_app.outcomes import Outcome
-from ari_app.routing import queue_for
-from ari_app.session import (
+from ari_app.calls.routing import queue_for
+from ari_app.calls.session import (
     AvailabilitySource,
     CallSession,
     RecordSink,
@@ -48,6 +45,10 @@ from ari_app.session import (
     TransferDecision,
     bridge_id_for,
 )
+from ari_app.calls.states import CallState
+from ari_app.config import Config
+from ari_app.outcomes import Outcome
+from ari_app.sip import uui
 from ari_app.store import InteractionStore, StoreError
 
 

@@ -1,0 +1,274 @@
+"""The shipped Asterisk configuration: templates and their renderer.
+
+The ``*.conf`` files beside this module are templates with ``{{NAME}}`` placeholders, filled
+from the app's configuration (:func:`template_values`). They are package data: an installed
+wheel renders them (``ari-app render-config``) as the dev stack and the tests do
+(devtools/stack.py), so production runs exactly the configuration the tests run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+
+from ari_app.config import Config
+
+__all__ = [
+    "CONFIG_FILES",
+    "RenderError",
+    "find_module_dir",
+    "make_self_signed",
+    "render",
+    "render_instance",
+    "rtp_bind_address",
+    "signalling_permit",
+    "template_text",
+    "template_values",
+]
+
+CONFIG_FILES = (
+    "asterisk.conf",
+    "modules.conf",
+    "pjsip.conf",
+    "extensions.conf",
+    "queues.conf",
+    "http.conf",
+    "ari.conf",
+    "logger.conf",
+    "rtp.conf",
+    "musiconhold.conf",
+    "cdr.conf",
+    "cel.conf",
+    "features.conf",
+    "indications.conf",
+    "acl.conf",
+    "udptl.conf",
+    "ccss.conf",
+    "pjproject.conf",
+    "websocket_client.conf",
+    "queuerules.conf",
+)
+# days a self-signed development certificate made for an instance stays valid
+DEV_CERT_DAYS = 825
+# where distributions install Asterisk's modules (the first with chan_pjsip.so wins)
+MODULE_DIR_GLOBS = ("usr/lib/*/asterisk/modules", "usr/lib/asterisk/modules")
+
+_PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
+
+
+class RenderError(RuntimeError):
+    """The configuration cannot be rendered; the message names what is missing."""
+
+
+def template_text(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text()
+
+
+def render(template: str, values: Mapping[str, object]) -> str:
+    """Fill {{NAME}} placeholders; an unknown placeholder is an error, never left blank."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise RenderError(f"config template needs a value for {{{{{name}}}}}")
+        return str(values[name])
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) -> dict[str, object]:
+    sip, bridge = config.sip, config.bridge
+    ari_host, ari_port = _host_port(config.ari_url)
+    ari_tls = config.ari_url.lower().startswith("https:")
+    default = config.profiles["default"]
+    return {
+        **dirs,
+        "MODULE_DIR": module_dir,
+        "DATA_DIR": "/usr/share/asterisk",
+        "MAX_CALLS": bridge["max_calls"],
+        "SIP_HOST": sip["host"],
+        "SIP_PORT": sip["port"],
+        "SIP_TLS_PORT": sip["tls_port"],
+        "TLS_CERT_FILE": dirs["TLS_CERT_FILE"],
+        "TLS_KEY_FILE": dirs["TLS_KEY_FILE"],
+        "TLS_CA_FILE": dirs.get("TLS_CA_FILE", ""),
+        "TLS_VERIFY_SERVER": _yes_no(bool(sip.get("tls_verify_server", False))),
+        "CARRIER_MATCH": sip["carrier_match"],
+        "SIGNALLING_PERMIT": signalling_permit(
+            sip["carrier_match"], sip["bot_match"], sip["agent_match"]
+        ),
+        "CARRIER_MEDIA_ENCRYPTION": sip["carrier_media_encryption"],
+        "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["carrier_media_encryption_optimistic"]),
+        "BOT_MEDIA_ENCRYPTION": sip["bot_media_encryption"],
+        "BOT_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["bot_media_encryption_optimistic"]),
+        "BOT_CONTACT": default.bot_uri or f"sip:{default.bot_endpoint}@127.0.0.1",
+        "AGENT_CONTACT": sip["agent_contact"],
+        "ARI_HOST": ari_host,
+        "ARI_PORT": ari_port,
+        # an https:// ARI url: TLS listener only, the plain HTTP server is not started
+        "ARI_HTTP_ENABLED": _yes_no(not ari_tls),
+        "ARI_TLS_ENABLED": _yes_no(ari_tls),
+        "ARI_TLS_CERT_FILE": dirs.get("ARI_TLS_CERT_FILE", dirs["TLS_CERT_FILE"]),
+        "ARI_TLS_KEY_FILE": dirs.get("ARI_TLS_KEY_FILE", dirs["TLS_KEY_FILE"]),
+        "ARI_USER": config.ari["username"],
+        "ARI_PASSWORD": config.ari_password,
+        "ARI_APP": config.app_name,
+        # RTP bound to the SIP address (docs/asterisk-tuning.md): with a wildcard bind Asterisk
+        # resolves its host name and A.ROOT-SERVERS.NET for every RTP session it creates
+        "MEDIA_ADDRESS": rtp_bind_address(sip["host"]),
+        "BIND_RTP_TO_MEDIA_ADDRESS": _yes_no(bool(rtp_bind_address(sip["host"]))),
+        "RTP_START": sip["rtp_start"],
+        "RTP_END": sip["rtp_end"],
+        "TRANSFER_HOLD_SECONDS": bridge["transfer_hold_seconds"],
+        "QUEUE_TIMEOUT_SECONDS": bridge["queue_timeout_seconds"],
+        "AGENT_RING_IN_USE": _yes_no(bool(bridge["agent_ring_in_use"])),
+        # the dialplan hands the business_hours value to the app as a Stasis() argument
+        "AVAILABILITY_ARG": "${" + bridge["availability_variable"] + "}",
+    }
+
+
+def render_instance(
+    config: Config, root: Path, *, module_dir: str, path_of: Callable[[Path], str] = str
+) -> None:
+    """Render every file into ``root/etc`` with the directories of one instance under ``root``.
+
+    ``path_of`` maps a host path to the path Asterisk sees (a chroot sees its own tree).
+    """
+    if not config.ari_password:
+        raise RenderError("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
+    dirs: dict[str, str] = {}
+    for key, sub in (
+        ("ETC_DIR", "etc"),
+        ("VARLIB_DIR", "lib"),
+        ("SPOOL_DIR", "spool"),
+        ("RUN_DIR", "run"),
+        ("LOG_DIR", "log"),
+        ("TLS_DIR", "tls"),
+    ):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        dirs[key] = path_of(root / sub)
+    cert, private_key = _tls_files(config, root)
+    dirs["TLS_CERT_FILE"] = path_of(cert)
+    dirs["TLS_KEY_FILE"] = path_of(private_key)
+    if config.sip.get("tls_ca_file"):
+        ca_file = config.state_path(config.sip["tls_ca_file"])
+        if not ca_file.is_file():
+            raise RenderError(f"sip.tls_ca_file {ca_file} is missing")
+        shutil.copy(ca_file, root / "tls" / "peer-ca.crt")
+        dirs["TLS_CA_FILE"] = path_of(root / "tls" / "peer-ca.crt")
+    ari_cert, ari_key = _ari_tls_files(config, root, (cert, private_key))
+    dirs["ARI_TLS_CERT_FILE"] = path_of(ari_cert)
+    dirs["ARI_TLS_KEY_FILE"] = path_of(ari_key)
+    values = template_values(config, dirs, module_dir)
+    for name in CONFIG_FILES:
+        target = root / "etc" / name
+        target.write_text(render(template_text(name), values))
+        if name == "ari.conf":
+            target.chmod(0o600)
+
+
+def find_module_dir(root: Path = Path("/")) -> str:
+    """Asterisk's module directory on this host (under ``root``), as Asterisk sees it."""
+    for pattern in MODULE_DIR_GLOBS:
+        for candidate in sorted(root.glob(pattern)):
+            if (candidate / "chan_pjsip.so").exists():
+                return "/" + str(candidate.relative_to(root))
+    raise RenderError(f"no Asterisk module directory with chan_pjsip.so under {root}")
+
+
+def _tls_files(config: Config, root: Path) -> tuple[Path, Path]:
+    """Configured certificate files, or a self-signed development pair for this instance."""
+    cert = config.state_path(config.sip["tls_cert_file"])
+    key = config.state_path(config.sip["tls_key_file"])
+    if cert.exists() and key.exists():
+        # copy them where the runtime can read them (a chroot sees only its own tree)
+        shutil.copy(cert, root / "tls" / "server.crt")
+        shutil.copy(key, root / "tls" / "server.key")
+    else:
+        make_self_signed(root / "tls" / "server.crt", root / "tls" / "server.key")
+    return root / "tls" / "server.crt", root / "tls" / "server.key"
+
+
+def _ari_tls_files(config: Config, root: Path, sip_pair: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The pair for HTTPS ARI: ari.tls_cert_file/tls_key_file, else the SIP TLS pair."""
+    if not config.ari.get("tls_cert_file"):
+        return sip_pair
+    cert = config.state_path(config.ari["tls_cert_file"])
+    key = config.state_path(config.ari.get("tls_key_file") or "")
+    if not (cert.is_file() and key.is_file()):
+        raise RenderError(
+            f"ari.tls_cert_file {cert} or ari.tls_key_file {key} is missing "
+            "(`make certs` makes a development pair under var/tls)"
+        )
+    shutil.copy(cert, root / "tls" / "ari.crt")
+    shutil.copy(key, root / "tls" / "ari.key")
+    return root / "tls" / "ari.crt", root / "tls" / "ari.key"
+
+
+def make_self_signed(cert: Path, key: Path, common_name: str = "127.0.0.1") -> None:
+    if cert.exists() and key.exists():
+        return
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            str(DEV_CERT_DAYS),
+            "-subj",
+            f"/CN={common_name}",
+            "-addext",
+            f"subjectAltName=IP:{common_name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    match = re.match(r"^https?://([^/:]+):(\d+)", url)
+    if not match:
+        raise RenderError(f"ARI url {url!r} must be http(s)://host:port/ari")
+    return match.group(1), int(match.group(2))
+
+
+def signalling_permit(*lists: str) -> str:
+    """Union of allow-lists as an ACL permit value: addresses/CIDRs, ports dropped."""
+    permit: list[str] = []
+    for item in ",".join(lists).split(","):
+        address = item.strip()
+        if address.count(":") == 1:  # IPv4 address:port (identify match pins a port)
+            address = address.split(":", 1)[0]
+        if address and address not in permit:
+            permit.append(address)
+    return ",".join(permit)
+
+
+def rtp_bind_address(host: object) -> str:
+    """The address RTP binds to and the SDP announces: sip.host when it names one address.
+
+    Empty for a wildcard (0.0.0.0, ::) or a name: Asterisk then binds RTP to every address
+    and, per RTP session, looks up its own host name and A.ROOT-SERVERS.NET to pick the
+    RTCP address (res_rtp_asterisk, ast_find_ourip), a DNS query on the SIP thread.
+    """
+    try:
+        address = ipaddress.ip_address(str(host).strip().strip("[]"))
+    except ValueError:
+        return ""
+    return "" if address.is_unspecified else str(address)
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
