@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ari_app.ari import AriError, AriRest, Channel
-from ari_app.calls.session import (
+from ari_app.calls.transfer import (
     VAR_CONTEXT,
     VAR_CONTEXT_KEY,
     VAR_ERROR,

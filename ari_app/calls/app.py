@@ -30,17 +30,19 @@ from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.routing import profile_for
 from ari_app.calls.session import (
-    VAR_ERROR,
-    VAR_INTERACTION_ID,
-    VAR_OUTCOME,
-    VAR_PROFILE,
-    VAR_QUEUE,
     CallSession,
     SessionObserver,
     bot_channel_id_for,
     read_queue_availability,
 )
 from ari_app.calls.states import CallState
+from ari_app.calls.transfer import (
+    VAR_ERROR,
+    VAR_INTERACTION_ID,
+    VAR_OUTCOME,
+    VAR_PROFILE,
+    VAR_QUEUE,
+)
 from ari_app.config import Config
 from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome

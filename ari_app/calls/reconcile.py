@@ -42,10 +42,10 @@ from ari_app.calls.session import (
     CallSession,
     RecordSink,
     SessionObserver,
-    TransferDecision,
     bridge_id_for,
 )
 from ari_app.calls.states import CallState
+from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config
 from ari_app.outcomes import Outcome
 from ari_app.sip import uui

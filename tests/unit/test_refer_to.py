@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ari_app import sip
-from ari_app.calls.session import ATTENDED_TRANSFER_IGNORED, decide_transfer
+from ari_app.calls.transfer import ATTENDED_TRANSFER_IGNORED, decide_transfer
 from ari_app.config import load_config
 from ari_app.sip import (
     ReferTo,

@@ -7,13 +7,7 @@ import re
 import pytest
 
 from ari_app.calls.routing import profile_for, queue_for
-from ari_app.calls.session import (
-    ATTENDED_TRANSFER_IGNORED,
-    availability_from_queue,
-    caller_variables,
-    decide_transfer,
-    dialstatus_for_cause,
-)
+from ari_app.calls.session import availability_from_queue, dialstatus_for_cause
 from ari_app.calls.states import (
     HANDED_OFF,
     IN_PROGRESS,
@@ -24,6 +18,7 @@ from ari_app.calls.states import (
     entry_outcome,
     next_state,
 )
+from ari_app.calls.transfer import ATTENDED_TRANSFER_IGNORED, caller_variables, decide_transfer
 from ari_app.config import load_config
 from ari_app.outcomes import Outcome
 
