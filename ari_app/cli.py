@@ -268,7 +268,7 @@ async def _report(config: Config, args: argparse.Namespace) -> int:
     from ari_app.store import open_store
 
     try:
-        tz = timezone_named(str(config.reports.get("timezone") or "UTC"))
+        tz = timezone_named(config.reports.timezone)
         period = Period.parse(args.date_from, args.date_to, tz)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

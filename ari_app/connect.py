@@ -21,7 +21,7 @@ def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.ari_url.lower().startswith("https:"):
         return None
     try:
-        return client_ssl_context(config, str(config.ari.get("ca_file") or ""))
+        return client_ssl_context(config, config.ari.ca_file)
     except FileNotFoundError as exc:
         raise SystemExit(f"ari.ca_file: {exc} (`make certs` makes a dev CA)") from exc
 
@@ -29,7 +29,7 @@ def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
 def ari_rest(config: Config) -> AriRest:
     return AriRest(
         config.ari_url,
-        config.ari["username"],
+        config.ari.username,
         config.ari_password,
         ssl=ari_ssl_context(config),
         connections=config.limits.ari_connections,
@@ -47,7 +47,7 @@ def event_stream(
     """The event WebSocket of Stasis app ``app`` (default: the configured one)."""
     return EventStream(
         config.ari_url,
-        config.ari["username"],
+        config.ari.username,
         config.ari_password,
         app or config.app_name,
         on_connected=on_connected,

@@ -63,7 +63,7 @@ async def side_services(
         return {"ari_connected": app.stream.connected}
 
     runner = None
-    if config.http.get("enabled"):
+    if config.http.enabled:
         runner = await start_http_server(config, settings_for(config, store, metrics, health))
     scheduler = ReportScheduler(config, store, metrics=metrics)
     task = asyncio.create_task(scheduler.run(), name="report-scheduler")

@@ -586,12 +586,12 @@ def _sip_event(party: str, msg: SipMessage, discriminator: bool) -> _Event | Non
 
 def busy_ports(stack: DevStack) -> list[str]:
     """The stack's listening addresses that something else already holds."""
-    sip_host = str(stack.config.sip["host"])
+    sip_host = str(stack.config.sip.host)
     ari = urlsplit(stack.config.ari_url)
     wanted = [
         ("SIP", sip_host, stack.sip_port, socket.SOCK_DGRAM),
         ("SIP", sip_host, stack.sip_port, socket.SOCK_STREAM),
-        ("SIP TLS", sip_host, int(stack.config.sip["tls_port"]), socket.SOCK_STREAM),
+        ("SIP TLS", sip_host, stack.config.sip.tls_port, socket.SOCK_STREAM),
         ("ARI", ari.hostname or "127.0.0.1", ari.port or 80, socket.SOCK_STREAM),
         ("bot (SIPp)", PARTY_IP, stack.bot_port, socket.SOCK_DGRAM),
         ("agent (SIPp)", PARTY_IP, stack.agent_port, socket.SOCK_DGRAM),

@@ -58,11 +58,11 @@ class DevStack:
 
     @property
     def sip_port(self) -> int:
-        return int(self.config.sip["port"])
+        return self.config.sip.port
 
     @property
     def sip_remote(self) -> str:
-        return f"{self.config.sip['host']}:{self.sip_port}"
+        return f"{self.config.sip.host}:{self.sip_port}"
 
     def rest(self) -> AriRest:
         return ari_rest(self.config)
@@ -162,7 +162,7 @@ def build_stack(
         config = load_config(env=env)
     default = config.profiles["default"]
     bot_port = _port_of(default.bot_uri) if not free_ports else bot_port
-    agent_port = _port_of(config.sip["agent_contact"]) if not free_ports else agent_port
+    agent_port = _port_of(config.sip.agent_contact) if not free_ports else agent_port
     return DevStack(runtime, config, env, root, bot_port, agent_port)
 
 
@@ -234,7 +234,7 @@ def _up() -> int:
     print(f"starting Asterisk ({runtime.describe()}) with config rendered into {root}/etc")
     stack.instance.start(detach=True)
     print(
-        f"Asterisk up: SIP {stack.sip_remote} (udp/tcp), TLS port {stack.config.sip['tls_port']}"
+        f"Asterisk up: SIP {stack.sip_remote} (udp/tcp), TLS port {stack.config.sip.tls_port}"
         f", ARI {stack.config.ari_url}"
     )
     try:

@@ -90,24 +90,22 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         **dirs,
         "MODULE_DIR": module_dir,
         "DATA_DIR": "/usr/share/asterisk",
-        "MAX_CALLS": bridge["max_calls"],
-        "SIP_HOST": sip["host"],
-        "SIP_PORT": sip["port"],
-        "SIP_TLS_PORT": sip["tls_port"],
+        "MAX_CALLS": bridge.max_calls,
+        "SIP_HOST": sip.host,
+        "SIP_PORT": sip.port,
+        "SIP_TLS_PORT": sip.tls_port,
         "TLS_CERT_FILE": dirs["TLS_CERT_FILE"],
         "TLS_KEY_FILE": dirs["TLS_KEY_FILE"],
         "TLS_CA_FILE": dirs.get("TLS_CA_FILE", ""),
-        "TLS_VERIFY_SERVER": _yes_no(bool(sip.get("tls_verify_server", False))),
-        "CARRIER_MATCH": sip["carrier_match"],
-        "SIGNALLING_PERMIT": signalling_permit(
-            sip["carrier_match"], sip["bot_match"], sip["agent_match"]
-        ),
-        "CARRIER_MEDIA_ENCRYPTION": sip["carrier_media_encryption"],
-        "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["carrier_media_encryption_optimistic"]),
-        "BOT_MEDIA_ENCRYPTION": sip["bot_media_encryption"],
-        "BOT_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip["bot_media_encryption_optimistic"]),
+        "TLS_VERIFY_SERVER": _yes_no(sip.tls_verify_server),
+        "CARRIER_MATCH": sip.carrier_match,
+        "SIGNALLING_PERMIT": signalling_permit(sip.carrier_match, sip.bot_match, sip.agent_match),
+        "CARRIER_MEDIA_ENCRYPTION": sip.carrier_media_encryption,
+        "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.carrier_media_encryption_optimistic),
+        "BOT_MEDIA_ENCRYPTION": sip.bot_media_encryption,
+        "BOT_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.bot_media_encryption_optimistic),
         "BOT_CONTACT": default.bot_uri or f"sip:{default.bot_endpoint}@127.0.0.1",
-        "AGENT_CONTACT": sip["agent_contact"],
+        "AGENT_CONTACT": sip.agent_contact,
         "ARI_HOST": ari_host,
         "ARI_PORT": ari_port,
         # an https:// ARI url: TLS listener only, the plain HTTP server is not started
@@ -115,20 +113,20 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "ARI_TLS_ENABLED": _yes_no(ari_tls),
         "ARI_TLS_CERT_FILE": dirs.get("ARI_TLS_CERT_FILE", dirs["TLS_CERT_FILE"]),
         "ARI_TLS_KEY_FILE": dirs.get("ARI_TLS_KEY_FILE", dirs["TLS_KEY_FILE"]),
-        "ARI_USER": config.ari["username"],
+        "ARI_USER": config.ari.username,
         "ARI_PASSWORD": config.ari_password,
         "ARI_APP": config.app_name,
         # RTP bound to the SIP address (docs/asterisk-tuning.md): with a wildcard bind Asterisk
         # resolves its host name and A.ROOT-SERVERS.NET for every RTP session it creates
-        "MEDIA_ADDRESS": rtp_bind_address(sip["host"]),
-        "BIND_RTP_TO_MEDIA_ADDRESS": _yes_no(bool(rtp_bind_address(sip["host"]))),
-        "RTP_START": sip["rtp_start"],
-        "RTP_END": sip["rtp_end"],
-        "TRANSFER_HOLD_SECONDS": bridge["transfer_hold_seconds"],
-        "QUEUE_TIMEOUT_SECONDS": bridge["queue_timeout_seconds"],
-        "AGENT_RING_IN_USE": _yes_no(bool(bridge["agent_ring_in_use"])),
+        "MEDIA_ADDRESS": rtp_bind_address(sip.host),
+        "BIND_RTP_TO_MEDIA_ADDRESS": _yes_no(bool(rtp_bind_address(sip.host))),
+        "RTP_START": sip.rtp_start,
+        "RTP_END": sip.rtp_end,
+        "TRANSFER_HOLD_SECONDS": bridge.transfer_hold_seconds,
+        "QUEUE_TIMEOUT_SECONDS": bridge.queue_timeout_seconds,
+        "AGENT_RING_IN_USE": _yes_no(bridge.agent_ring_in_use),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
-        "AVAILABILITY_ARG": "${" + bridge["availability_variable"] + "}",
+        "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
     }
 
 
@@ -155,8 +153,8 @@ def render_instance(
     cert, private_key = _tls_files(config, root)
     dirs["TLS_CERT_FILE"] = path_of(cert)
     dirs["TLS_KEY_FILE"] = path_of(private_key)
-    if config.sip.get("tls_ca_file"):
-        ca_file = config.state_path(config.sip["tls_ca_file"])
+    if config.sip.tls_ca_file:
+        ca_file = config.state_path(config.sip.tls_ca_file)
         if not ca_file.is_file():
             raise RenderError(f"sip.tls_ca_file {ca_file} is missing")
         shutil.copy(ca_file, root / "tls" / "peer-ca.crt")
@@ -183,8 +181,8 @@ def find_module_dir(root: Path = Path("/")) -> str:
 
 def _tls_files(config: Config, root: Path) -> tuple[Path, Path]:
     """Configured certificate files, or a self-signed development pair for this instance."""
-    cert = config.state_path(config.sip["tls_cert_file"])
-    key = config.state_path(config.sip["tls_key_file"])
+    cert = config.state_path(config.sip.tls_cert_file)
+    key = config.state_path(config.sip.tls_key_file)
     if cert.exists() and key.exists():
         # copy them where the runtime can read them (a chroot sees only its own tree)
         shutil.copy(cert, root / "tls" / "server.crt")
@@ -196,10 +194,10 @@ def _tls_files(config: Config, root: Path) -> tuple[Path, Path]:
 
 def _ari_tls_files(config: Config, root: Path, sip_pair: tuple[Path, Path]) -> tuple[Path, Path]:
     """The pair for HTTPS ARI: ari.tls_cert_file/tls_key_file, else the SIP TLS pair."""
-    if not config.ari.get("tls_cert_file"):
+    if not config.ari.tls_cert_file:
         return sip_pair
-    cert = config.state_path(config.ari["tls_cert_file"])
-    key = config.state_path(config.ari.get("tls_key_file") or "")
+    cert = config.state_path(config.ari.tls_cert_file)
+    key = config.state_path(config.ari.tls_key_file)
     if not (cert.is_file() and key.is_file()):
         raise RenderError(
             f"ari.tls_cert_file {cert} or ari.tls_key_file {key} is missing "

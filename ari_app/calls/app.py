@@ -93,7 +93,7 @@ class BridgeApp:
         self.admission = Admission(config.limits)
         self.availability = QueueAvailability(
             functools.partial(read_queue_availability, ari),
-            float(config.bridge["availability_cache_seconds"]),
+            config.bridge.availability_cache_seconds,
         )
         self._by_channel: dict[str, CallSession] = {}
         self.stream = event_stream(config, on_connected=self.reconcile, types=EVENT_TYPES)
@@ -270,7 +270,7 @@ class BridgeApp:
             self.ari.set_vars(session.caller_id, variables), session.follow_caller()
         )
         await self.ari.continue_in_dialplan(
-            session.caller_id, self.config.bridge["queue_context"], "s"
+            session.caller_id, self.config.bridge.queue_context, "s"
         )
 
     # -- handling: in the call's own task ---------------------------------------------------

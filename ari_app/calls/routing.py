@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ari_app.config import BotProfile, Config, match_pattern
+from ari_app.config import BotProfile, Config
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class QueueDecision:
 
 def profile_for(config: Config, dialled: str) -> BotProfile:
     for route in config.routes:
-        if match_pattern(route.pattern, dialled):
+        if route.matches(dialled):
             return config.profiles[route.profile]
     return config.profiles["default"]
 

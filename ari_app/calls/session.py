@@ -236,7 +236,7 @@ class CallSession:
         members."""
         given = self.dialplan_availability
         if given is None:
-            variable = self.config.bridge["availability_variable"]
+            variable = self.config.bridge.availability_variable
             given = await self.ari.get_var(self.caller_id, variable)
         if given:
             return uui.safe_value(given)
@@ -394,9 +394,7 @@ class CallSession:
         keep coming once it has left Stasis: the agent's answer, the end of the call."""
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
         await _all(self.ari.set_vars(self.caller_id, variables), self.follow_caller())
-        await self.ari.continue_in_dialplan(
-            self.caller_id, self.config.bridge["queue_context"], "s"
-        )
+        await self.ari.continue_in_dialplan(self.caller_id, self.config.bridge.queue_context, "s")
         await _all(
             self._destroy_bridge(),
             self._release_bot(),

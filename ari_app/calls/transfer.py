@@ -51,7 +51,7 @@ def decide_transfer(
     config: Config, profile: BotProfile, refer_to: str | None, refer_headers: Mapping[str, str]
 ) -> TransferDecision:
     """Decode the bot's context from the Refer-To URI (or the REFER's own UUI header)."""
-    limit = int(config.bridge["max_context_bytes"])
+    limit = config.bridge.max_context_bytes
     error: str | None = None
     context: uui.Context | None = None
     refer: ReferTo | None = None

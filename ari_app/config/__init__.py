@@ -1,6 +1,8 @@
 """Configuration: built-in defaults, an optional TOML file, then environment variables.
 
-Validated once at start-up with marshmallow; an error names the bad key and the fix.
+Validated once at start-up with marshmallow; an error names the bad key and the fix. Each
+section loads into a frozen dataclass with typed attributes (``config.sip.port``), and each
+``[[routes]]`` pattern is compiled then, so a malformed one stops the start, not a call.
 """
 
 from __future__ import annotations
@@ -14,13 +16,55 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from ari_app.config import reporting as reporting_config
+from ari_app.config.reporting import (
+    HttpSettings,
+    LegacyItemAccess,
+    ReportSchedule,
+    ReportsSettings,
+    SmtpSettings,
+)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ENV_OVERRIDES",
+    "AriSettings",
+    "BillingSettings",
+    "BotProfile",
+    "BridgeSettings",
+    "Config",
+    "ConfigError",
+    "HttpSettings",
+    "Limits",
+    "ReportSchedule",
+    "ReportsSettings",
+    "Route",
+    "SipSettings",
+    "SmtpSettings",
+    "StoreSettings",
+    "client_ssl_context",
+    "compile_pattern",
+    "default_node",
+    "ensure_password_file",
+    "ensure_secret_file",
+    "load_config",
+    "match_pattern",
+]
 
 _QUEUE_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-], 1-64 chars")
 _ENDPOINT_NAME = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be [A-Za-z0-9_-]")
@@ -91,6 +135,10 @@ class _AriSchema(Schema):
     tls_key_file = fields.Str(load_default="")
     ca_file = fields.Str(load_default="")
 
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> AriSettings:
+        return AriSettings(**data)
+
 
 class _SipSchema(Schema):
     host = fields.IP(required=True)
@@ -112,6 +160,10 @@ class _SipSchema(Schema):
     bot_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
     bot_media_encryption_optimistic = fields.Bool(required=True)
 
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> SipSettings:
+        return SipSettings(**data)
+
 
 class _BridgeSchema(Schema):
     max_context_bytes = fields.Int(required=True, validate=validate.Range(1, 256))
@@ -122,6 +174,10 @@ class _BridgeSchema(Schema):
     queue_context = fields.Str(required=True, validate=_CONTEXT_NAME)
     availability_cache_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 60))
     agent_ring_in_use = fields.Bool(load_default=False)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> BridgeSettings:
+        return BridgeSettings(**data)
 
 
 class _LimitsSchema(Schema):
@@ -143,6 +199,10 @@ class _StoreSchema(Schema):
     url = fields.Str(load_default="")
     node = fields.Str(load_default="")
     flush_interval_seconds = fields.Float(load_default=0.2, validate=validate.Range(0.01, 5))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> StoreSettings:
+        return StoreSettings(**data)
 
 
 class _ProfileSchema(Schema):
@@ -176,10 +236,25 @@ class _BillingSchema(Schema):
         load_default="ceil_minute", validate=validate.OneOf(["ceil_minute", "ceil_6s", "exact"])
     )
 
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> BillingSettings:
+        return BillingSettings(**data)
+
 
 class _RouteSchema(Schema):
     pattern = fields.Str(required=True, validate=_PATTERN)
     profile = fields.Str(required=True)
+
+    @validates("pattern")
+    def _compiles(self, value: str, **_: Any) -> None:
+        try:
+            compile_pattern(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Route:
+        return Route(**data)
 
 
 class _ConfigSchema(Schema):
@@ -188,7 +263,7 @@ class _ConfigSchema(Schema):
     bridge = fields.Nested(_BridgeSchema, required=True)
     store = fields.Nested(_StoreSchema, required=True)
     limits = fields.Nested(_LimitsSchema, required=True)
-    billing = fields.Nested(_BillingSchema, load_default=lambda: {"rounding": "ceil_minute"})
+    billing = fields.Nested(_BillingSchema, load_default=lambda: BillingSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -217,14 +292,82 @@ class _ConfigSchema(Schema):
         if "default" not in profiles:
             raise ValidationError("a profile named 'default' is required", "profiles")
         for route in data.get("routes", []):
-            if route["profile"] not in profiles:
+            if route.profile not in profiles:
                 raise ValidationError(
-                    f"route {route['pattern']!r} names unknown profile {route['profile']!r}",
+                    f"route {route.pattern!r} names unknown profile {route.profile!r}",
                     "routes",
                 )
         sip = data["sip"]
-        if sip["rtp_end"] <= sip["rtp_start"]:
+        if sip.rtp_end <= sip.rtp_start:
             raise ValidationError("rtp_end must be above rtp_start", "sip")
+
+
+@dataclass(frozen=True)
+class AriSettings:
+    """``[ari]``: the Asterisk REST interface the app connects to."""
+
+    url: str  # http(s)://host:port
+    app: str  # the Stasis application name
+    username: str
+    password_file: str  # state-relative
+    # HTTPS ARI: the pair Asterisk presents (empty: the SIP TLS pair), the CA the app trusts
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """``[sip]``: transports, peers' address matches, RTP ports, TLS and media encryption."""
+
+    host: IPv4Address | IPv6Address
+    port: int
+    tls_port: int
+    carrier_match: str
+    bot_match: str
+    agent_match: str
+    agent_contact: str
+    rtp_start: int
+    rtp_end: int
+    tls_cert_file: str
+    tls_key_file: str
+    carrier_media_encryption: str  # "no" or "sdes"
+    carrier_media_encryption_optimistic: bool
+    bot_media_encryption: str
+    bot_media_encryption_optimistic: bool
+    tls_ca_file: str = ""
+    tls_verify_server: bool = False
+
+
+@dataclass(frozen=True)
+class BridgeSettings(LegacyItemAccess):
+    """``[bridge]``: transfer, queue and capacity settings of the call handling."""
+
+    max_context_bytes: int
+    transfer_hold_seconds: int
+    queue_timeout_seconds: int
+    max_calls: int
+    availability_variable: str
+    queue_context: str
+    availability_cache_seconds: float = 2.0
+    agent_ring_in_use: bool = False
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``, as written (``Config`` holds the resolved path, URL and node)."""
+
+    path: str = "interactions.sqlite3"
+    url: str = ""
+    node: str = ""
+    flush_interval_seconds: float = 0.2
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    """``[billing]``: how bot seconds become billable minutes (ari_app/calls/billing.py)."""
+
+    rounding: str = "ceil_minute"  # "ceil_minute", "ceil_6s" or "exact"
 
 
 @dataclass(frozen=True)
@@ -271,46 +414,56 @@ class BotProfile:
 
 @dataclass(frozen=True)
 class Route:
+    """One ``[[routes]]`` entry; ``regex`` is its pattern, compiled when the route is made
+    (ValueError for a malformed pattern: at load, never while a call is routed)."""
+
     pattern: str
     profile: str
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", compile_pattern(self.pattern))
+
+    def matches(self, number: str) -> bool:
+        return self.regex.fullmatch(number) is not None
 
 
 @dataclass(frozen=True)
 class Config:
-    ari: Mapping[str, Any]
-    sip: Mapping[str, Any]
-    bridge: Mapping[str, Any]
+    ari: AriSettings
+    sip: SipSettings
+    bridge: BridgeSettings
     store_path: Path
     routing: Mapping[str, str]
     profiles: Mapping[str, BotProfile]
     routes: tuple[Route, ...]
     state_dir: Path
+    # reports: [reports], [http], [smtp], [[report_schedules]] (docs/reports.md)
+    reports: ReportsSettings
+    http: HttpSettings
+    smtp: SmtpSettings
     ari_password: str = field(repr=False, default="")
     # database URL of the interaction store (may hold a password: never in repr or logs)
     store_url: str = field(repr=False, default="")
     # this instance's name in the records it writes (reconciliation is per node)
     store_node: str = ""
-    billing: Mapping[str, Any] = field(default_factory=lambda: {"rounding": "ceil_minute"})
-    # reports: [reports], [http], [smtp], [[report_schedules]] (docs/reports.md)
-    reports: Mapping[str, Any] = field(default_factory=dict)
-    http: Mapping[str, Any] = field(default_factory=dict)
-    smtp: Mapping[str, Any] = field(default_factory=dict)
-    report_schedules: tuple[Mapping[str, Any], ...] = ()
+    billing: BillingSettings = BillingSettings()
+    report_schedules: tuple[ReportSchedule, ...] = ()
     limits: Limits = DEFAULT_LIMITS
     # seconds between the record writer's batches ([store] flush_interval_seconds)
     store_flush_seconds: float = 0.2
 
     @property
     def billing_rounding(self) -> str:
-        return str(self.billing.get("rounding") or "ceil_minute")
+        return self.billing.rounding
 
     @property
     def ari_url(self) -> str:
-        return str(self.ari["url"]).rstrip("/")
+        return self.ari.url.rstrip("/")
 
     @property
     def app_name(self) -> str:
-        return str(self.ari["app"])
+        return self.ari.app
 
     def state_path(self, value: str) -> Path:
         path = Path(value)
@@ -346,6 +499,7 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_flatten(exc.messages)}") from exc
     state_dir = Path(env.get("BOTBRIDGE_STATE_DIR") or Path.cwd() / "var").resolve()
+    store: StoreSettings = data["store"]
     config = Config(
         ari=data["ari"],
         sip=data["sip"],
@@ -353,21 +507,21 @@ def load_config(
         store_path=Path(),
         routing=dict(data["routing"]),
         profiles={name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()},
-        routes=tuple(Route(**r) for r in data["routes"]),
+        routes=tuple(data["routes"]),
         state_dir=state_dir,
         reports=data["reports"],
         http=data["http"],
         smtp=data["smtp"],
+        billing=data["billing"],
         report_schedules=tuple(data["report_schedules"]),
         limits=data["limits"],
-        store_flush_seconds=data["store"]["flush_interval_seconds"],
+        store_flush_seconds=store.flush_interval_seconds,
     )
-    config = replace(config, store_path=config.state_path(data["store"].get("path", "")))
+    config = replace(config, store_path=config.state_path(store.path))
     config = replace(
         config,
-        store_url=_store_url(config, data["store"].get("url", "")),
-        store_node=data["store"].get("node", "") or default_node(config),
-        billing=dict(data["billing"]),
+        store_url=_store_url(config, store.url),
+        store_node=store.node or default_node(config),
     )
     return config.with_password(_ari_password(config, env))
 
@@ -402,7 +556,7 @@ ARI_SECRET_BYTES = 24
 
 def ensure_password_file(config: Config) -> Path:
     """Create the ARI secret file with a random password when absent (mode 0600)."""
-    return ensure_secret_file(config.state_path(config.ari["password_file"]), ARI_SECRET_BYTES)
+    return ensure_secret_file(config.state_path(config.ari.password_file), ARI_SECRET_BYTES)
 
 
 def ensure_secret_file(path: Path, nbytes: int) -> Path:
@@ -431,7 +585,7 @@ def client_ssl_context(config: Config, ca_file: str) -> ssl.SSLContext:
 def _ari_password(config: Config, env: Mapping[str, str]) -> str:
     if env.get("BOTBRIDGE_ARI_PASSWORD"):
         return env["BOTBRIDGE_ARI_PASSWORD"]
-    path = config.state_path(config.ari["password_file"])
+    path = config.state_path(config.ari.password_file)
     try:
         return path.read_text().strip()
     except OSError:
@@ -475,10 +629,14 @@ def _flatten(messages: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {messages}"
 
 
-def match_pattern(pattern: str, number: str) -> bool:
-    """Asterisk extension pattern match (_X., _NXX, [1-5], ., !) or exact comparison."""
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """An exact number or an Asterisk extension pattern (_X., _NXX, [1-5], ., !) as a regex.
+
+    Raises ValueError saying what is wrong with a malformed pattern (an unclosed ``[``, an
+    empty or reversed class).
+    """
     if not pattern.startswith("_"):
-        return pattern == number
+        return re.compile(re.escape(pattern))
     regex = []
     body = pattern[1:]
     i = 0
@@ -495,10 +653,26 @@ def match_pattern(pattern: str, number: str) -> bool:
         elif ch == "!":
             regex.append(".*")
         elif ch == "[":
-            end = body.index("]", i)
+            end = body.find("]", i)
+            if end < 0:
+                raise ValueError(f"{pattern!r}: '[' without a closing ']'")
+            if end == i + 1:
+                raise ValueError(f"{pattern!r}: empty character class '[]'")
             regex.append("[" + re.escape(body[i + 1 : end]).replace("\\-", "-") + "]")
             i = end
         else:
             regex.append(re.escape(ch))
         i += 1
-    return re.fullmatch("".join(regex), number) is not None
+    try:
+        return re.compile("".join(regex))
+    except re.error as exc:
+        raise ValueError(f"{pattern!r}: {exc.msg}") from exc
+
+
+def match_pattern(pattern: str, number: str) -> bool:
+    """Asterisk extension pattern match (_X., _NXX, [1-5], ., !) or exact comparison.
+
+    Raises ValueError for a malformed pattern; configured routes are compiled at load
+    (``Route.regex``), so routing never meets one.
+    """
+    return compile_pattern(pattern).fullmatch(number) is not None

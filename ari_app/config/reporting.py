@@ -1,15 +1,19 @@
 """Configuration sections for reports: ``[reports]``, ``[http]``, ``[smtp]`` and
-``[[report_schedules]]`` (marshmallow schemas used by ``config._ConfigSchema``).
+``[[report_schedules]]``: marshmallow schemas used by ``config._ConfigSchema``, each loading
+into a frozen dataclass (``ReportsSettings``, ``HttpSettings``, ``SmtpSettings``,
+``ReportSchedule``).
 
 See docs/reports.md for what each key does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ari_app.reporting.cron import CronError, CronSchedule
 from ari_app.reporting.reports import GROUP_BYS, PERIODS, ReportError, timezone_named
@@ -17,6 +21,58 @@ from ari_app.reporting.reports import GROUP_BYS, PERIODS, ReportError, timezone_
 _NO_LINE_BREAKS = validate.Regexp(r"^[^\r\n]*$", error="must be a single line")
 DEFAULT_SUBJECT = "Bot bridge report {from} .. {to} by {group_by}"
 _CRON_PROBE = datetime(2000, 1, 1)
+
+
+class LegacyItemAccess:
+    """``section["key"]`` as ``section.key``: only for devtools/bench.py, which still reads
+    ``config.bridge[...]`` and ``config.http[...]``; remove once it reads attributes."""
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class ReportsSettings:
+    """``[reports]``."""
+
+    timezone: str  # "UTC" or an IANA name (checked at load)
+
+
+@dataclass(frozen=True)
+class HttpSettings(LegacyItemAccess):
+    """``[http]``: the reports/metrics HTTP server."""
+
+    enabled: bool
+    host: IPv4Address | IPv6Address
+    port: int
+    token_file: str  # state-relative
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """``[smtp]``: the mail server of scheduled reports (empty host: no mail)."""
+
+    host: str
+    port: int
+    username: str
+    password_file: str  # state-relative
+    starttls: bool
+    tls: bool  # implicit TLS from the first byte (port 465)
+    sender: str  # the TOML key is `from`
+    ca_file: str  # state-relative; empty: the system trust store
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class ReportSchedule:
+    """One ``[[report_schedules]]`` entry, as configured (the cron expression is checked)."""
+
+    name: str
+    cron: str
+    period: str
+    group_by: str
+    recipients: tuple[str, ...]
+    subject: str
 
 
 class ReportsSchema(Schema):
@@ -30,12 +86,20 @@ class ReportsSchema(Schema):
         except ReportError as exc:
             raise ValidationError(str(exc), "timezone") from exc
 
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ReportsSettings:
+        return ReportsSettings(**data)
+
 
 class HttpSchema(Schema):
     enabled = fields.Bool(required=True)
     host = fields.IP(required=True)
     port = fields.Int(required=True, validate=validate.Range(1, 65535))
     token_file = fields.Str(required=True, validate=validate.Length(min=1))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> HttpSettings:
+        return HttpSettings(**data)
 
 
 class SmtpSchema(Schema):
@@ -59,6 +123,10 @@ class SmtpSchema(Schema):
                 "username",
             )
 
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> SmtpSettings:
+        return SmtpSettings(**data)
+
 
 class ReportScheduleSchema(Schema):
     name = fields.Str(load_default="", validate=_NO_LINE_BREAKS)
@@ -79,8 +147,13 @@ class ReportScheduleSchema(Schema):
         except CronError as exc:
             raise ValidationError(str(exc), "cron") from exc
 
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ReportSchedule:
+        return ReportSchedule(**{**data, "recipients": tuple(data["recipients"])})
+
 
 def check_schedules(data: dict[str, Any]) -> None:
-    """Cross-section rule: schedules need a mail server."""
-    if data.get("report_schedules") and not data.get("smtp", {}).get("host"):
+    """Cross-section rule: schedules need a mail server (``data``: the loaded sections)."""
+    smtp = data.get("smtp")
+    if data.get("report_schedules") and not (smtp and smtp.host):
         raise ValidationError("report schedules need an [smtp] host", "report_schedules")

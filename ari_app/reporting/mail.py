@@ -28,7 +28,7 @@ def smtp_password(config: Config, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if env.get(PASSWORD_ENV):
         return env[PASSWORD_ENV]
-    path = config.state_path(str(config.smtp["password_file"]))
+    path = config.state_path(config.smtp.password_file)
     try:
         return path.read_text().strip()
     except OSError:
@@ -63,37 +63,37 @@ def build_message(
 def tls_context(config: Config) -> ssl.SSLContext:
     """Verify the server against ``[smtp] ca_file`` (empty: the system trust store)."""
     try:
-        return client_ssl_context(config, str(config.smtp.get("ca_file") or ""))
+        return client_ssl_context(config, config.smtp.ca_file)
     except FileNotFoundError as exc:
         raise MailError(f"smtp.ca_file: {exc}") from exc
 
 
 async def send_message(config: Config, message: EmailMessage, password: str | None = None) -> None:
     smtp = config.smtp
-    if not smtp.get("host"):
+    if not smtp.host:
         raise MailError("no [smtp] host configured")
-    username = str(smtp.get("username") or "")
+    username = smtp.username
     if password is None:
         password = smtp_password(config)
     if username and not password:
         raise MailError(
             f"[smtp] username is set but there is no password: set {PASSWORD_ENV} or write "
-            f"it to {config.state_path(str(smtp['password_file']))}"
+            f"it to {config.state_path(smtp.password_file)}"
         )
     try:
         await aiosmtplib.send(
             message,
-            hostname=str(smtp["host"]),
-            port=int(smtp["port"]),
+            hostname=smtp.host,
+            port=smtp.port,
             username=username or None,
             password=password if username else None,
-            use_tls=bool(smtp["tls"]),
+            use_tls=smtp.tls,
             # True: STARTTLS is required (a server without it fails the send); False: never
-            start_tls=bool(smtp["starttls"]),
-            tls_context=tls_context(config) if smtp["tls"] or smtp["starttls"] else None,
-            timeout=float(smtp["timeout_seconds"]),
+            start_tls=smtp.starttls,
+            tls_context=tls_context(config) if smtp.tls or smtp.starttls else None,
+            timeout=float(smtp.timeout_seconds),
         )
     except aiosmtplib.SMTPException as exc:
-        raise MailError(f"SMTP {smtp['host']}:{smtp['port']}: {exc}") from exc
+        raise MailError(f"SMTP {smtp.host}:{smtp.port}: {exc}") from exc
     except OSError as exc:
-        raise MailError(f"cannot reach SMTP server {smtp['host']}:{smtp['port']}: {exc}") from exc
+        raise MailError(f"cannot reach SMTP server {smtp.host}:{smtp.port}: {exc}") from exc

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
 
 from ari_app.config import Config
+from ari_app.config import ReportSchedule as ConfiguredSchedule
 from ari_app.reporting.cron import CronSchedule
 from ari_app.reporting.mail import MailError, build_message, send_message
 from ari_app.reporting.metrics import Metrics
@@ -38,6 +38,8 @@ Sender = Callable[[Config, EmailMessage], Awaitable[None]]
 
 @dataclass(frozen=True)
 class ReportSchedule:
+    """A configured schedule ready to run: its cron expression parsed, its name defaulted."""
+
     name: str
     cron: CronSchedule
     period: str
@@ -46,14 +48,14 @@ class ReportSchedule:
     subject: str
 
     @classmethod
-    def from_config(cls, raw: Mapping[str, Any], index: int) -> ReportSchedule:
+    def from_config(cls, configured: ConfiguredSchedule, index: int) -> ReportSchedule:
         return cls(
-            name=str(raw.get("name") or f"schedule-{index + 1}"),
-            cron=CronSchedule.parse(str(raw["cron"])),
-            period=str(raw["period"]),
-            group_by=str(raw.get("group_by") or "day"),
-            recipients=tuple(raw["recipients"]),
-            subject=str(raw["subject"]),
+            name=configured.name or f"schedule-{index + 1}",
+            cron=CronSchedule.parse(configured.cron),
+            period=configured.period,
+            group_by=configured.group_by,
+            recipients=configured.recipients,
+            subject=configured.subject,
         )
 
     def subject_for(self, report: Report) -> str:
@@ -85,7 +87,7 @@ def report_message(config: Config, schedule: ReportSchedule, report: Report) -> 
         + render_table(report)
     )
     return build_message(
-        sender=str(config.smtp["sender"]),
+        sender=config.smtp.sender,
         recipients=schedule.recipients,
         subject=schedule.subject_for(report),
         body=body,
@@ -107,9 +109,9 @@ class ReportScheduler:
         self.config = config
         self.store = store
         self.metrics = metrics
-        self.tz = timezone_named(str(config.reports.get("timezone") or "UTC"))
+        self.tz = timezone_named(config.reports.timezone)
         self.schedules: Sequence[ReportSchedule] = [
-            ReportSchedule.from_config(raw, i) for i, raw in enumerate(config.report_schedules)
+            ReportSchedule.from_config(s, i) for i, s in enumerate(config.report_schedules)
         ]
         self._sender = sender
         self._clock = clock

@@ -89,7 +89,7 @@ SETTINGS = web.AppKey("settings", WebSettings)
 
 def ensure_token_file(config: Config) -> Path:
     """Create ``[http] token_file`` with a random token when absent (mode 0600)."""
-    return ensure_secret_file(config.state_path(str(config.http["token_file"])), TOKEN_BYTES)
+    return ensure_secret_file(config.state_path(config.http.token_file), TOKEN_BYTES)
 
 
 def http_token(config: Config, env: Mapping[str, str] | None = None) -> str:
@@ -286,9 +286,9 @@ def settings_for(
     return WebSettings(
         token=http_token(config),
         records=store_records(store),
-        tz=timezone_named(str(config.reports.get("timezone") or "UTC")),
+        tz=timezone_named(config.reports.timezone),
         metrics=metrics,
-        metrics_public=is_loopback(config.http["host"]),
+        metrics_public=is_loopback(config.http.host),
         health=health,
     )
 
@@ -301,7 +301,7 @@ async def start_http_server(config: Config, settings: WebSettings) -> web.AppRun
         access_log=logging.getLogger("ari_app.reporting.web.access"),
     )
     await runner.setup()
-    host, port = str(config.http["host"]), int(config.http["port"])
+    host, port = str(config.http.host), config.http.port
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()

@@ -64,7 +64,7 @@ class StasisApp:
         self.rest = self.stack.rest()
         self.stream = EventStream(
             config.ari_url,
-            config.ari["username"],
+            config.ari.username,
             config.ari_password,
             config.app_name,
             on_connected=self._connected,
@@ -352,7 +352,7 @@ async def test_make_up_and_down(
     env = devstack_env
     run_dir = tmp_path / "run"
     config = load_config(env=env)
-    assert config.sip["port"] != 5060
+    assert config.sip.port != 5060
 
     async def devstack(command: str) -> Completed:
         return await run_python(["-m", "devtools.devstack", command], env, tmp_path)
@@ -363,7 +363,7 @@ async def test_make_up_and_down(
     up = await devstack("up")
     assert up.returncode == 0, up
     assert f"run directory: {run_dir}" in up.stdout, up
-    assert f"SIP 127.0.0.1:{config.sip['port']}" in up.stdout, up
+    assert f"SIP 127.0.0.1:{config.sip.port}" in up.stdout, up
     info = json.loads((run_dir / "stack.json").read_text())
     root = Path(info["root"])
     # an instance directory of its own: never the one of another run directory's stack
@@ -378,7 +378,7 @@ async def test_make_up_and_down(
     again = await devstack("up")
     assert again.returncode == 0 and "already up" in again.stdout, again
 
-    async with AriRest(config.ari_url, config.ari["username"], config.ari_password) as ari:
+    async with AriRest(config.ari_url, config.ari.username, config.ari_password) as ari:
         about = await ari.asterisk_info()
         assert str(about["system"]["version"]).startswith(("22.", "23.")), about
         applications = [a.get("name") for a in await ari.applications()]

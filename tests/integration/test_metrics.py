@@ -45,7 +45,7 @@ def metered(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _base(stack: DevStack) -> str:
-    return f"http://127.0.0.1:{stack.config.http['port']}"
+    return f"http://127.0.0.1:{stack.config.http.port}"
 
 
 async def scrape(stack: DevStack) -> Samples:

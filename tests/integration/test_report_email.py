@@ -9,7 +9,7 @@ import email.policy
 import io
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -223,9 +223,7 @@ async def test_an_untrusted_certificate_is_refused(tmp_path: Path, smtp_server: 
 
 async def test_no_starttls_means_no_mail(tmp_path: Path, smtp_server: SmtpServer) -> None:
     config = _config(tmp_path, smtp_server)
-    plain = Config(
-        **{**config.__dict__, "smtp": {**config.smtp, "starttls": False, "username": ""}}
-    )
+    plain = replace(config, smtp=replace(config.smtp, starttls=False, username=""))
     with pytest.raises(MailError, match=r"(?i)starttls|530"):
         await send_message(plain, _message())
     assert smtp_server.mailbox.received == []

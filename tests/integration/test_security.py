@@ -99,7 +99,7 @@ async def watch_channels(
 ) -> AsyncIterator[ChannelWatch]:
     stream = EventStream(
         stack.config.ari_url,
-        stack.config.ari["username"],
+        stack.config.ari.username,
         stack.config.ari_password,
         f"observer-{uuid.uuid4().hex[:8]}",
         subscribe_all=True,
@@ -563,12 +563,12 @@ class SecureStack:
     def rest(self) -> AriRest:
         config = self.stack.config
         return AriRest(
-            config.ari_url, config.ari["username"], config.ari_password, ssl=self.ssl_context()
+            config.ari_url, config.ari.username, config.ari_password, ssl=self.ssl_context()
         )
 
     @property
     def tls_remote(self) -> str:
-        return f"{self.stack.config.sip['host']}:{self.stack.config.sip['tls_port']}"
+        return f"{self.stack.config.sip.host}:{self.stack.config.sip.tls_port}"
 
     def tls_args(self) -> list[str]:
         rp = self.stack.runtime.runtime_path

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import FrozenInstanceError
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 
-from ari_app.config import ConfigError, ensure_password_file, load_config, match_pattern
+from ari_app.config import (
+    AriSettings,
+    BillingSettings,
+    BridgeSettings,
+    ConfigError,
+    SipSettings,
+    compile_pattern,
+    ensure_password_file,
+    load_config,
+    match_pattern,
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -24,10 +36,10 @@ def test_defaults_load_and_validate(tmp_path: Path) -> None:
     config = load_config(env=_env(tmp_path))
     assert config.ari_url == "http://127.0.0.1:8088/ari"
     assert config.app_name == "botbridge"
-    assert config.sip["port"] == 5060
-    assert config.sip["tls_port"] == 5061
-    assert config.sip["rtp_start"] < config.sip["rtp_end"]
-    assert config.bridge["max_context_bytes"] == 256
+    assert config.sip.port == 5060
+    assert config.sip.tls_port == 5061
+    assert config.sip.rtp_start < config.sip.rtp_end
+    assert config.bridge.max_context_bytes == 256
     assert config.routing == {"agents-queue": "agents-queue", "billing": "billing-queue"}
     default = config.profiles["default"]
     assert default.dial_string == "PJSIP/voicebot/sip:voicebot@127.0.0.1:5080"
@@ -55,10 +67,10 @@ def test_env_overrides_coerce_ints(tmp_path: Path) -> None:
             BOTBRIDGE_ARI_PASSWORD="from-env",
         )
     )
-    assert config.sip["port"] == 5070 and isinstance(config.sip["port"], int)
-    assert config.sip["tls_port"] == 5071
-    assert (config.sip["rtp_start"], config.sip["rtp_end"]) == (20000, 20199)
-    assert config.bridge["max_context_bytes"] == 128
+    assert config.sip.port == 5070 and isinstance(config.sip.port, int)
+    assert config.sip.tls_port == 5071
+    assert (config.sip.rtp_start, config.sip.rtp_end) == (20000, 20199)
+    assert config.bridge.max_context_bytes == 128
     assert config.profiles["default"].answer_timeout_seconds == 4
     assert config.ari_url == "http://127.0.0.1:18088/ari"
     assert config.profiles["default"].bot_uri == "sip:voicebot@127.0.0.1:15080"
@@ -68,9 +80,9 @@ def test_env_overrides_coerce_ints(tmp_path: Path) -> None:
 def test_file_then_env_precedence(tmp_path: Path) -> None:
     path = _toml(tmp_path, "[sip]\nport = 5080\ntls_port = 5081\n")
     config = load_config(path, env=_env(tmp_path, BOTBRIDGE_SIP_PORT="5090"))
-    assert config.sip["port"] == 5090  # env beats the file
-    assert config.sip["tls_port"] == 5081  # the file beats the defaults
-    assert str(config.sip["host"]) == "127.0.0.1"  # untouched keys keep their default
+    assert config.sip.port == 5090  # env beats the file
+    assert config.sip.tls_port == 5081  # the file beats the defaults
+    assert str(config.sip.host) == "127.0.0.1"  # untouched keys keep their default
 
 
 @pytest.mark.parametrize(
@@ -224,3 +236,80 @@ def test_two_secrets_differ(tmp_path: Path) -> None:
 )
 def test_match_pattern(pattern: str, number: str, matches: bool) -> None:
     assert match_pattern(pattern, number) is matches
+
+
+@pytest.mark.parametrize(
+    ("pattern", "detail"),
+    [
+        ("_[1-5", "without a closing ']'"),
+        ("_X[", "without a closing ']'"),
+        ("_[]X", "empty character class"),
+        ("_[5-1]X", "bad character range"),
+    ],
+)
+def test_a_malformed_route_pattern_is_refused_at_load(
+    tmp_path: Path, pattern: str, detail: str
+) -> None:
+    toml = (
+        f'[[routes]]\npattern = "_X."\nprofile = "default"\n\n[[routes]]\npattern = "{pattern}"\n'
+    )
+    path = _toml(tmp_path, toml + 'profile = "default"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=_env(tmp_path))
+    message = str(caught.value)
+    assert "routes.1.pattern" in message and repr(pattern) in message and detail in message
+    with pytest.raises(ValueError, match=detail.replace("[", r"\[").replace("]", r"\]")):
+        compile_pattern(pattern)
+
+
+def test_routes_are_compiled_at_load(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        '[profiles.sales]\nbot_endpoint = "salesbot"\nanswer_timeout_seconds = 5\n'
+        'fallback_queue = "q"\ndefault_queue = "q"\navailability_queue = "q"\n\n'
+        '[[routes]]\npattern = "_8[0-4]X."\nprofile = "sales"\n\n'
+        '[[routes]]\npattern = "5551000"\nprofile = "default"\n',
+    )
+    config = load_config(path, env=_env(tmp_path))
+    sales, exact = config.routes
+    assert (sales.pattern, sales.profile) == ("_8[0-4]X.", "sales")
+    assert sales.regex.pattern == "8[0-4][0-9].+"
+    assert sales.matches("8312") and not sales.matches("8512") and not sales.matches("831")
+    assert exact.matches("5551000") and not exact.matches("55510000")
+
+
+def test_sections_are_typed_as_the_toml_says(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        '[ari]\nurl = "https://127.0.0.1:8089/ari"\napp = "bb"\nusername = "u1"\n'
+        'ca_file = "tls/ca.crt"\n\n'
+        '[sip]\nhost = "::1"\nport = 5070\ntls_verify_server = true\n'
+        'tls_ca_file = "tls/peer.crt"\nbot_media_encryption = "sdes"\n\n'
+        "[bridge]\navailability_cache_seconds = 0.5\nagent_ring_in_use = true\n"
+        'queue_context = "my-queue"\n\n'
+        '[billing]\nrounding = "ceil_6s"\n',
+    )
+    config = load_config(path, env=_env(tmp_path))
+    assert config.ari == AriSettings(
+        url="https://127.0.0.1:8089/ari",
+        app="bb",
+        username="u1",
+        password_file="ari-password",
+        tls_cert_file="",
+        tls_key_file="",
+        ca_file="tls/ca.crt",
+    )
+    assert config.ari_url == "https://127.0.0.1:8089/ari" and config.app_name == "bb"
+    assert isinstance(config.sip, SipSettings)
+    assert config.sip.host == ip_address("::1") and config.sip.port == 5070
+    assert config.sip.tls_verify_server is True and config.sip.tls_ca_file == "tls/peer.crt"
+    assert config.sip.bot_media_encryption == "sdes"
+    assert config.sip.carrier_media_encryption_optimistic in {True, False}
+    assert isinstance(config.bridge, BridgeSettings)
+    assert config.bridge.availability_cache_seconds == 0.5
+    assert config.bridge.agent_ring_in_use is True
+    assert config.bridge.queue_context == "my-queue"
+    assert config.billing == BillingSettings(rounding="ceil_6s")
+    assert config.billing_rounding == "ceil_6s"
+    with pytest.raises(FrozenInstanceError):
+        config.sip.port = 1  # type: ignore[misc]

@@ -67,22 +67,22 @@ def test_every_template_renders_without_leftovers(rendered: dict[str, str]) -> N
 
 def test_rendered_values_come_from_config(config: Config, rendered: dict[str, str]) -> None:
     pjsip = rendered["pjsip.conf"]
-    assert f"bind = 127.0.0.1:{config.sip['port']}" in pjsip
-    assert f"bind = 127.0.0.1:{config.sip['tls_port']}" in pjsip
+    assert f"bind = 127.0.0.1:{config.sip.port}" in pjsip
+    assert f"bind = 127.0.0.1:{config.sip.tls_port}" in pjsip
     assert f"contact = {config.profiles['default'].bot_uri}" in pjsip
-    assert f"contact = {config.sip['agent_contact']}" in pjsip
+    assert f"contact = {config.sip.agent_contact}" in pjsip
     assert f"cert_file = {DIRS['TLS_CERT_FILE']}" in pjsip
-    variable = config.bridge["availability_variable"]
+    variable = config.bridge.availability_variable
     assert f"Stasis({config.app_name},inbound,${{{variable}}})" in rendered["extensions.conf"]
     assert f"astmoddir => {MODULE_DIR}" in rendered["asterisk.conf"]
     rtp = rendered["rtp.conf"]
-    assert f"rtpstart = {config.sip['rtp_start']}" in rtp
-    assert f"rtpend = {config.sip['rtp_end']}" in rtp
+    assert f"rtpstart = {config.sip.rtp_start}" in rtp
+    assert f"rtpend = {config.sip.rtp_end}" in rtp
 
 
 def test_ari_password_comes_only_from_config(config: Config, rendered: dict[str, str]) -> None:
     ari = rendered["ari.conf"]
-    assert f"[{config.ari['username']}]" in ari
+    assert f"[{config.ari.username}]" in ari
     assert re.search(rf"^password = {re.escape(PASSWORD)}$", ari, re.MULTILINE)
     # the secret appears in ari.conf and nowhere else
     assert [name for name, text in rendered.items() if PASSWORD in text] == ["ari.conf"]

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from ari_app.config import Config, ConfigError, load_config
-from ari_app.config.reporting import DEFAULT_SUBJECT
+from ari_app.config.reporting import (
+    DEFAULT_SUBJECT,
+    HttpSettings,
+    ReportSchedule,
+    ReportsSettings,
+    SmtpSettings,
+)
 
 SMTP = '[smtp]\nhost = "127.0.0.1"\n'
 SCHEDULE = """
@@ -31,17 +37,21 @@ def _load(tmp_path: Path, text: str = "", **env: str) -> Config:
 
 def test_defaults(tmp_path: Path) -> None:
     config = load_config(env=_env(tmp_path))
-    assert config.reports == {"timezone": "UTC"}
-    assert config.http == {
-        "enabled": True,
-        "host": ip_address("127.0.0.1"),
-        "port": 8090,
-        "token_file": "http-token",
-    }
-    assert config.smtp["host"] == ""
-    assert config.smtp["port"] == 587
-    assert config.smtp["starttls"] is True and config.smtp["tls"] is False
-    assert config.smtp["sender"] == "botbridge@localhost"
+    assert config.reports == ReportsSettings(timezone="UTC")
+    assert config.http == HttpSettings(
+        enabled=True, host=ip_address("127.0.0.1"), port=8090, token_file="http-token"
+    )
+    assert config.smtp == SmtpSettings(
+        host="",
+        port=587,
+        username="",
+        password_file="smtp-password",
+        starttls=True,
+        tls=False,
+        sender="botbridge@localhost",
+        ca_file="",
+        timeout_seconds=30,
+    )
     assert config.report_schedules == ()
 
 
@@ -57,26 +67,29 @@ def test_env_overrides(tmp_path: Path) -> None:
             BOTBRIDGE_REPORTS_TIMEZONE="Europe/Paris",
         )
     )
-    assert config.http["port"] == 18090
-    assert config.http["host"] == ip_address("0.0.0.0")
-    assert config.http["enabled"] is False
-    assert config.smtp["host"] == "mail.example.com" and config.smtp["port"] == 465
-    assert config.reports["timezone"] == "Europe/Paris"
+    assert config.http.port == 18090
+    assert config.http.host == ip_address("0.0.0.0")
+    assert config.http.enabled is False
+    assert config.smtp.host == "mail.example.com" and config.smtp.port == 465
+    assert config.reports.timezone == "Europe/Paris"
 
 
 def test_a_schedule(tmp_path: Path) -> None:
     config = _load(tmp_path, SMTP + SCHEDULE)
     (schedule,) = config.report_schedules
-    assert schedule["cron"] == "0 7 * * *"
-    assert schedule["period"] == "previous_day"
-    assert schedule["group_by"] == "day"
-    assert schedule["recipients"] == ["a@example.com", "b@example.com"]
-    assert schedule["subject"] == DEFAULT_SUBJECT
+    assert schedule == ReportSchedule(
+        name="",
+        cron="0 7 * * *",
+        period="previous_day",
+        group_by="day",
+        recipients=("a@example.com", "b@example.com"),
+        subject=DEFAULT_SUBJECT,
+    )
 
 
 def test_smtp_from_key(tmp_path: Path) -> None:
     config = _load(tmp_path, '[smtp]\nfrom = "reports@example.com"\n')
-    assert config.smtp["sender"] == "reports@example.com"
+    assert config.smtp.sender == "reports@example.com"
 
 
 @pytest.mark.parametrize(

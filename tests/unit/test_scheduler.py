@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ari_app.config import Config, load_config
+from ari_app.config import reporting as reporting_config
 from ari_app.reporting.mail import MailError
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.reports import Period, build_report, render_csv
@@ -181,15 +182,15 @@ async def test_no_schedules_no_loop(tmp_path: Path) -> None:
 
 
 def test_schedule_from_config_and_subject() -> None:
-    schedule = ReportSchedule.from_config(
-        {
-            "cron": "@daily",
-            "period": "last_7_days",
-            "recipients": ["a@example.com"],
-            "subject": "{name}: {from}/{to} {group_by} {unknown}",
-        },
-        4,
+    configured = reporting_config.ReportSchedule(
+        name="",
+        cron="@daily",
+        period="last_7_days",
+        group_by="day",
+        recipients=("a@example.com",),
+        subject="{name}: {from}/{to} {group_by} {unknown}",
     )
+    schedule = ReportSchedule.from_config(configured, 4)
     assert schedule.name == "schedule-5"
     report = build_report([], Period.parse("2024-05-01", "2024-05-07"))
     assert schedule.subject_for(report) == "schedule-5: 2024-05-01/2024-05-07 day {unknown}"
