@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar, cast, overload
 
 from ari_app.ari import AriRest, Channel
 from devtools.sipp import SipMessage, SippRun
@@ -16,24 +17,49 @@ POLL_INTERVAL = 0.1
 T = TypeVar("T")
 
 
+@overload
 async def until(
-    condition: Callable[[], Awaitable[T]] | Callable[[], T],
+    condition: Callable[[], Awaitable[T | None]],
+    timeout: float = DEFAULT_UNTIL_TIMEOUT,
+    message: str = "condition",
+) -> T: ...
+
+
+@overload
+async def until(
+    condition: Callable[[], T | None],
+    timeout: float = DEFAULT_UNTIL_TIMEOUT,
+    message: str = "condition",
+) -> T: ...
+
+
+async def until(
+    condition: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
     timeout: float = DEFAULT_UNTIL_TIMEOUT,
     message: str = "condition",
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``message``."""
+    """Poll ``condition`` until it returns something truthy; fail with ``message``.
+
+    ``condition`` is a function or a coroutine function; what it returns once truthy is
+    returned (its ``None`` is only ever "not yet").
+    """
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         result = condition()
-        if asyncio.iscoroutine(result):
+        if inspect.isawaitable(result):
             result = await result
         last = result
         if result:
-            return result  # type: ignore[return-value]
+            return cast(T, result)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message} ({last!r})")
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def sipp_finished(run: SippRun, timeout: float) -> None:
+    """Wait until a SIPp party has exited (its exit code is then ``run.wait(...)``)."""
+    await until(lambda: not run.running, timeout, f"SIPp {run.name} to finish")
 
 
 def first(

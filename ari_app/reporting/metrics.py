@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ari_app.reporting.reports import OUTCOMES
+from ari_app.outcomes import OUTCOMES
 
 PREFIX = "botbridge"
 # transfer handling: a handful of ARI round trips on loopback, normally tens of milliseconds

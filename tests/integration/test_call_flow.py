@@ -177,6 +177,7 @@ async def test_escalation_carries_context_both_ways(stack: DevStack) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", iid)
 
     # bot leg: context out, caller id, REFER accepted, NOTIFY sipfrag 100 then 200, BYE
+    assert call.bot is not None
     invite = first(call.bot, method="INVITE", direction="received")
     assert decode_uui_header(invite.header("User-to-User") or "") == "business_hours=available"
     assert "sip:15550001111@" in (invite.header("From") or "")
@@ -197,6 +198,7 @@ async def test_escalation_carries_context_both_ways(stack: DevStack) -> None:
     assert call.variables["ERROR"] in (None, "")
 
     # the human agent receives the context
+    assert call.agent is not None
     agent_invite = first(call.agent, method="INVITE", direction="received")
     assert (
         decode_uui_header(agent_invite.header("User-to-User") or "") == "escalate_to=agents-queue"
@@ -237,6 +239,7 @@ async def test_plain_text_context_routes_through_the_map(stack: DevStack) -> Non
     assert (call.queued.dialplan.app_data or "").startswith("billing-queue,")
     assert call.variables["QUEUE"] == "billing-queue"
     assert call.variables["ESCALATE_TO"] == "billing"
+    assert call.agent is not None
     agent_invite = first(call.agent, method="INVITE", direction="received")
     assert agent_invite.header("X-Escalate-To") == "billing"
     assert decode_uui_header(agent_invite.header("User-to-User") or "") == (
@@ -254,6 +257,7 @@ async def test_context_in_a_header_of_the_refer(stack: DevStack) -> None:
         },
     )
     call.assert_parties_ok()
+    assert call.bot is not None
     refer = first(call.bot, method="REFER", direction="sent")
     assert "?" not in (refer.header("Refer-To") or "")
     assert call.variables["QUEUE"] == "billing-queue"
@@ -303,6 +307,7 @@ async def test_bad_context_still_reaches_a_human(stack: DevStack, case: str) -> 
     assert call.variables["OUTCOME"] == "escalated"
     assert call.variables["ERROR"] == reason
     assert call.variables["ESCALATE_TO"] in (None, "")
+    assert call.agent is not None
     agent_invite = first(call.agent, method="INVITE", direction="received")
     assert agent_invite.header("User-to-User") is None
     assert agent_invite.header("X-Interaction-Id") == call.interaction_id
@@ -326,6 +331,7 @@ async def test_injection_attempts_never_reach_the_dialplan(stack: DevStack) -> N
         for bad in ("$", "{", "[", ",", "|", '"', "'", "\\", "(", ")"):
             assert bad not in (value or ""), f"BOTBRIDGE_{name}={value!r} contains {bad!r}"
     assert call.variables["CTX_NOTE"]  # kept, in the safe alphabet
+    assert call.agent is not None
     agent_invite = first(call.agent, method="INVITE", direction="received")
     for header in ("User-to-User", "X-Escalate-To"):
         assert "$" not in (agent_invite.header(header) or "")
@@ -386,6 +392,7 @@ async def test_caller_hangs_up_abandoned(stack: DevStack) -> None:
         caller_extra=("-d", "2000"),
     )
     call.assert_parties_ok()
+    assert call.bot is not None
     assert first(call.bot, method="BYE", direction="received")
     row = await final_record(stack, call.interaction_id, "abandoned")
     assert row["bot_answered_at"] and row["ended_at"]
@@ -422,6 +429,7 @@ async def test_bot_does_not_answer_caller_goes_to_fallback_queue(stack: DevStack
     assert first(call.bot, method="CANCEL", direction="received")
     assert call.variables["OUTCOME"] == "bot_failed"
     assert call.variables["ERROR"] == "bot_noanswer"
+    assert call.agent is not None
     assert first(call.agent, method="INVITE", direction="received")
 
 
@@ -430,6 +438,7 @@ async def test_bot_unreachable_caller_goes_to_fallback_queue(stack: DevStack) ->
     call.assert_parties_ok()
     assert call.variables["OUTCOME"] == "bot_failed"
     assert (call.variables["ERROR"] or "").startswith("bot_")
+    assert call.agent is not None
     agent_invite = first(call.agent, method="INVITE", direction="received")
     iid = agent_invite.header("X-Interaction-Id") or ""
     row = await final_record(stack, iid, "bot_failed")
@@ -453,10 +462,12 @@ async def test_attended_transfer_is_never_performed(stack: DevStack) -> None:
         },
     )
     call.assert_parties_ok()
+    assert call.bot is not None
     refer = first(call.bot, method="REFER", direction="sent")
     assert "Replaces=" in (refer.header("Refer-To") or "")
     assert call.variables["QUEUE"] == "billing-queue"
     assert call.variables["ERROR"] == "attended_transfer_ignored"
+    assert call.agent is not None
     assert (
         first(call.agent, method="INVITE", direction="received").header("X-Escalate-To")
         == "billing"

@@ -21,7 +21,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import until
+from tests.harness import sipp_finished, until
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX
 from tests.integration.test_metrics import scrape
 
@@ -133,7 +133,7 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
     escalating_callers = load_caller(stack, ESCALATE_NUMBER, "2555")
 
     for run in (resolving_callers, escalating_callers, resolver, escalator, agent):
-        await until(lambda run=run: not run.running, SIPP_TIMEOUT, f"SIPp {run.name} to finish")  # type: ignore[misc]
+        await sipp_finished(run, SIPP_TIMEOUT)
         assert run.wait(1) == 0, run.report()[-3000:]
 
     # the wire: who called whom, with which interaction id

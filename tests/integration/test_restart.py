@@ -18,8 +18,9 @@ import pytest
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
+from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import first, until
+from tests.harness import first, sipp_finished, until
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,9 @@ def record_of(
     return poll
 
 
-def start_caller(stack: DevStack, number: str, scenario: str = "common/caller_waits", **kw: Any):
+def start_caller(
+    stack: DevStack, number: str, scenario: str = "common/caller_waits", **kw: Any
+) -> SippRun:
     return stack.sipp().start(
         scenario,
         local_port=free_port(udp_too=True),
@@ -254,7 +257,7 @@ async def test_killed_under_load_every_state_older_than_a_second_is_on_disk(
 
     stack.start_app()
     for run in (callers, bot):
-        await until(lambda run=run: not run.running, 40, f"SIPp {run.name} to finish")
+        await sipp_finished(run, 40)
         assert run.wait(1) == 0, run.report()[-3000:]
 
     def closed() -> list[dict[str, Any]] | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ari_app.store import COLUMNS, OUTCOMES, InteractionStore
+from ari_app.outcomes import OUTCOMES
+from ari_app.store import COLUMNS, InteractionStore
 
 T0 = 1_700_000_000.123456  # sub-millisecond digits must survive the round trip
 

@@ -59,7 +59,8 @@ def columns(url: str) -> dict[str, bool]:
 def indexes(url: str) -> set[str]:
     engine = make_engine(InteractionStore(url, migrate=False).url)
     try:
-        return {i["name"] for i in inspect(engine).get_indexes("interactions")}
+        indexed = inspect(engine).get_indexes("interactions")
+        return {name for i in indexed if (name := i["name"]) is not None}
     finally:
         engine.dispose()
 

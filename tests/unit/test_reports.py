@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ari_app.outcomes import OUTCOMES
 from ari_app.reporting.reports import (
     GROUP_BYS,
     IN_PROGRESS,
@@ -38,7 +39,6 @@ from ari_app.reporting.reports import (
     summarize,
     timezone_named,
 )
-from ari_app.store import OUTCOMES
 
 PARIS = ZoneInfo("Europe/Paris")
 MAY_1 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()

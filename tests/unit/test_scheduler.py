@@ -128,7 +128,9 @@ async def test_message_content(tmp_path: Path) -> None:
     (attachment,) = list(message.iter_attachments())
     assert attachment.get_content_type() == "text/csv"
     assert attachment.get_filename() == "botbridge-report-2024-05-07-2024-05-07-profile.csv"
-    content = attachment.get_payload(decode=True).decode()
+    payload = attachment.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    content = payload.decode()
     expected = build_report(RECORDS, Period.parse("2024-05-07", "2024-05-07"), "profile")
     assert content == render_csv(expected)
     rows = list(csv.DictReader(io.StringIO(content)))
