@@ -21,6 +21,7 @@ from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
 from tests.harness import first, sipp_finished, until
+from tests.records import stored
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,7 @@ async def test_caller_gone_while_the_app_was_down_is_marked(
             return row["caller_channel"] not in {c.id for c in await ari.channels()}
 
         await until(caller_gone, 10, "the caller's channel destroyed")
-    assert store.get(row["interaction_id"])["ended_at"] is None  # type: ignore[index]
+    assert stored(store, row["interaction_id"])["ended_at"] is None
     stack.start_app()
 
     final = await until(

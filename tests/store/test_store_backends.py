@@ -11,6 +11,7 @@ import pytest
 
 from ari_app.outcomes import OUTCOMES
 from ari_app.store import COLUMNS, InteractionStore
+from tests.records import stored
 
 T0 = 1_700_000_000.123456  # sub-millisecond digits must survive the round trip
 
@@ -78,7 +79,7 @@ def test_update_sets_fields_and_decodes_the_context(store: InteractionStore) -> 
     assert row["transfer_at"] == T0 + 61.5 and row["agent_answered_at"] == T0 + 70
     assert row["updated_at"] >= before["updated_at"]
     store.update("i1", ended_at=T0 + 90)
-    assert store.get("i1")["ended_at"] == T0 + 90  # type: ignore[index]
+    assert stored(store, "i1")["ended_at"] == T0 + 90
     store.update("missing", state="queued")  # no such record: nothing happens
     assert store.get("missing") is None
 

@@ -20,6 +20,7 @@ from ari_app.store import (
     interactions,
     make_engine,
 )
+from tests.records import stored
 
 HEAD = ("0002_record_fields",)
 FIRST = "0001_initial"
@@ -91,7 +92,7 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
             command.upgrade(alembic_config(connection), "head")
         again = InteractionStore(database_url)
         assert again.revision() == HEAD
-        assert again.get("i1")["started_at"] == 1.5  # type: ignore[index]
+        assert stored(again, "i1")["started_at"] == 1.5
         again.close()
     finally:
         store.close()
@@ -187,7 +188,7 @@ def test_a_database_of_the_first_store_is_adopted(tmp_path: Path) -> None:
         assert row["ended_at"] is None and row["agent_answered_at"] is None
         assert row["node"] is None  # reconciled by whichever node owns the file
         store.update("old", ended_at=20.0, reconciled_at=20.0)
-        assert store.get("old")["ended_at"] == 20.0  # type: ignore[index]
+        assert stored(store, "old")["ended_at"] == 20.0
     finally:
         store.close()
     assert set(columns(f"sqlite:///{path}")) >= NEW_IN_0002

@@ -4,7 +4,8 @@ and the batching record writer (on a real in-memory SQLite store)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -226,13 +227,15 @@ async def test_a_failed_batch_is_kept_and_newer_changes_win(
     real = store.write_batch
     calls = 0
 
-    def flaky(creates: object, updates: object) -> None:
+    def flaky(
+        creates: Mapping[str, Mapping[str, Any]], updates: Mapping[str, Mapping[str, Any]]
+    ) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             writer.update("a", state="bot_connected")  # a change made while the write fails
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        real(creates, updates)  # type: ignore[arg-type]
+        real(creates, updates)
 
     monkeypatch.setattr(store, "write_batch", flaky)
     assert await writer.flush() is False

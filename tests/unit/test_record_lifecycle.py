@@ -18,6 +18,7 @@ from ari_app.config import Config, load_config
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri, bridge
 from tests.fake_ari import channel as fake_channel
+from tests.records import stored
 
 NODE = "node-a"
 
@@ -93,7 +94,7 @@ async def test_bot_hang_up_charges_the_bot_time_and_the_end_waits_for_the_caller
     assert ended is not None and ended["ended_at"] >= ended["bot_ended_at"]
     first_end = ended["ended_at"]
     await session.caller_ended()  # a second notice changes nothing
-    assert store.get("i1")["ended_at"] == first_end  # type: ignore[index]
+    assert stored(store, "i1")["ended_at"] == first_end
 
 
 async def test_a_bot_that_never_answered_costs_nothing(
@@ -130,7 +131,7 @@ async def test_queued_caller_is_followed_to_the_agent_and_the_end(
     # our own bridge is not an agent; Queue()'s Dial ANSWER is
     session.bridge_id = "call-i1"
     await session.caller_entered_bridge(bridge("call-i1", "caller-1", "bot-i1"))
-    assert store.get("i1")["agent_answered_at"] is None  # type: ignore[index]
+    assert stored(store, "i1")["agent_answered_at"] is None
     session.bridge_id = None
     dial = Event(
         "Dial",
@@ -145,7 +146,7 @@ async def test_queued_caller_is_followed_to_the_agent_and_the_end(
     assert row is not None and row["agent_answered_at"] and row["agent_channel"] == "agent-7"
     await app.handle(Event("ChannelDestroyed", "botbridge", channel=channel("caller-1"), cause=16))
     await app.records.flush()
-    assert store.get("i1")["ended_at"] is not None  # type: ignore[index]
+    assert stored(store, "i1")["ended_at"] is not None
     assert app.sessions == {} and app._by_channel == {}
 
 
@@ -235,10 +236,10 @@ async def test_only_this_nodes_records_and_legacy_ones_are_reconciled(
     app = make_app(config, store, FakeAri())
     await app.reconcile(1)
     await app.records.flush()
-    assert store.get("mine")["ended_at"] is not None  # type: ignore[index]
-    assert store.get("legacy")["ended_at"] is not None  # type: ignore[index]
-    assert store.get("theirs")["ended_at"] is None  # type: ignore[index]
-    assert store.get("mine")["billable_minutes"] == 0.0  # type: ignore[index]
+    assert stored(store, "mine")["ended_at"] is not None
+    assert stored(store, "legacy")["ended_at"] is not None
+    assert stored(store, "theirs")["ended_at"] is None
+    assert stored(store, "mine")["billable_minutes"] == 0.0
 
 
 async def test_live_queued_caller_is_re_adopted_and_followed(
@@ -258,7 +259,7 @@ async def test_live_queued_caller_is_re_adopted_and_followed(
     assert row["agent_answered_at"] and row["agent_channel"] == "agent-3"
     await app.handle(Event("ChannelDestroyed", "botbridge", channel=caller, cause=16))
     await app.records.flush()
-    assert store.get("q1")["ended_at"] is not None  # type: ignore[index]
+    assert stored(store, "q1")["ended_at"] is not None
     assert app.sessions == {}
 
 

@@ -44,7 +44,9 @@ async def test_scenario(script_path: Path, store: InteractionStore) -> None:
     iid = ""
     for number, step in enumerate(script["steps"], 1):
         before = len(ari.calls)
-        await app.handle(parse_event(event_json(script, step, iid)))  # type: ignore[arg-type]
+        event = parse_event(event_json(script, step, iid))
+        assert event is not None, step
+        await app.handle(event)
         if not iid:
             iid = next(s.interaction_id for s in app.sessions.values())
         made = ari.calls[before:]
