@@ -18,6 +18,7 @@ class Outcome(enum.StrEnum):
     ABANDONED = "abandoned"  # the caller hung up before the app handed the call on
     ERROR = "error"  # a fault; the caller went to the fallback queue (or the app restarted)
     OVERLOADED = "overloaded"  # shed by admission control: fallback queue or 503, no bot
+    BYPASSED = "bypassed"  # the app was not there: the dialplan sent the caller to a queue
 
 
 OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)

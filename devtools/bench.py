@@ -330,7 +330,7 @@ def reference_dialplan(stack: DevStack) -> Callable[[str], str]:
         "BOT_ENDPOINT": default.bot_endpoint,
         "BOT_ANSWER_TIMEOUT": default.answer_timeout_seconds,
         "BUSINESS_HOURS_UUI": BUSINESS_HOURS_CONTEXT.encode().hex(),
-        "QUEUE_TIMEOUT_SECONDS": stack.config.bridge["queue_timeout_seconds"],
+        "QUEUE_TIMEOUT_SECONDS": stack.config.bridge.queue_timeout_seconds,
     }
     text = render(REFERENCE_DIALPLAN.read_text(), values)
     return lambda _shipped: text
@@ -360,7 +360,7 @@ class Target:
         if not self.with_app:
             return None
         http = self.stack.config.http
-        return f"http://{http['host']}:{http['port']}/metrics"
+        return f"http://{http.host}:{http.port}/metrics"
 
     def start(self) -> None:
         if self.with_app:

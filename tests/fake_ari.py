@@ -114,6 +114,10 @@ class FakeAri:
         self._record("get_var", channel_id=channel_id, name=name)
         return self.variables.get(name)
 
+    async def get_global_var(self, name: str) -> str | None:
+        self._record("get_global_var", name=name)
+        return self.variables.get(name)
+
     async def set_vars(self, channel_id: str, variables: Mapping[str, str]) -> None:
         self._record("set_vars", channel_id=channel_id, variables=dict(variables))
 

@@ -218,6 +218,17 @@ class AriRest:
             params={"variable": name, "value": value},
         )
 
+    async def get_global_var(self, name: str) -> str | None:
+        """Read a global variable or a channel-less function (``DB(...)``, ``DB_KEYS(...)``);
+        None if unset."""
+        try:
+            reply = await self.get("/asterisk/variable", params={"variable": name})
+        except (AriNotFound, AriServerError) as exc:
+            logger.debug("global variable %s not readable: %s", name, exc)
+            return None
+        value = reply.get("value") if isinstance(reply, Mapping) else None
+        return value if isinstance(value, str) else None
+
     async def set_vars(self, channel_id: str, variables: Mapping[str, str]) -> None:
         """Set several variables in one request, with Asterisk's ``ARRAY()`` function.
 

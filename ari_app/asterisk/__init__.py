@@ -124,6 +124,8 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "RTP_END": sip.rtp_end,
         "TRANSFER_HOLD_SECONDS": bridge.transfer_hold_seconds,
         "QUEUE_TIMEOUT_SECONDS": bridge.queue_timeout_seconds,
+        # where a caller goes when the app cannot take the call (fail open, [botbridge-bypass])
+        "FALLBACK_QUEUE": default.fallback_queue,
         "AGENT_RING_IN_USE": _yes_no(bridge.agent_ring_in_use),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",

@@ -28,6 +28,7 @@ from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
+from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
 from ari_app.calls.session import (
     CallSession,
@@ -171,6 +172,8 @@ class BridgeApp:
                 return self._new_session(channel, given)
             self._shed(channel, reason)
             return None
+        elif args[:1] == [PROBE_ARGS]:
+            return None  # reconciliation's probe channel: it hangs it up itself
         elif args[:1] == ["bot"]:
             session = self._by_channel.get(channel.id)
             if session is not None:

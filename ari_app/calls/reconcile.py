@@ -29,14 +29,17 @@ leg ended while the app was down) is left empty rather than guessed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
+import uuid
 from typing import Any, Protocol
 
-from ari_app.ari import AriError, Channel
+from ari_app.ari import AriConflict, AriError, Channel
 from ari_app.calls import billing
 from ari_app.calls.control import CallControl
-from ari_app.calls.routing import queue_for
+from ari_app.calls.routing import profile_for, queue_for
 from ari_app.calls.session import (
     AvailabilitySource,
     CallSession,
@@ -52,6 +55,10 @@ from ari_app.sip import uui
 from ari_app.store import InteractionStore, StoreError
 
 
+class BatchedRecords(RecordSink, Protocol):
+    async def flush(self) -> bool: ...
+
+
 class CallsHost(Protocol):
     """What reconciliation needs of the app that follows the calls (CallsHost)."""
 
@@ -62,7 +69,7 @@ class CallsHost(Protocol):
     @property
     def store(self) -> InteractionStore: ...
     @property
-    def records(self) -> RecordSink: ...
+    def records(self) -> BatchedRecords: ...
     @property
     def observer(self) -> SessionObserver | None: ...
     @property
@@ -78,6 +85,22 @@ class CallsHost(Protocol):
 log = logging.getLogger(__name__)
 
 APP_RESTARTED = "app_restarted"
+# fail open (extensions.conf [botbridge-bypass]): AstDB families of the calls the dialplan
+# sent to the fallback queue while the app was not registered, and the reason they record
+BYPASS_FAMILY = "botbridge_bypassed"
+BYPASS_END_FAMILY = "botbridge_bypassed_end"
+APP_UNAVAILABLE = "app_unavailable"
+INTERACTION_ID_RE = re.compile(r"[0-9a-f]{32}")
+# the channel reconciliation reads AstDB on (extensions.conf [botbridge-probe]); the app's
+# router leaves channels entering with PROBE_ARGS alone
+PROBE_ENDPOINT = "Local/s@botbridge-probe"
+PROBE_ARGS = "reconcile"
+PROBE_PREFIX = "probe-"
+# where the probe removes the notes of the calls just recorded (extensions.conf)
+FORGET_CONTEXT = "botbridge-bypass-forget"
+FORGET_VARIABLE = "BOTBRIDGE_FORGET"
+PROBE_ATTEMPTS = 20
+PROBE_RETRY_SECONDS = 0.05
 # where the dialplan runs a caller the app no longer holds
 STASIS = "Stasis"
 
@@ -118,6 +141,11 @@ async def reconcile(app: CallsHost, connection: int) -> None:
             log.warning("call %s: cleanup after reconnect: %s", session.interaction_id, exc)
         app.forget(session)
 
+    try:
+        bypassed = await record_bypassed(app)
+    except (AriError, StoreError) as exc:
+        log.warning("calls that bypassed the app not recorded yet: %s", exc)
+        bypassed = 0
     followed = {s.interaction_id for s in app.sessions.values()}
     try:
         records = await app.store.aopen_interactions(app.store.node, include_unowned=True)
@@ -139,12 +167,99 @@ async def reconcile(app: CallsHost, connection: int) -> None:
         except (AriError, StoreError) as exc:
             log.warning("call %s: reconciliation: %s", record["interaction_id"], exc)
     log.info(
-        "ARI connection %d: %d calls followed, %d open records re-adopted, %d closed",
+        "ARI connection %d: %d calls followed, %d bypassed calls recorded, "
+        "%d open records re-adopted, %d closed",
         connection,
         len(app.sessions),
+        bypassed,
         adopted,
         closed,
     )
+
+
+async def record_bypassed(app: CallsHost) -> int:
+    """Record the calls the dialplan sent to the fallback queue while the app was not
+    registered ([botbridge-bypass] in extensions.conf notes each in AstDB), then remove the
+    notes. A note is removed only after its record is committed, so one seen twice (a crash
+    in between) finds its record and is not recorded again. Returns how many were recorded.
+
+    ARI reads dialplan functions only on a channel, and never ``DB()`` (Asterisk keeps it
+    from external callers): the notes carry their data in their keys, read with
+    ``DB_KEYS()`` on a probe channel (``Local/s@botbridge-probe``, created in the app and
+    never dialled), which then removes them in [botbridge-bypass-forget].
+    The record is an open one while the call goes on: the loop over open records that
+    follows adopts it (the caller is followed to the agent's answer and the end)."""
+    probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    await app.ari.create_channel(
+        PROBE_ENDPOINT, app.config.app_name, app_args=PROBE_ARGS, channel_id=probe
+    )
+    try:
+        return await _record_bypassed(app, probe)
+    finally:
+        await app.ari.hangup(probe)
+
+
+async def _record_bypassed(app: CallsHost, probe: str) -> int:
+    async def keys_of(family: str) -> list[str]:
+        for _ in range(PROBE_ATTEMPTS):  # the probe enters the app a moment after its creation
+            try:
+                value = await app.ari.get_var(probe, f"DB_KEYS({family})")
+                break
+            except AriConflict:
+                await asyncio.sleep(PROBE_RETRY_SECONDS)
+        else:
+            value = await app.ari.get_var(probe, f"DB_KEYS({family})")
+        return [k.strip() for k in (value or "").split(",") if k.strip()]
+
+    recorded = 0
+    now = time.time()
+    fallback = app.config.profiles["default"].fallback_queue
+    seen: list[str] = []
+    for iid in await keys_of(BYPASS_FAMILY):
+        if INTERACTION_ID_RE.fullmatch(iid) is None:
+            log.warning("AstDB %s/%r is no interaction id; left alone", BYPASS_FAMILY, iid)
+            continue
+        seen.append(iid)
+        notes = await keys_of(f"{BYPASS_FAMILY}/{iid}")
+        ends = await keys_of(f"{BYPASS_END_FAMILY}/{iid}")
+        started_text, caller, dialled, channel = [*(notes[:1] or [""])[0].split("_"), "", "", ""][
+            :4
+        ]
+        started = _float(started_text) or now
+        ended = _float(ends[0]) if ends else None
+        if await app.store.aget(iid) is None:
+            app.records.create(
+                iid,
+                profile=profile_for(app.config, dialled).name,
+                dialled_number=uui.safe_value(dialled),
+                caller_number=uui.safe_value(caller),
+                caller_channel=uui.safe_value(channel) or iid,
+                started_at=started,
+                state=CallState.QUEUED,
+                outcome=Outcome.BYPASSED,
+                error_reason=APP_UNAVAILABLE,
+                queue=fallback,
+                queued_at=started,
+                ended_at=ended,
+                reconciled_at=now,
+                **billing.no_charge(app.config.billing_rounding),
+            )
+            recorded += 1
+            log.warning(
+                "call %s: reached %s while the app was down (bypassed); recorded", iid, fallback
+            )
+    if seen:
+        await app.records.flush()  # committed before the notes go
+        await app.ari.set_vars(probe, {FORGET_VARIABLE: ",".join(seen)})
+        await app.ari.continue_in_dialplan(probe, FORGET_CONTEXT, "s")
+    return recorded
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 async def close_orphan(app: CallsHost, record: dict[str, Any], channels: dict[str, Any]) -> None:

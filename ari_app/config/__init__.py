@@ -34,7 +34,6 @@ from marshmallow import (
 from ari_app.config import reporting as reporting_config
 from ari_app.config.reporting import (
     HttpSettings,
-    LegacyItemAccess,
     ReportSchedule,
     ReportsSettings,
     SmtpSettings,
@@ -340,7 +339,7 @@ class SipSettings:
 
 
 @dataclass(frozen=True)
-class BridgeSettings(LegacyItemAccess):
+class BridgeSettings:
     """``[bridge]``: transfer, queue and capacity settings of the call handling."""
 
     max_context_bytes: int
@@ -382,7 +381,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits(
-    max_active_calls=400,
+    max_active_calls=1000,
     max_new_calls_per_second=200.0,
     max_pending_events=5000,
     overload_action="fallback_queue",

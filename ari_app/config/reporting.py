@@ -23,14 +23,6 @@ DEFAULT_SUBJECT = "Bot bridge report {from} .. {to} by {group_by}"
 _CRON_PROBE = datetime(2000, 1, 1)
 
 
-class LegacyItemAccess:
-    """``section["key"]`` as ``section.key``: only for devtools/bench.py, which still reads
-    ``config.bridge[...]`` and ``config.http[...]``; remove once it reads attributes."""
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-
 @dataclass(frozen=True)
 class ReportsSettings:
     """``[reports]``."""
@@ -39,7 +31,7 @@ class ReportsSettings:
 
 
 @dataclass(frozen=True)
-class HttpSettings(LegacyItemAccess):
+class HttpSettings:
     """``[http]``: the reports/metrics HTTP server."""
 
     enabled: bool

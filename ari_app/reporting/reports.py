@@ -449,6 +449,7 @@ TABLE_HEADERS = (
     "abandoned",
     "error",
     "overload",
+    "bypass",
     "in_prog",
     "contain",
     "bot_fail",

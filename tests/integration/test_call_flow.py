@@ -398,19 +398,15 @@ async def test_caller_hangs_up_abandoned(stack: DevStack) -> None:
     assert row["bot_answered_at"] and row["ended_at"]
 
 
-# reason phrases of the bot's refusals (SIPp scenario bot_rejects/bot.xml takes both as keys)
-REASONS = {"486": "Busy Here", "503": "Service Unavailable", "603": "Decline"}
-
-
 @pytest.mark.parametrize(
     ("code", "reason"), [("486", "bot_busy"), ("503", "bot_congestion"), ("603", "bot_congestion")]
 )
 async def test_bot_rejects_caller_goes_to_fallback_queue(
     stack: DevStack, code: str, reason: str
 ) -> None:
-    call = await place_call(
-        stack, "bot_rejects/bot", bot_keys={"status": code, "reason": REASONS[code]}, bot_extra=()
-    )
+    # one scenario per code: SIPp checks a response code when it loads the scenario, so the
+    # code cannot be a -key
+    call = await place_call(stack, f"bot_rejects/bot_{code}", bot_extra=())
     call.assert_parties_ok()
     assert call.bot is not None
     assert first(call.bot, status=int(code), direction="sent")

@@ -122,12 +122,7 @@ async def test_escalation_moves_the_counters(metered: DevStack) -> None:
 
 async def test_bot_failure_is_counted(metered: DevStack) -> None:
     before = await scrape(metered)
-    call = await place_call(
-        metered,
-        "bot_rejects/bot",
-        bot_keys={"status": "486", "reason": "Busy Here"},
-        bot_extra=(),
-    )
+    call = await place_call(metered, "bot_rejects/bot_486", bot_extra=())
     call.assert_parties_ok()
     await final_record(metered, call.interaction_id, "bot_failed")
 

@@ -1,0 +1,111 @@
+"""Fail open: with the app down, callers still reach a human, and the app records them later.
+
+A stack of its own: the app is killed (SIGKILL), ten calls arrive at 2 calls/s, each one
+must reach the agent with an interaction id; once the app is back, each is recorded with
+outcome ``bypassed`` (reason ``app_unavailable``) under the id the agent saw.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ari_app.store import InteractionStore
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.sipp import SippRun
+from devtools.stack import free_port
+from tests.harness import until
+
+pytestmark = pytest.mark.integration
+
+CALLS = 10
+RATE = 2  # calls/s
+AGENT_TALK_MS = 500
+
+
+@pytest.fixture(scope="module")
+def lonely(runtime: Runtime) -> Iterator[DevStack]:
+    root = runtime.scratch_root() / f"test-always-on-{uuid.uuid4().hex[:8]}"
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "botbridge.toml"
+    config.write_text("[bridge]\nagent_ring_in_use = true\n")
+    stack = build_stack(runtime, root, free_ports=True, extra_env={"BOTBRIDGE_CONFIG": str(config)})
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def records(stack: DevStack) -> list[dict[str, Any]]:
+    store = InteractionStore(stack.config.store_path)
+    try:
+        return store.all()
+    finally:
+        store.close()
+
+
+async def finished(run: SippRun, timeout: float) -> int:
+    await until(lambda: not run.running, timeout, f"SIPp {run.name} to finish")
+    return run.wait(1)
+
+
+async def test_calls_while_the_app_is_down_reach_an_agent_and_are_recorded(
+    lonely: DevStack,
+) -> None:
+    stack = lonely
+    assert stack.app_proc is not None
+    stack.app_proc.kill()  # SIGKILL: the Stasis app is no longer registered
+    stack.app_proc.wait()
+
+    agent = stack.sipp().start(
+        "load/agent",
+        local_port=stack.agent_port,
+        extra=["-aa", "-d", str(AGENT_TALK_MS)],
+        calls=CALLS,
+        timeout=60,
+    )
+    callers = stack.sipp().start(
+        "load/caller",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_prefix": "1888"},
+        extra=["-r", str(RATE), "-l", str(CALLS)],
+        calls=CALLS,
+        timeout=60,
+    )
+    assert await finished(callers, 60) == 0, callers.report()[-3000:]
+    assert await finished(agent, 30) == 0, agent.report()[-3000:]
+
+    # every caller reached the agent, with an interaction id made by the dialplan
+    seen: dict[str, str] = {}
+    for msg in agent.messages():
+        if msg.method == "INVITE" and msg.direction == "received":
+            number = (msg.header("From") or "").split("sip:", 1)[-1].split("@", 1)[0]
+            iid = msg.header("X-Interaction-Id") or ""
+            assert re.fullmatch(r"[0-9a-f]{32}", iid), msg.describe()
+            seen[number] = iid
+    assert len(seen) == CALLS and len(set(seen.values())) == CALLS
+
+    stack.start_app()  # back: it records what happened meanwhile
+
+    def bypassed() -> list[dict[str, Any]] | None:
+        rows = [r for r in records(stack) if r["outcome"] == "bypassed"]
+        return rows if len(rows) == CALLS else None
+
+    rows = await until(bypassed, 20, f"{CALLS} bypassed records")
+    assert {r["caller_number"]: r["interaction_id"] for r in rows} == seen
+    for row in rows:
+        assert row["error_reason"] == "app_unavailable" and row["queue"] == "agents-queue"
+        assert row["dialled_number"] == "5551000" and row["state"] == "queued"
+        assert row["ended_at"] is not None and row["ended_at"] >= row["started_at"]
+        assert row["reconciled_at"] is not None
+
+    # the notes in AstDB are gone: a second reconnect records nothing twice
+    async with stack.rest() as ari:
+        assert await ari.get_global_var("DB_KEYS(botbridge_bypassed)") in (None, "")
+        assert await ari.get_global_var("DB_KEYS(botbridge_bypassed_end)") in (None, "")
