@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from importlib import metadata
 from typing import Any
 
 from ari_app.calls.app import BridgeApp
@@ -21,9 +22,41 @@ from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.reporting.web import settings_for, start_http_server
-from ari_app.store import InteractionStore, open_store
+from ari_app.store import InteractionStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
+
+try:
+    VERSION = metadata.version("botbridge")
+except metadata.PackageNotFoundError:  # running from a source tree without an install
+    VERSION = "unknown"
+# how often readiness asks the store (one trivial query; never per probe)
+STORE_CHECK_SECONDS = 5.0
+STORE_CHECK_TIMEOUT_SECONDS = 3.0
+
+
+class StoreCheck:
+    """Whether the store answered its last trivial query, refreshed in the background."""
+
+    def __init__(self, store: InteractionStore) -> None:
+        self.store = store
+        self.reachable = True
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(self.store.ping), STORE_CHECK_TIMEOUT_SECONDS
+                )
+            except (StoreError, TimeoutError) as exc:
+                if self.reachable:
+                    log.error("interaction store unreachable: %s", exc)
+                self.reachable = False
+            else:
+                if not self.reachable:
+                    log.info("interaction store reachable again")
+                self.reachable = True
+            await asyncio.sleep(STORE_CHECK_SECONDS)
 
 
 async def run_app(config: Config) -> None:
@@ -35,8 +68,15 @@ async def run_app(config: Config) -> None:
     async with ari_rest(config) as ari:
         app = BridgeApp(config, ari, store, observer=metrics)
         loop = asyncio.get_running_loop()
+        draining: set[asyncio.Task[None]] = set()
+
+        def drain() -> None:  # SIGTERM/SIGINT: finish the calls in hand, then exit 0
+            task = loop.create_task(app.drain(), name="drain")
+            draining.add(task)
+            task.add_done_callback(draining.discard)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, app.stop)
+            loop.add_signal_handler(sig, drain)
         log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
         async with side_services(config, store, app, metrics):
             await app.run()
@@ -59,8 +99,25 @@ async def side_services(
         shed=lambda: app.shed,
     )
 
+    store_check = StoreCheck(store)
+    checker = asyncio.create_task(store_check.run(), name="store-check")
+
     def health() -> dict[str, Any]:
-        return {"ari_connected": app.stream.connected}
+        reasons = []
+        if app.draining:
+            reasons.append("draining")
+        if not app.stream.connected:
+            reasons.append("ari_disconnected")
+        if not store_check.reachable:
+            reasons.append("store_unreachable")
+        return {
+            "version": VERSION,
+            "state": "draining" if app.draining else "running",
+            "active_calls": app.active_calls,
+            "ari_connected": app.stream.connected,
+            "store_reachable": store_check.reachable,
+            "reasons": reasons,
+        }
 
     runner = None
     if config.http.enabled:
@@ -70,6 +127,7 @@ async def side_services(
     try:
         yield
     finally:
+        checker.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ POLL_SECONDS = 0.1
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
 RUN_INFO = "stack.json"
 APP_READY_MARK = "registered"
+READY_PROBE_TIMEOUT_SECONDS = 1.0
+HTTP_OK = 200
 
 
 @dataclass
@@ -101,7 +104,7 @@ class DevStack:
         )
         deadline = time.monotonic() + APP_READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if APP_READY_MARK in self.app_log_text()[offset:]:
+            if self._ready(offset):
                 return
             if self.app_proc.poll() is not None:
                 raise StackError(
@@ -113,6 +116,18 @@ class DevStack:
         raise StackError(
             f"the app did not register with ARI in {APP_READY_TIMEOUT_SECONDS}s; see {self.app_log}"
         )
+
+    def _ready(self, log_offset: int) -> bool:
+        """The app's /readyz answers 200 (ARI connected, store reachable); without its HTTP
+        server, the registration line in its log."""
+        if not self.config.http.enabled:
+            return APP_READY_MARK in self.app_log_text()[log_offset:]
+        url = f"http://{self.config.http.host}:{self.config.http.port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=READY_PROBE_TIMEOUT_SECONDS) as reply:
+                return bool(reply.status == HTTP_OK)
+        except (OSError, ValueError):  # not listening yet, or 503 (HTTPError is an OSError)
+            return False
 
     def stop_app(self) -> None:
         if self.app_proc is not None and self.app_proc.poll() is None:

@@ -70,6 +70,11 @@ _GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
 REFUSE_CONTEXT = "botbridge-refuse"
 # how long a stopping app lets calls' pending events finish before it closes the records
 STOP_GRACE_SECONDS = 5.0
+# drain (SIGTERM): why new calls skip the bot, and why a call still with the bot at the end
+# of [bridge] drain_seconds is handed to the fallback queue
+APP_DRAINING = "app_draining"
+DRAIN_TIMEOUT = "drain_timeout"
+DRAIN_POLL_SECONDS = 0.2
 
 CallEvent = tuple[CallSession, Event]
 
@@ -97,6 +102,7 @@ class BridgeApp:
             config.bridge.availability_cache_seconds,
         )
         self._by_channel: dict[str, CallSession] = {}
+        self.draining = False
         self.stream = event_stream(config, on_connected=self.reconcile, types=EVENT_TYPES)
 
     async def run(self) -> None:
@@ -110,6 +116,30 @@ class BridgeApp:
 
     def stop(self) -> None:
         self.stream.stop()
+
+    async def drain(self) -> None:
+        """SIGTERM: take no new call (each goes straight to the fallback queue, recorded
+        ``bypassed``/``app_draining``), let the calls with the bot finish for
+        ``[bridge] drain_seconds``, hand those still there to the fallback queue
+        (``drain_timeout``), then stop; ``run`` flushes the records and returns."""
+        if self.draining:
+            return
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.bridge.drain_seconds
+        log.warning(
+            "draining: new calls go to the fallback queue; %d calls in progress, up to %.0f s",
+            self.active_calls,
+            self.config.bridge.drain_seconds,
+        )
+        while self.active_calls and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        for session in [s for s in self.sessions.values() if not s.handed_off]:
+            await self._fail_safe(session, DRAIN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.dispatcher.idle(), STOP_GRACE_SECONDS)
+        log.warning("drained; stopping")
+        self.stop()
 
     @property
     def active_calls(self) -> int:
@@ -165,7 +195,11 @@ class BridgeApp:
                 replaced.name,
             )
         elif args[:1] == ["inbound"]:
-            reason = self.admission.refusal(self.active_calls, self.dispatcher.pending)
+            reason = (
+                APP_DRAINING
+                if self.draining
+                else self.admission.refusal(self.active_calls, self.dispatcher.pending)
+            )
             if reason is None:
                 # Stasis(app,inbound,<availability>): the dialplan's business_hours value
                 given = ",".join(args[1:]) if len(args) > 1 else None
@@ -217,7 +251,10 @@ class BridgeApp:
         self.shed[reason] += 1
         dialled = channel.dialplan.exten if channel.dialplan else ""
         profile = profile_for(self.config, dialled)
-        refuse = self.config.limits.overload_action == "refuse"
+        # a draining app never refuses: its callers are not overloading anything
+        draining = reason == APP_DRAINING
+        refuse = self.config.limits.overload_action == "refuse" and not draining
+        outcome = Outcome.BYPASSED if draining else Outcome.OVERLOADED
         session = CallSession(
             self.ari,
             self.config,
@@ -236,7 +273,7 @@ class BridgeApp:
             caller_channel=channel.id,
             started_at=now,
             state=session.state.value,
-            outcome=Outcome.OVERLOADED,
+            outcome=outcome,
             error_reason=reason,
             queue=None if refuse else profile.fallback_queue,
             queued_at=None if refuse else now,
@@ -246,7 +283,7 @@ class BridgeApp:
             billing_rounding=self.config.billing_rounding,
         )
         if self.observer is not None:
-            self.observer.outcome(Outcome.OVERLOADED)
+            self.observer.outcome(outcome)
         log.warning(
             "call %s: %s shed (%s), %s",
             session.interaction_id,
@@ -264,7 +301,7 @@ class BridgeApp:
     async def _send_shed_call(self, session: CallSession, reason: str) -> None:
         variables = {
             VAR_INTERACTION_ID: session.interaction_id,
-            VAR_OUTCOME: Outcome.OVERLOADED,
+            VAR_OUTCOME: Outcome.BYPASSED if reason == APP_DRAINING else Outcome.OVERLOADED,
             VAR_QUEUE: session.profile.fallback_queue,
             VAR_PROFILE: session.profile.name,
             VAR_ERROR: reason,

@@ -102,6 +102,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_STORE_NODE": ("store", "node"),
     "BOTBRIDGE_BILLING_ROUNDING": ("billing", "rounding"),
     "BOTBRIDGE_MAX_ACTIVE_CALLS": ("limits", "max_active_calls"),
+    "BOTBRIDGE_DRAIN_SECONDS": ("bridge", "drain_seconds"),
     "BOTBRIDGE_MAX_CALLS_PER_SECOND": ("limits", "max_new_calls_per_second"),
     "BOTBRIDGE_MAX_PENDING_EVENTS": ("limits", "max_pending_events"),
     "BOTBRIDGE_OVERLOAD_ACTION": ("limits", "overload_action"),
@@ -173,6 +174,7 @@ class _BridgeSchema(Schema):
     queue_context = fields.Str(required=True, validate=_CONTEXT_NAME)
     availability_cache_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 60))
     agent_ring_in_use = fields.Bool(load_default=False)
+    drain_seconds = fields.Float(load_default=30.0, validate=validate.Range(0, 3600))
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> BridgeSettings:
@@ -350,6 +352,7 @@ class BridgeSettings:
     queue_context: str
     availability_cache_seconds: float = 2.0
     agent_ring_in_use: bool = False
+    drain_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,11 @@ Endpoints (docs/reports.md):
   included; default the last 7 days), ``group_by`` (day|profile|queue, default day);
 - ``GET /reports`` -- the same as an HTML page with an inline SVG chart;
 - ``GET /metrics`` -- Prometheus text format;
-- ``GET /healthz`` -- ``{"status": "ok", ...}``, never authenticated.
+- ``GET /readyz`` -- readiness: 200 ``{"status": "ok", ...}`` when the app can take calls,
+  503 ``{"status": "unavailable", "reasons": [...]}`` when the ARI event socket is down, the
+  app is draining or the store is unreachable; never authenticated;
+- ``GET /healthz`` -- liveness: the same, except that draining is not a reason (a draining
+  app is alive and must not be restarted before its calls are done).
 
 Authentication: ``Authorization: Bearer <token>``, compared in constant time; the HTML page
 also takes ``?token=`` so that a browser can open it. ``/metrics`` needs the token unless
@@ -209,8 +213,26 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     )
 
 
+# a reason that makes an app not ready but still alive (readiness only)
+NOT_READY_ONLY = frozenset({"draining"})
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok", **request.app[SETTINGS].health()})
+    return _health_response(request, ignore=NOT_READY_ONLY)
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    return _health_response(request, ignore=frozenset())
+
+
+def _health_response(request: web.Request, ignore: frozenset[str]) -> web.StreamResponse:
+    figures = dict(request.app[SETTINGS].health())
+    reasons = [r for r in figures.pop("reasons", ()) if r not in ignore]
+    if reasons:
+        return web.json_response(
+            {"status": "unavailable", "reasons": reasons, **figures}, status=503
+        )
+    return web.json_response({"status": "ok", **figures})
 
 
 @web.middleware
@@ -238,7 +260,7 @@ class _AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         # scrapes and health checks every few seconds would drown the call log
-        quiet = request.path in {"/metrics", "/healthz"} and response.status < 400
+        quiet = request.path in {"/metrics", "/healthz", "/readyz"} and response.status < 400
         self.logger.log(
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %d %.1f ms",
@@ -258,6 +280,7 @@ def create_web_app(settings: WebSettings) -> web.Application:
     app.router.add_get("/reports", reports_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 

@@ -263,6 +263,11 @@ class InteractionStore:
                 )
                 db.execute(statement, rows)
 
+    def ping(self) -> None:
+        """One trivial query: raises StoreError when the database does not answer."""
+        with self.engine.connect() as db:
+            db.execute(text("SELECT 1"))
+
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, interaction_id: str) -> dict[str, Any] | None:

@@ -109,3 +109,65 @@ async def test_calls_while_the_app_is_down_reach_an_agent_and_are_recorded(
     async with stack.rest() as ari:
         assert await ari.get_global_var("DB_KEYS(botbridge_bypassed)") in (None, "")
         assert await ari.get_global_var("DB_KEYS(botbridge_bypassed_end)") in (None, "")
+
+
+DRAIN_SECONDS = 2
+
+
+async def restart_app_with(stack: DevStack, **env: str) -> None:
+    stack.stop_app()
+    stack.env.update(env)
+    stack.start_app()
+
+
+async def bot_connected(stack: DevStack, number: str) -> dict[str, Any]:
+    def connected() -> dict[str, Any] | None:
+        rows = [r for r in records(stack) if r["caller_number"] == number]
+        return rows[0] if rows and rows[0]["state"] == "bot_connected" else None
+
+    return await until(connected, 15, f"the call from {number} with the bot")
+
+
+def terminate(stack: DevStack) -> int:
+    """SIGTERM, and the exit code once the app is gone (it must go by itself)."""
+    assert stack.app_proc is not None
+    stack.app_proc.terminate()
+    return stack.app_proc.wait(timeout=DRAIN_SECONDS + 15)
+
+
+@pytest.mark.parametrize(
+    ("bot_talk_ms", "outcome", "reason"),
+    [(1000, "resolved", None), (8000, "error", "drain_timeout")],
+    ids=["bot-finishes", "handed-to-queue"],
+)
+async def test_sigterm_drains_calls_with_the_bot_and_exits_0(
+    lonely: DevStack, bot_talk_ms: int, outcome: str, reason: str | None
+) -> None:
+    stack = lonely
+    await restart_app_with(stack, BOTBRIDGE_DRAIN_SECONDS=str(DRAIN_SECONDS))
+    number = f"1999{bot_talk_ms}"
+    sipp = stack.sipp()
+    bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", str(bot_talk_ms)])
+    agent = sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "500"])
+    caller = sipp.start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_number": number},
+        timeout=40,
+    )
+    row = await bot_connected(stack, number)
+    assert terminate(stack) == 0, stack.app_log_text()[-2000:]
+
+    assert await finished(caller, 30) == 0, caller.report()
+    final = next(r for r in records(stack) if r["interaction_id"] == row["interaction_id"])
+    assert final["outcome"] == outcome and final["error_reason"] == reason, final
+    if outcome == "error":  # handed to the fallback queue: the agent got the call
+        assert await finished(agent, 20) == 0, agent.report()
+        invites = [m for m in agent.messages() if m.method == "INVITE"]
+        assert invites and invites[0].header("X-Interaction-Id") == row["interaction_id"]
+    else:
+        agent.stop()
+    bot.stop()
+    stack.start_app()

@@ -107,6 +107,32 @@ async def test_healthz_needs_no_token(client: TestClient[Any, Any]) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.parametrize(
+    ("reasons", "healthz", "readyz"),
+    [
+        ([], 200, 200),
+        (["ari_disconnected"], 503, 503),
+        (["store_unreachable", "ari_disconnected"], 503, 503),
+        (["draining"], 200, 503),  # a draining app is alive, not ready
+    ],
+)
+async def test_health_and_readiness_say_why(
+    store: InteractionStore, reasons: list[str], healthz: int, readyz: int
+) -> None:
+    settings = _settings(store, health=lambda: {"active_calls": 3, "reasons": reasons})
+    async with TestClient(TestServer(create_web_app(settings))) as client:
+        for path, expected in (("/healthz", healthz), ("/readyz", readyz)):
+            response = await client.get(path)
+            body = await response.json()
+            assert response.status == expected, (path, body)
+            assert body["active_calls"] == 3
+            if expected == 503:
+                assert body["status"] == "unavailable" and body["reasons"]
+                assert set(body["reasons"]) <= set(reasons)
+            else:
+                assert body["status"] == "ok" and "reasons" not in body
+
+
 @pytest.mark.parametrize("path", ["/reports.csv", "/reports.json", "/reports"])
 @pytest.mark.parametrize(
     "headers",
