@@ -6,13 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup runtime up down status logs demo bench test unit integration lint format certs clean
+.PHONY: help setup runtime up down restart status logs demo bench test unit integration lint format certs clean
 
 help:
 	@echo "make demo    run the bridge end to end (caller -> bot -> REFER -> agent) and print the timeline"
 	@echo "make test    lint, type-check and run every test against a real Asterisk 22"
 	@echo "make setup   virtualenv + packages + Asterisk runtime (idempotent)"
 	@echo "make up/down start/stop Asterisk and the app in the background; make logs, make status"
+	@echo "make restart restart the app without dropping a call (drain, fail open, ready again)"
 	@echo "make certs   development CA and TLS certificates under var/tls"
 	@echo "make bench   call-rate/latency/CPU/memory benchmark, app vs dialplan-only Asterisk (BENCH_ARGS=...)"
 
@@ -35,6 +36,9 @@ down: $(STAMP)
 
 status: $(STAMP)
 	$(PY) -m devtools.devstack status
+
+restart: $(STAMP)
+	$(PY) -m devtools.devstack restart
 
 logs: $(STAMP)
 	$(PY) -m devtools.devstack logs

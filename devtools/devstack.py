@@ -129,11 +129,18 @@ class DevStack:
         except (OSError, ValueError):  # not listening yet, or 503 (HTTPError is an OSError)
             return False
 
+    def restart_app(self) -> None:
+        """`make restart`: SIGTERM (drain), then a new app, ready when /readyz says so."""
+        self.stop_app()
+        self.start_app()
+
     def stop_app(self) -> None:
         if self.app_proc is not None and self.app_proc.poll() is None:
-            self.app_proc.send_signal(signal.SIGTERM)
+            self.app_proc.send_signal(signal.SIGTERM)  # the app drains: give it the time
             try:
-                self.app_proc.wait(timeout=APP_STOP_TIMEOUT_SECONDS)
+                self.app_proc.wait(
+                    timeout=self.config.bridge.drain_seconds + APP_STOP_TIMEOUT_SECONDS
+                )
             except subprocess.TimeoutExpired:
                 self.app_proc.kill()
                 self.app_proc.wait()
@@ -227,11 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status()
         if command == "logs":
             return _logs()
+        if command == "restart":
+            return _restart()
     except (StackError, RuntimeUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"usage: python -m devtools.devstack up|down|status|logs (got {command!r})", file=sys.stderr
+        f"usage: python -m devtools.devstack up|down|status|logs|restart (got {command!r})",
+        file=sys.stderr,
     )
     return 2
 
@@ -297,6 +307,47 @@ def _down() -> int:
     info_path.unlink()
     print("stopped Asterisk and the app" + (" (still exiting)" if _alive(info) else ""))
     return 0
+
+
+def _restart() -> int:
+    """Restart the app of a running stack without dropping a call: SIGTERM drains it (calls
+    with the bot finish, new calls fail open to the fallback queue), then a new app starts
+    and is ready when /readyz says so; it records the calls that bypassed it."""
+    info_path = run_dir() / RUN_INFO
+    if not info_path.exists():
+        print("not up; `make up` first", file=sys.stderr)
+        return 1
+    info = json.loads(info_path.read_text())
+    runtime = select_runtime(info.get("runtime"), build=False)
+    stack = build_stack(runtime, Path(info["root"]), free_ports=False)
+    pid = int(info["app_pid"])
+    print(f"draining the app (pid {pid}); new calls go to the fallback queue meanwhile")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + stack.config.bridge.drain_seconds + APP_STOP_TIMEOUT_SECONDS
+    started = time.monotonic()
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(POLL_SECONDS)
+    if _pid_alive(pid):
+        print("the app did not stop in time; killing it", file=sys.stderr)
+        os.kill(pid, signal.SIGKILL)
+    print(f"stopped after {time.monotonic() - started:.1f} s; starting a new app")
+    stack.start_app(detach=True)
+    assert stack.app_proc is not None
+    info_path.write_text(json.dumps({**info, "app_pid": stack.app_proc.pid}, indent=2))
+    print(f"app up again (pid {stack.app_proc.pid}), ready")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a child of this process that exited is a zombie until reaped: not alive for us
+    with contextlib.suppress(ChildProcessError):
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    return True
 
 
 def _status() -> int:

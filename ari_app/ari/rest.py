@@ -237,13 +237,13 @@ class AriRest:
         """
         if not variables:
             return
-        bad = [name for name, value in variables.items() if set(value) & _ARRAY_UNSAFE]
-        if bad:
-            raise ValueError(f"values of {bad} cannot travel through ARRAY()")
-        if len(variables) == 1:
+        if len(variables) == 1:  # any value: no ARRAY() involved
             ((name, value),) = variables.items()
             await self.set_var(channel_id, name, value)
             return
+        bad = [name for name, value in variables.items() if set(value) & _ARRAY_UNSAFE]
+        if bad:
+            raise ValueError(f"values of {bad} cannot travel through ARRAY()")
         await self.set_var(
             channel_id, f"ARRAY({','.join(variables)})", ",".join(variables.values())
         )

@@ -333,7 +333,12 @@ async def adopt(
         decision = TransferDecision(profile.fallback_queue, None, None, reason, None)
         await session.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
     else:
-        await session.follow_caller()
+        if not await session.follow_caller():
+            # the caller hung up between the channel list and the subscription: its end
+            # will never be reported, so it is recorded now
+            await session.caller_ended()
+            app.forget(session)
+            return
         if session.agent_answered_at is None and state in {CallState.QUEUED, CallState.ERROR}:
             for bridge in await app.ari.bridges():
                 if caller.id in bridge.channels:  # the agent answered while the app was down

@@ -445,13 +445,16 @@ class CallSession:
             self.ended_at = time.time()
             self.record(ended_at=self.ended_at)
 
-    async def follow_caller(self) -> None:
+    async def follow_caller(self) -> bool:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
-        context): ChannelEnteredBridge (an agent answered) and ChannelDestroyed (the end)."""
+        context): ChannelEnteredBridge (an agent answered) and ChannelDestroyed (the end).
+        False when Asterisk refused (the caller's channel is gone)."""
         try:
             await self.ari.subscribe(self.config.app_name, f"channel:{self.caller_id}")
         except AriError as exc:
             log.warning("call %s: cannot follow the caller: %s", self.interaction_id, exc)
+            return False
+        return True
 
     async def _release_bot(self) -> None:
         if self.bot_channel_id:
@@ -473,7 +476,7 @@ async def read_queue_availability(ari: CallControl, queue: str, channel_id: str)
     return availability_from_queue(_int(logged), _int(ready))
 
 
-async def _all(*steps: Awaitable[None]) -> None:
+async def _all(*steps: Awaitable[object]) -> None:
     """Run independent requests concurrently; the first failure (if any) is raised after
     all have finished, so one vanished channel does not stop the others' clean-up."""
     _raise_first(await asyncio.gather(*steps, return_exceptions=True))

@@ -171,3 +171,56 @@ async def test_sigterm_drains_calls_with_the_bot_and_exits_0(
         agent.stop()
     bot.stop()
     stack.start_app()
+
+
+RESTART_RATE = 20  # calls/s
+RESTART_CALLS = 200
+
+
+async def test_rolling_restart_under_load_drops_no_caller(lonely: DevStack) -> None:
+    """`make restart` (DevStack.restart_app: SIGTERM drain, a new app, ready on /readyz) in
+    the middle of 20 calls/s: every caller is answered and released (by the bot, or by an
+    agent after failing open), and every call has a closed record."""
+    stack = lonely
+    await restart_app_with(stack, BOTBRIDGE_DRAIN_SECONDS="30")
+    sipp = stack.sipp()
+    # the bot and the agent take whatever part of the load reaches them
+    bot = sipp.start(
+        "load/bot_resolve",
+        local_port=stack.bot_port,
+        extra=["-aa", "-d", "1000"],
+        calls=RESTART_CALLS,
+        timeout=60,
+    )
+    agent = sipp.start(
+        "load/agent",
+        local_port=stack.agent_port,
+        extra=["-aa", "-d", str(AGENT_TALK_MS)],
+        calls=RESTART_CALLS,
+        timeout=60,
+    )
+    callers = sipp.start(
+        "load/caller",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_prefix": "1777"},
+        extra=["-r", str(RESTART_RATE), "-l", str(RESTART_CALLS)],
+        calls=RESTART_CALLS,
+        timeout=60,
+    )
+    await until(lambda: len(records(stack)) >= RESTART_CALLS // 4, 20, "the load under way")
+    stack.restart_app()
+    assert await finished(callers, 60) == 0, callers.report()[-3000:]
+
+    def closed() -> list[dict[str, Any]] | None:
+        rows = [r for r in records(stack) if (r["caller_number"] or "").startswith("1777")]
+        done = len(rows) == RESTART_CALLS and all(r["ended_at"] and r["outcome"] for r in rows)
+        return rows if done else None
+
+    rows = await until(closed, 30, f"{RESTART_CALLS} closed records")
+    outcomes = {r["outcome"] for r in rows}
+    assert outcomes <= {"resolved", "bypassed"}, outcomes
+    assert "resolved" in outcomes
+    bot.stop()
+    agent.stop()
