@@ -104,6 +104,12 @@ class AsteriskInstance:
             raise StackError(f"asterisk -rx {command!r} failed: {result.stderr.strip()}")
         return result
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown, calls die with it."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             self.cli("core stop now", check=False)

@@ -19,7 +19,9 @@ __all__ = [
 
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_FACTOR = 2.0
-BACKOFF_MAX_SECONDS = 10.0
+# The app must be ready again within 5 s of Asterisk coming back (its calls fail open
+# meanwhile): a reconnect attempt at least every 4 s, whatever the outage's length.
+BACKOFF_MAX_SECONDS = 4.0
 # Up to this fraction is taken off each delay, so several bridge instances restarted together
 # do not hit a recovering Asterisk in lockstep. Subtracting (rather than adding) keeps the
 # cap a true upper bound.

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ari_app.store import InteractionStore
@@ -224,3 +225,64 @@ async def test_rolling_restart_under_load_drops_no_caller(lonely: DevStack) -> N
     assert "resolved" in outcomes
     bot.stop()
     agent.stop()
+
+
+async def readiness(stack: DevStack) -> int:
+    url = f"http://{stack.config.http.host}:{stack.config.http.port}/readyz"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as reply:
+            return reply.status
+    except aiohttp.ClientError:
+        return 0
+
+
+async def test_asterisk_killed_and_restarted_under_calls(lonely: DevStack) -> None:
+    """Asterisk dies with calls up: /readyz goes 503, the app is ready again within 5 s of
+    Asterisk's return, no record stays open, and a new call works at once."""
+    stack = lonely
+    sipp = stack.sipp()
+    bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "20000"], calls=3)
+    callers = [
+        sipp.start(
+            "common/caller_waits",
+            local_port=free_port(udp_too=True),
+            remote=stack.sip_remote,
+            service="5551000",
+            keys={"caller_number": f"1666{n}"},
+            timeout=40,
+        )
+        for n in range(3)
+    ]
+    for n in range(3):
+        await bot_connected(stack, f"1666{n}")
+    assert await readiness(stack) == 200
+
+    stack.instance.kill()  # SIGKILL: the calls die with it
+    await until(lambda: _status_is(stack, 503), 10, "/readyz 503 while Asterisk is gone")
+    stack.instance.start()  # booted: ARI is listening again
+    await until(lambda: _status_is(stack, 200), 5, "the app ready within 5 s of Asterisk")
+
+    def all_closed() -> bool:
+        rows = [r for r in records(stack) if (r["caller_number"] or "").startswith("1666")]
+        return len(rows) == 3 and all(r["ended_at"] and r["outcome"] for r in rows)
+
+    await until(all_closed, 10, "the calls' records closed by reconciliation")
+    for run in (bot, *callers):
+        run.stop()
+
+    # a new call works at once
+    bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "500"])
+    caller = sipp.start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_number": "16669"},
+        timeout=30,
+    )
+    assert await finished(caller, 30) == 0, caller.report()
+    assert await finished(bot, 10) == 0, bot.report()
+
+
+async def _status_is(stack: DevStack, status: int) -> bool:
+    return await readiness(stack) == status

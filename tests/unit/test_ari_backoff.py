@@ -40,7 +40,7 @@ def full_jitter() -> float:
 def test_delays_double_from_initial_up_to_the_cap() -> None:
     delays = [next_delay(attempt, rand=no_jitter) for attempt in range(8)]
 
-    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
 
 
 def test_backoff_delays_generator_matches_next_delay() -> None:
