@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
+from ari_app.reporting.reports import Period, report_from_store
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
@@ -105,6 +107,15 @@ async def test_calls_while_the_app_is_down_reach_an_agent_and_are_recorded(
         assert row["dialled_number"] == "5551000" and row["state"] == "queued"
         assert row["ended_at"] is not None and row["ended_at"] >= row["started_at"]
         assert row["reconciled_at"] is not None
+
+    # the report counts them
+    today = datetime.now(UTC).date().isoformat()
+    store = InteractionStore(stack.config.store_path)
+    try:
+        report = report_from_store(store, Period.parse(today, today), "day")
+    finally:
+        store.close()
+    assert report.total.outcomes["bypassed"] == CALLS
 
     # the notes in AstDB are gone: a second reconnect records nothing twice
     async with stack.rest() as ari:
