@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from ari_app.sip.uui import ContextError, ContextMalformed, ContextNotUtf8
+from ari_app.sip.uui import ContextError, ContextMalformed, ContextNotUtf8, split_outside_quotes
 
 __all__ = [
     "SCHEMES",
@@ -192,7 +192,7 @@ def _parse_header_params(tail: str) -> tuple[tuple[str, str], ...]:
     if not tail.startswith(";"):
         raise ReferToMalformed("unexpected text after the Refer-To <uri>")
     params: list[tuple[str, str]] = []
-    for segment in _split_outside_quotes(tail[1:]):
+    for segment in split_outside_quotes(tail[1:], ReferToMalformed, "a Refer-To parameter"):
         raw_name, eq, raw_value = segment.partition("=")
         name = raw_name.strip(_LWS)
         param_value = raw_value.strip(_LWS)
@@ -208,33 +208,6 @@ def _parse_header_params(tail: str) -> tuple[tuple[str, str], ...]:
             raise ReferToMalformed("stray quote in a Refer-To parameter")
         params.append((name, param_value))
     return tuple(params)
-
-
-def _split_outside_quotes(text: str) -> list[str]:
-    """Split on ";" outside quoted-strings; an unterminated quote is malformed."""
-    segments: list[str] = []
-    start = 0
-    in_quotes = False
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if in_quotes:
-            if c == "\\":
-                i += 2
-                continue
-            if c == '"':
-                in_quotes = False
-        elif c == '"':
-            in_quotes = True
-        elif c == ";":
-            segments.append(text[start:i])
-            start = i + 1
-        i += 1
-    if in_quotes:
-        raise ReferToMalformed("unterminated quoted-string in a Refer-To parameter")
-    segments.append(text[start:])
-    return segments
 
 
 def _parse_uri(

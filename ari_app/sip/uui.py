@@ -322,14 +322,24 @@ def _check_limit(max_bytes: int) -> None:
 
 
 def _split_uui_value(value: str) -> list[str]:
-    """Split on ";" outside quoted-strings. Only called on length-bounded input."""
+    """Split on ";" outside quoted-strings. Only called on length-bounded input. RFC 7433
+    allows several comma-separated values in one header field; the caller must pick one.
+    Merging them silently could mix contexts, so a comma outside quotes is refused."""
+    return split_outside_quotes(value, ContextMalformed, "UUI value", comma_is_error=True)
+
+
+def split_outside_quotes(
+    text: str, error: type[ContextError], what: str, *, comma_is_error: bool = False
+) -> list[str]:
+    """Split ``text`` on ";" outside quoted-strings (backslash escapes inside); an
+    unterminated quote (and, if asked, a comma outside quotes) raises ``error``."""
     segments: list[str] = []
     start = 0
     in_quotes = False
     i = 0
-    n = len(value)
+    n = len(text)
     while i < n:
-        c = value[i]
+        c = text[i]
         if in_quotes:
             if c == "\\":
                 i += 2
@@ -339,16 +349,14 @@ def _split_uui_value(value: str) -> list[str]:
         elif c == '"':
             in_quotes = True
         elif c == ";":
-            segments.append(value[start:i])
+            segments.append(text[start:i])
             start = i + 1
-        elif c == ",":
-            # RFC 7433 allows several comma-separated values in one header field; the caller
-            # must pick one. Merging them silently could mix contexts, so refuse.
-            raise ContextMalformed("UUI header holds more than one value")
+        elif c == "," and comma_is_error:
+            raise error(f"{what} holds more than one value")
         i += 1
     if in_quotes:
-        raise ContextMalformed("unterminated quoted-string in UUI value")
-    segments.append(value[start:])
+        raise error(f"unterminated quoted-string in {what}")
+    segments.append(text[start:])
     return segments
 
 
