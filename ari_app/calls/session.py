@@ -1,9 +1,10 @@
 """One call's life: caller -> bot -> (resolved | escalated to a queue | bot failed | abandoned).
 
-The session is a small explicit state machine; every transition is checked against
-``TRANSITIONS``, logged, and written to the interaction store. Side effects go through the
-ARI REST client; events reach the session through ``on_<EventType>`` style methods that the
-application dispatcher calls.
+The session carries out a call's effects: it fires the triggers of the state table
+(ari_app/calls/states.py) with what happened on the call, sends the ARI requests of each
+step (independent ones together), and queues its record changes for the record writer.
+``BridgeApp`` (ari_app/calls/app.py) calls its methods from the call's own task, one event
+at a time.
 """
 
 from __future__ import annotations
