@@ -388,6 +388,15 @@ async def test_make_up_and_down(
         assert config.app_name in applications
         assert "registered" in (root / "app.log").read_text()
 
+        # make restart: the app drains, a new one starts and is ready, Asterisk stays up
+        restart = await devstack("restart")
+        assert restart.returncode == 0 and "ready" in restart.stdout, restart
+        new = json.loads((run_dir / "stack.json").read_text())
+        assert new["app_pid"] != info["app_pid"] and new["asterisk_pid"] == info["asterisk_pid"]
+        assert json.loads((await devstack("status")).stdout)["alive"] is True
+        assert config.app_name in [a.get("name") for a in await ari.applications()]
+        assert (root / "app.log").read_text().count("drained; stopping") == 1
+
         down = await devstack("down")
         assert down.returncode == 0, down
         assert "stopped Asterisk and the app" in down.stdout, down
