@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast, overload
 
 from ari_app.ari import AriRest, Channel
+from devtools.devstack import DevStack
 from devtools.sipp import SipMessage, SippRun
+from devtools.stack import free_port
 
 DEFAULT_UNTIL_TIMEOUT = 15.0
 POLL_INTERVAL = 0.1
@@ -94,3 +96,26 @@ async def queued_caller(ari: AriRest) -> Channel | None:
         if channel.name.startswith("PJSIP/carrier") and channel.dialplan.app_name == "Queue":
             return channel
     return None
+
+
+def load_callers(
+    stack: DevStack,
+    *,
+    calls: int,
+    rate: float,
+    prefix: str,
+    service: str = "5551000",
+    timeout: float = 60,
+) -> SippRun:
+    """SIPp carrier placing ``calls`` calls at ``rate`` calls/s (tests/scenarios/load/caller.xml):
+    caller numbers ``<prefix><call number>``, each call waits for the far end's BYE."""
+    return stack.sipp().start(
+        "load/caller",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service=service,
+        keys={"caller_prefix": prefix},
+        extra=["-r", f"{rate:g}", "-l", str(calls)],
+        calls=calls,
+        timeout=timeout,
+    )

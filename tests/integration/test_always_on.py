@@ -22,7 +22,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import until
+from tests.harness import load_callers, until
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +71,7 @@ async def test_calls_while_the_app_is_down_reach_an_agent_and_are_recorded(
         calls=CALLS,
         timeout=60,
     )
-    callers = stack.sipp().start(
-        "load/caller",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service="5551000",
-        keys={"caller_prefix": "1888"},
-        extra=["-r", str(RATE), "-l", str(CALLS)],
-        calls=CALLS,
-        timeout=60,
-    )
+    callers = load_callers(stack, calls=CALLS, rate=RATE, prefix="1888", timeout=60)
     assert await finished(callers, 60) == 0, callers.report()[-3000:]
     assert await finished(agent, 30) == 0, agent.report()[-3000:]
 
@@ -211,16 +202,7 @@ async def test_rolling_restart_under_load_drops_no_caller(lonely: DevStack) -> N
         calls=RESTART_CALLS,
         timeout=60,
     )
-    callers = sipp.start(
-        "load/caller",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service="5551000",
-        keys={"caller_prefix": "1777"},
-        extra=["-r", str(RESTART_RATE), "-l", str(RESTART_CALLS)],
-        calls=RESTART_CALLS,
-        timeout=60,
-    )
+    callers = load_callers(stack, calls=RESTART_CALLS, rate=RESTART_RATE, prefix="1777", timeout=60)
     await until(lambda: len(records(stack)) >= RESTART_CALLS // 4, 20, "the load under way")
     stack.restart_app()
     assert await finished(callers, 60) == 0, callers.report()[-3000:]

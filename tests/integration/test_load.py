@@ -21,7 +21,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import sipp_finished, until
+from tests.harness import load_callers, sipp_finished, until
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX
 from tests.integration.test_metrics import scrape
 
@@ -91,19 +91,6 @@ def load_party(
     )
 
 
-def load_caller(stack: DevStack, number: str, prefix: str) -> SippRun:
-    return stack.sipp().start(
-        "load/caller",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service=number,
-        keys={"caller_prefix": prefix},
-        extra=["-r", str(RATE_PER_FLOW), "-l", str(CALLS_PER_FLOW)],
-        calls=CALLS_PER_FLOW,
-        timeout=SIPP_TIMEOUT,
-    )
-
-
 def all_records(stack: DevStack) -> list[dict[str, Any]]:
     store = InteractionStore(stack.config.store_path)
     try:
@@ -129,8 +116,22 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         },
         extra=["-d", str(BOT_TALK_MS)],
     )
-    resolving_callers = load_caller(stack, RESOLVE_NUMBER, "1555")
-    escalating_callers = load_caller(stack, ESCALATE_NUMBER, "2555")
+    resolving_callers = load_callers(
+        stack,
+        calls=CALLS_PER_FLOW,
+        rate=RATE_PER_FLOW,
+        prefix="1555",
+        service=RESOLVE_NUMBER,
+        timeout=SIPP_TIMEOUT,
+    )
+    escalating_callers = load_callers(
+        stack,
+        calls=CALLS_PER_FLOW,
+        rate=RATE_PER_FLOW,
+        prefix="2555",
+        service=ESCALATE_NUMBER,
+        timeout=SIPP_TIMEOUT,
+    )
 
     for run in (resolving_callers, escalating_callers, resolver, escalator, agent):
         await sipp_finished(run, SIPP_TIMEOUT)

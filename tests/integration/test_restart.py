@@ -20,7 +20,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import first, sipp_finished, until
+from tests.harness import first, load_callers, sipp_finished, until
 from tests.records import stored
 
 pytestmark = pytest.mark.integration
@@ -221,15 +221,7 @@ async def test_killed_under_load_every_state_older_than_a_second_is_on_disk(
         extra=["-aa", "-d", str(LOAD_BOT_TALK_MS)],
         calls=LOAD_CALLS,
     )
-    callers = stack.sipp().start(
-        "load/caller",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service="5551000",
-        keys={"caller_prefix": "1777"},
-        extra=["-r", str(LOAD_RATE), "-l", str(LOAD_CALLS)],
-        calls=LOAD_CALLS,
-    )
+    callers = load_callers(stack, calls=LOAD_CALLS, rate=LOAD_RATE, prefix="1777")
 
     def acks() -> dict[str, float]:
         """Interaction id -> when the bot got the ACK of its 200 (the app's bot_connected
