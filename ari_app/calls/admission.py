@@ -39,13 +39,17 @@ class TokenBucket:
         self._at = clock()
 
     def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1.0:
+        if self.peek():
             self._tokens -= 1.0
             return True
         return False
+
+    def peek(self) -> bool:
+        """Whether a token is there now (refilled, none taken)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        return self._tokens >= 1.0
 
 
 class Admission:

@@ -26,6 +26,7 @@ from ari_app.ari import AriError, AriNotFound, Channel, Event
 from ari_app.calls import reconcile
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
+from ari_app.calls.bots import BotPool
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.reconcile import PROBE_ARGS
@@ -102,6 +103,7 @@ class BridgeApp:
             config.bridge.availability_cache_seconds,
         )
         self._by_channel: dict[str, CallSession] = {}
+        self.bots = BotPool()
         self.draining = False
         self.stream = event_stream(config, on_connected=self.reconcile, types=EVENT_TYPES)
 
@@ -230,6 +232,8 @@ class BridgeApp:
             observer=self.observer,
             availability=self.availability,
             dialplan_availability=availability,
+            bots=self.bots,
+            on_bot_channel=self._index_bot_channel,
         )
         session.bot_channel_id = bot_channel_id_for(session.interaction_id)
         self.adopt(session)
@@ -394,6 +398,10 @@ class BridgeApp:
         for channel_id in (session.caller_id, session.bot_channel_id):
             if channel_id:
                 self._by_channel[channel_id] = session
+
+    def _index_bot_channel(self, session: CallSession, channel_id: str) -> None:
+        """A session dials its next bot on a new leg: route that leg's events to it."""
+        self._by_channel[channel_id] = session
 
     def forget(self, session: CallSession) -> None:
         log.info("call %s: ended, no longer followed", session.interaction_id)

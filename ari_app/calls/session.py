@@ -13,12 +13,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ari_app.ari import AriError, AriNotFound, Bridge, Channel
 from ari_app.calls import billing
+from ari_app.calls.bots import BotPool
 from ari_app.calls.control import CallControl
 from ari_app.calls.states import (
     IN_PROGRESS,
@@ -36,7 +37,7 @@ from ari_app.calls.transfer import (
     caller_variables,
     decide_transfer,
 )
-from ari_app.config import BotProfile, Config
+from ari_app.config import BotProfile, BotTarget, Config
 from ari_app.outcomes import Outcome
 from ari_app.sip import uui
 from ari_app.store import StoreError
@@ -104,8 +105,17 @@ _REFER_FIELDS = (
 )
 
 
-def bot_channel_id_for(interaction_id: str) -> str:
-    return f"bot-{interaction_id}"
+# every bot was unreachable or at its limits: the call went to the fallback queue undialled
+NO_BOT_AVAILABLE = "bot_unavailable"
+# a next bot is dialled only while at least this much of the answer timeout is left (ARI's
+# dial timeout counts whole seconds)
+MIN_ATTEMPT_SECONDS = 1.0
+BOT_ANSWERED_RESULT = "answered"
+
+
+def bot_channel_id_for(interaction_id: str, attempt: int = 1) -> str:
+    """``bot-<iid>`` for the first bot dialled, ``bot-<iid>-<n>`` for the n-th."""
+    return f"bot-{interaction_id}" if attempt == 1 else f"bot-{interaction_id}-{attempt}"
 
 
 def bridge_id_for(interaction_id: str) -> str:
@@ -138,6 +148,17 @@ class CallSession:
     # business_hours as the dialplan passed it in Stasis(app,inbound,<value>); None when the
     # dialplan passed nothing (then the variable is read from the channel)
     dialplan_availability: str | None = None
+    # the app's bots (health, limits; ari_app/calls/bots.py); None: this call's own pool
+    bots: BotPool | None = None
+    # told of each new bot leg id before it is created (the app routes its events by it)
+    on_bot_channel: Callable[[CallSession, str], None] | None = None
+    bot_target: BotTarget | None = None  # the bot being dialled or talking (claimed)
+    _plan: tuple[BotTarget, ...] = ()
+    _plan_next: int = 0
+    _attempt: int = 0
+    _attempts: list[dict[str, str | None]] = field(default_factory=list)
+    _bot_deadline: float = 0.0
+    _bot_variables: dict[str, str] = field(default_factory=dict)
 
     @property
     def caller_id(self) -> str:
@@ -165,6 +186,8 @@ class CallSession:
             self.ended_at = record.setdefault("ended_at", time.time())
         rounding = self.config.billing_rounding
         bot_part = bot_part_ends(previous, new)
+        if bot_part is not None:
+            self._release_claim()
         if bot_part == "charged":
             ended = record.get("transfer_at") or time.time()
             record.setdefault("bot_ended_at", ended)
@@ -198,8 +221,9 @@ class CallSession:
             caller_channel=self.caller_id,
             started_at=self.started_at,
         )
+        self._bot_deadline = time.monotonic() + self.profile.answer_timeout_seconds
         availability = await self._availability()
-        self.bot_channel_id = bot_channel_id_for(self.interaction_id)
+        self.bot_channel_id = self.bot_channel_id or bot_channel_id_for(self.interaction_id)
         headers = {
             "User-to-User": uui.format_uui(
                 uui.encode_context([("business_hours", availability)]),
@@ -212,24 +236,68 @@ class CallSession:
         caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
         if caller_number:
             variables["CALLERID(num)"] = caller_number
-        self._fire(Trigger.BOT_DIALLED, availability=availability, bot_channel=self.bot_channel_id)
+        self._bot_variables = variables
+        if self.bots is None:
+            self.bots = BotPool()
+        self._plan = self.bots.plan(self.profile)
+        if not self._claim_next_bot():
+            self.record(availability=availability)
+            await self.bot_failed(NO_BOT_AVAILABLE)
+            return
+        self._fire(
+            Trigger.BOT_DIALLED,
+            availability=availability,
+            bot_channel=self.bot_channel_id,
+            bots_tried=self._attempts,
+        )
         created, *others = await asyncio.gather(
-            self.ari.create_channel(
-                self.profile.dial_string,
-                self.config.app_name,
-                app_args=f"bot,{self.interaction_id}",
-                channel_id=self.bot_channel_id,
-                originator=self.caller_id,
-                variables=variables,
-            ),
-            self._create_bridge(),
-            return_exceptions=True,
+            self._create_bot_leg(), self._create_bridge(), return_exceptions=True
         )
         if isinstance(created, AriError):
             await self.bot_failed(f"bot_channel_failed: {created.status}")
         elif isinstance(created, BaseException):
             raise created
         _raise_first(others)
+
+    def _claim_next_bot(self) -> bool:
+        """Claim the next eligible bot of the call's plan; bots passed over (unreachable, at a
+        limit) go into the attempts with why. False when none is left."""
+        assert self.bots is not None
+        claim = self.bots.claim(self._plan, self._plan_next)
+        self._plan_next = claim.next_index
+        self._attempts.extend({"uri": uri, "result": why} for uri, why in claim.skipped)
+        if claim.target is None:
+            return False
+        self.bot_target = claim.target
+        self._attempt += 1
+        self._attempts.append({"uri": claim.target.uri, "result": None})
+        return True
+
+    def _release_claim(self) -> None:
+        if self.bot_target is not None and self.bots is not None:
+            self.bots.release(self.bot_target.uri)
+        self.bot_target = None
+
+    async def _create_bot_leg(self) -> None:
+        assert self.bot_channel_id and self.bot_target is not None
+        await self.ari.create_channel(
+            self.profile.dial_string_for(self.bot_target.uri),
+            self.config.app_name,
+            app_args=f"bot,{self.interaction_id}",
+            channel_id=self.bot_channel_id,
+            originator=self.caller_id,
+            variables=self._bot_variables,
+        )
+
+    def _attempt_timeout(self) -> int:
+        """Dial timeout of this attempt: what is left of the answer timeout, and at most
+        ``attempt_timeout_seconds`` while another bot could still be tried."""
+        left = self._bot_deadline - time.monotonic() if self._bot_deadline else 0.0
+        if left <= 0:
+            return self.profile.answer_timeout_seconds  # re-adopted call: no budget known
+        if self._plan_next < len(self._plan):
+            left = min(left, self.profile.attempt_timeout_seconds)
+        return max(1, round(left))
 
     async def _availability(self) -> str:
         """The dialplan's value (its Stasis() arguments carry it, see extensions.conf; an
@@ -262,9 +330,7 @@ class CallSession:
             return  # the caller left or the call failed meanwhile; the leg is being released
         try:
             await self.ari.dial(
-                self.bot_channel_id,
-                caller=self.caller_id,
-                timeout=self.profile.answer_timeout_seconds,
+                self.bot_channel_id, caller=self.caller_id, timeout=self._attempt_timeout()
             )
         except AriError as exc:
             await self.bot_failed(f"bot_dial_failed: {exc.status}")
@@ -285,15 +351,52 @@ class CallSession:
         assert self.bridge_id
         await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
         self.bot_answered_at = time.time()
-        self._fire(Trigger.BOT_ANSWERED, bot_answered_at=self.bot_answered_at)
+        answered: dict[str, object] = {}
+        if self._attempts:
+            self._attempts[-1]["result"] = BOT_ANSWERED_RESULT
+            answered = {"bot_uri": self._attempts[-1]["uri"], "bots_tried": self._attempts}
+        self._fire(Trigger.BOT_ANSWERED, bot_answered_at=self.bot_answered_at, **answered)
 
     async def bot_failed(self, reason: str) -> None:
-        """The bot could not take the call: the caller goes to the fallback queue."""
+        """The bot could not take the call: the next bot of the profile is dialled while the
+        answer timeout allows, else the caller goes to the fallback queue."""
         if self.state not in {CallState.STARTED, CallState.BOT_DIALLING}:
             return
-        self._fire(Trigger.BOT_FAILED, error_reason=reason)
+        if self._attempts and self._attempts[-1]["result"] is None:
+            self._attempts[-1]["result"] = reason
+        if self.state is CallState.BOT_DIALLING and await self._next_bot(reason):
+            return
+        tried = {"bots_tried": self._attempts} if self._attempts else {}
+        self._fire(Trigger.BOT_FAILED, error_reason=reason, **tried)
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
+
+    async def _next_bot(self, reason: str) -> bool:
+        """Dial the next eligible bot on a new leg ``bot-<iid>-<n>``, the failed leg let go.
+        False when no bot is left or too little of the answer timeout."""
+        if self._bot_deadline - time.monotonic() < MIN_ATTEMPT_SECONDS:
+            return False
+        failed_leg = self.bot_channel_id
+        self._release_claim()
+        if not self._claim_next_bot():
+            return False
+        self.bot_channel_id = bot_channel_id_for(self.interaction_id, self._attempt)
+        if self.on_bot_channel is not None:
+            self.on_bot_channel(self, self.bot_channel_id)
+        self._fire(
+            Trigger.BOT_RETRIED,
+            bot_channel=self.bot_channel_id,
+            bots_tried=self._attempts,
+        )
+        steps: list[Awaitable[object]] = [self._create_bot_leg()]
+        if failed_leg:
+            steps.append(self.ari.hangup(failed_leg))
+        created, *_ = await asyncio.gather(*steps, return_exceptions=True)
+        if isinstance(created, AriError):
+            await self.bot_failed(f"bot_channel_failed: {created.status}")
+        elif isinstance(created, BaseException):
+            raise created
+        return True
 
     async def bot_left(self) -> None:
         """The bot leg hung up or left the app. Connected and without a transfer, the bot

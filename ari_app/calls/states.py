@@ -41,6 +41,7 @@ class CallState(enum.StrEnum):
 class Trigger(enum.StrEnum):
     BOT_DIALLED = "bot_dialled"
     BOT_ANSWERED = "bot_answered"
+    BOT_RETRIED = "bot_retried"  # this bot failed; the next bot of the profile is dialled
     BOT_FAILED = "bot_failed"
     BOT_HUNG_UP = "bot_hung_up"
     REFER_RECEIVED = "refer_received"
@@ -60,6 +61,7 @@ HANDED_OFF = frozenset(S) - IN_PROGRESS
 TRANSITIONS: Mapping[Trigger, tuple[frozenset[CallState], CallState]] = {
     Trigger.BOT_DIALLED: (frozenset({S.STARTED}), S.BOT_DIALLING),
     Trigger.BOT_ANSWERED: (frozenset({S.BOT_DIALLING}), S.BOT_CONNECTED),
+    Trigger.BOT_RETRIED: (frozenset({S.BOT_DIALLING}), S.BOT_DIALLING),
     Trigger.BOT_FAILED: (frozenset({S.STARTED, S.BOT_DIALLING}), S.BOT_FAILED),
     Trigger.BOT_HUNG_UP: (frozenset({S.BOT_CONNECTED}), S.RESOLVED),
     Trigger.REFER_RECEIVED: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),

@@ -44,7 +44,9 @@ __all__ = [
     "ENV_OVERRIDES",
     "AriSettings",
     "BillingSettings",
+    "BotHealthSettings",
     "BotProfile",
+    "BotTarget",
     "BridgeSettings",
     "Config",
     "ConfigError",
@@ -206,9 +208,45 @@ class _StoreSchema(Schema):
         return StoreSettings(**data)
 
 
+class _BotSchema(Schema):
+    """One ``[[profiles.<name>.bots]]`` entry (docs/configuration.md, "Several bots")."""
+
+    uri = fields.Str(required=True, validate=_SIP_URI)
+    # share of first attempts (weighted random among the eligible bots with a weight);
+    # 0 = only tried after the first pick, in list order
+    weight = fields.Int(load_default=0, validate=validate.Range(0, 1_000_000))
+    # 0 = no limit
+    max_concurrent_calls = fields.Int(load_default=0, validate=validate.Range(0, 100_000))
+    max_calls_per_second = fields.Float(load_default=0.0, validate=validate.Range(0, 10_000))
+    # SIP OPTIONS probe period; absent = [bot_health] qualify_frequency_seconds, 0 = off
+    qualify_frequency_seconds = fields.Int(
+        load_default=None, allow_none=True, validate=validate.Range(0, 86400)
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> BotTarget:
+        return BotTarget(**data)
+
+
+class _BotHealthSchema(Schema):
+    qualify_frequency_seconds = fields.Int(load_default=0, validate=validate.Range(0, 86400))
+    qualify_timeout_seconds = fields.Float(load_default=3.0, validate=validate.Range(0.1, 60))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> BotHealthSettings:
+        return BotHealthSettings(**data)
+
+
 class _ProfileSchema(Schema):
     bot_endpoint = fields.Str(required=True, validate=_ENDPOINT_NAME)
     bot_uri = fields.Str(load_default="", validate=validate.Regexp(r"^$|^sips?:.+"))
+    # several bots, tried in order (bot_uri is the one-item form); bots wins over bot_uris,
+    # which wins over bot_uri
+    bot_uris = fields.List(fields.Str(validate=_SIP_URI), load_default=list)
+    bots = fields.List(fields.Nested(_BotSchema), load_default=list)
+    # with another bot left to try, one attempt may ring for at most this long (the whole
+    # sequence stays within answer_timeout_seconds)
+    attempt_timeout_seconds = fields.Int(load_default=6, validate=validate.Range(1, 300))
     answer_timeout_seconds = fields.Int(required=True, validate=validate.Range(1, 300))
     interaction_header = fields.Str(load_default="X-Interaction-Id", validate=_HEADER_NAME)
     extra_headers = fields.Dict(
@@ -265,6 +303,7 @@ class _ConfigSchema(Schema):
     store = fields.Nested(_StoreSchema, required=True)
     limits = fields.Nested(_LimitsSchema, required=True)
     billing = fields.Nested(_BillingSchema, load_default=lambda: BillingSettings())
+    bot_health = fields.Nested(_BotHealthSchema, load_default=lambda: BotHealthSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -393,6 +432,25 @@ DEFAULT_LIMITS = Limits(
 
 
 @dataclass(frozen=True)
+class BotHealthSettings:
+    """``[bot_health]``: SIP OPTIONS probes of the bot URIs (Asterisk qualify)."""
+
+    qualify_frequency_seconds: int = 0  # 0 = not probed (every bot counts as reachable)
+    qualify_timeout_seconds: float = 3.0
+
+
+@dataclass(frozen=True)
+class BotTarget:
+    """One bot URI of a profile, with its share of first attempts and its limits."""
+
+    uri: str  # empty: the bot endpoint's own AOR contact (a profile without bot_uri)
+    weight: int = 0
+    max_concurrent_calls: int = 0  # 0 = no limit
+    max_calls_per_second: float = 0.0  # 0 = no limit
+    qualify_frequency_seconds: int | None = None  # None = [bot_health]
+
+
+@dataclass(frozen=True)
 class BotProfile:
     name: str
     bot_endpoint: str
@@ -405,13 +463,37 @@ class BotProfile:
     availability_queue: str
     post_bot_context: str
     uui_discriminator: bool
+    # the bots in order (bot_uris / [[bots]]; one entry for bot_uri): never empty once loaded
+    bots: tuple[BotTarget, ...] = ()
+    attempt_timeout_seconds: int = 6
 
     @property
     def dial_string(self) -> str:
-        """PJSIP dial string, built only from configuration."""
-        if self.bot_uri:
-            return f"PJSIP/{self.bot_endpoint}/{self.bot_uri}"
+        """PJSIP dial string of the first bot, built only from configuration."""
+        return self.dial_string_for(self.bot_uri)
+
+    def dial_string_for(self, uri: str) -> str:
+        """PJSIP dial string of one of the profile's bot URIs (configuration, never call data)."""
+        if uri:
+            return f"PJSIP/{self.bot_endpoint}/{uri}"
         return f"PJSIP/{self.bot_endpoint}"
+
+    @property
+    def targets(self) -> tuple[BotTarget, ...]:
+        return self.bots or (BotTarget(self.bot_uri),)
+
+
+def _profile(name: str, data: Mapping[str, Any]) -> BotProfile:
+    """A profile with its bot list resolved: ``bots``, else ``bot_uris``, else ``bot_uri``."""
+    values = dict(data)
+    bots: list[BotTarget] = list(values.pop("bots", ()))
+    uris: list[str] = list(values.pop("bot_uris", ()))
+    if not bots:
+        bots = [BotTarget(uri) for uri in uris] or [BotTarget(values.get("bot_uri", ""))]
+    if len({b.uri for b in bots}) != len(bots):
+        raise ConfigError(f"invalid configuration: profiles.{name}.bots: a bot URI is listed twice")
+    values["bot_uri"] = bots[0].uri
+    return BotProfile(name=name, bots=tuple(bots), **values)
 
 
 @dataclass(frozen=True)
@@ -454,6 +536,7 @@ class Config:
     limits: Limits = DEFAULT_LIMITS
     # seconds between the record writer's batches ([store] flush_interval_seconds)
     store_flush_seconds: float = 0.2
+    bot_health: BotHealthSettings = BotHealthSettings()
 
     @property
     def billing_rounding(self) -> str:
@@ -508,7 +591,7 @@ def load_config(
         bridge=data["bridge"],
         store_path=Path(),
         routing=dict(data["routing"]),
-        profiles={name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()},
+        profiles={name: _profile(name, prof) for name, prof in data["profiles"].items()},
         routes=tuple(data["routes"]),
         state_dir=state_dir,
         reports=data["reports"],
@@ -518,6 +601,7 @@ def load_config(
         report_schedules=tuple(data["report_schedules"]),
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,
+        bot_health=data["bot_health"],
     )
     config = replace(config, store_path=config.state_path(store.path))
     config = replace(

@@ -106,6 +106,8 @@ interactions = Table(
     Column("bot_seconds", Float),
     Column("billable_minutes", Float),
     Column("billing_rounding", Text),
+    Column("bot_uri", Text),
+    Column("bots_tried", Text),
     Column("updated_at", Float, nullable=False),
     Index("interactions_started", "started_at"),
     Index("interactions_open", "ended_at"),
