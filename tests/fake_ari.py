@@ -55,6 +55,7 @@ class FakeAri:
         self.calls: list[Request] = []
         self.requests = 0
         self.gone: set[str] = set()  # channel ids whose requests answer 404
+        self.endpoint_state: dict[str, str] = {}  # endpoint_states(): resource -> state
 
     def _record(self, method: str, **args: Any) -> None:
         self.requests += 1
@@ -147,6 +148,10 @@ class FakeAri:
 
     async def set_event_filter(self, app: str, allowed_types: Sequence[str]) -> None:
         self._record("set_event_filter", app=app, types=list(allowed_types))
+
+    async def endpoint_states(self, technology: str) -> dict[str, str]:
+        self._record("endpoint_states", technology=technology)
+        return dict(self.endpoint_state)
 
 
 def _typed(ari: FakeAri) -> CallControl:

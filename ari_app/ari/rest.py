@@ -304,6 +304,17 @@ class AriRest:
         params: dict[str, ParamValue] = {"eventSource": _comma_list(event_sources)}
         await self.post(path_for("applications", app, "subscription"), params=params)
 
+    async def endpoint_states(self, technology: str) -> dict[str, str]:
+        """Every endpoint of ``technology``: resource -> state (online, offline, unknown)."""
+        reply = await self.get(path_for("endpoints", technology))
+        if not isinstance(reply, list):
+            return {}
+        return {
+            str(e["resource"]): str(e.get("state") or "unknown")
+            for e in reply
+            if isinstance(e, Mapping) and "resource" in e
+        }
+
     async def set_event_filter(self, app: str, allowed_types: Sequence[str]) -> None:
         """Ask Asterisk to send ``app`` only these event types (the rest are never
         serialised or written to the socket)."""

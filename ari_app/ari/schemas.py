@@ -275,6 +275,9 @@ class Event(msgspec.Struct, frozen=True):
     destination_type: str | None = None
     refer_to: str | None = None
     state: str | None = None
+    # ContactStatusChange: the AOR of the contact and its status (Reachable, Unreachable...)
+    aor: str | None = None
+    contact_status: str | None = None
     # The message as Asterisk sent it (decoded on first access when loaded from JSON text).
     # Not part of equality, hash or repr.
     raw: Mapping[str, Any] = msgspec.field(default_factory=dict)
@@ -494,6 +497,27 @@ class _ApplicationReplaced(_EventStruct, tag="ApplicationReplaced", kw_only=True
     pass
 
 
+class _ContactInfo(msgspec.Struct, gc=False):
+    uri: str
+    contact_status: str
+    aor: str
+
+
+class _ContactStatusChange(_EventStruct, tag="ContactStatusChange", kw_only=True):
+    contact_info: _ContactInfo
+
+    def to_event(self, raw: Mapping[str, Any]) -> Event:
+        return Event(
+            self._type,
+            application=self.application,
+            timestamp=self.timestamp,
+            asterisk_id=self.asterisk_id,
+            aor=self.contact_info.aor,
+            contact_status=self.contact_info.contact_status,
+            raw=raw,
+        )
+
+
 class _ApplicationRegistered(_EventStruct, tag="ApplicationRegistered", kw_only=True):
     pass
 
@@ -521,6 +545,7 @@ _EVENT_STRUCTS: dict[str, type[_EventStruct]] = {
         _ChannelConnectedLine,
         _ApplicationReplaced,
         _ApplicationRegistered,
+        _ContactStatusChange,
     )
 }
 

@@ -129,7 +129,25 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "AGENT_RING_IN_USE": _yes_no(bridge.agent_ring_in_use),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
+        "BOT_HEALTH": bot_health_sections(config),
     }
+
+
+def bot_health_sections(config: Config) -> str:
+    """One endpoint and AOR per probed bot URI: Asterisk qualifies the AOR's contact with
+    SIP OPTIONS and publishes its state (ARI ContactStatusChange, the endpoint's state). The
+    endpoints carry no calls (no identify, never dialled); calls go through the profile's
+    bot endpoint with the URI."""
+    timeout = config.bot_health.qualify_timeout_seconds
+    sections = []
+    for name, (uri, period) in config.bot_health_endpoints().items():
+        sections.append(
+            f"[{name}]\ntype = aor\ncontact = {uri}\nqualify_frequency = {period}\n"
+            f"qualify_timeout = {timeout}\n\n"
+            f"[{name}]\ntype = endpoint\nidentify_by = ip\ncontext = botbridge-bot-health\n"
+            f"aors = {name}\ndisallow = all\nallow = ulaw\nallow_transfer = no\n"
+        )
+    return "\n".join(sections) or "; no bot URI is probed ([bot_health], docs/configuration.md)\n"
 
 
 def render_instance(

@@ -64,8 +64,13 @@ EVENT_TYPES = frozenset(
         "Dial",
         "ChannelEnteredBridge",
         "ApplicationReplaced",
+        "ContactStatusChange",
     }
 )
+# ContactStatusChange statuses that mean a bot's SIP OPTIONS probe failed (any other status,
+# Reachable, Unknown, NonQualified..., leaves the bot eligible)
+UNREACHABLE_STATUS = "Unreachable"
+ENDPOINT_ONLINE = "online"
 _GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
 # dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
@@ -104,6 +109,8 @@ class BridgeApp:
         )
         self._by_channel: dict[str, CallSession] = {}
         self.bots = BotPool()
+        # health endpoint (pjsip.conf) -> the bot URI it probes
+        self.bot_health = {name: uri for name, (uri, _) in config.bot_health_endpoints().items()}
         self.draining = False
         self.stream = event_stream(config, on_connected=self.reconcile, types=EVENT_TYPES)
 
@@ -163,6 +170,9 @@ class BridgeApp:
 
     def _route(self, event: Event) -> CallSession | None:
         channel = event.channel
+        if event.type == "ContactStatusChange":
+            self._bot_health_changed(event.aor, event.contact_status)
+            return None
         if event.type == "StasisStart":
             assert channel is not None
             return self._route_stasis_start(event, channel)
@@ -399,6 +409,28 @@ class BridgeApp:
             if channel_id:
                 self._by_channel[channel_id] = session
 
+    def _bot_health_changed(self, aor: str | None, status: str | None) -> None:
+        uri = self.bot_health.get(aor or "")
+        if uri is None:
+            return
+        reachable = status != UNREACHABLE_STATUS
+        if reachable != self.bots.reachable(uri):
+            log.warning("bot %s is %s (SIP OPTIONS)", uri, status)
+        self.bots.set_reachable(uri, reachable)
+
+    async def watch_bot_health(self) -> None:
+        """At every connect: subscribe to the bot health endpoints (their ContactStatusChange
+        events), then read their present state in one request. Nothing when no bot is probed."""
+        if not self.bot_health:
+            return
+        sources = [f"endpoint:PJSIP/{name}" for name in self.bot_health]
+        await self.ari.subscribe(self.config.app_name, sources)
+        states = await self.ari.endpoint_states("PJSIP")
+        for name, uri in self.bot_health.items():
+            self.bots.set_reachable(uri, states.get(name) == ENDPOINT_ONLINE)
+        health = (f"{uri} {states.get(name, 'unknown')}" for name, uri in self.bot_health.items())
+        log.info("bot health: %s", ", ".join(health))
+
     def _index_bot_channel(self, session: CallSession, channel_id: str) -> None:
         """A session dials its next bot on a new leg: route that leg's events to it."""
         self._by_channel[channel_id] = session
@@ -421,5 +453,9 @@ class BridgeApp:
             await self.ari.set_event_filter(self.config.app_name, sorted(EVENT_TYPES))
         except AriError as exc:
             log.warning("ARI event filter not set (%s); unwanted events are dropped here", exc)
+        try:
+            await self.watch_bot_health()
+        except AriError as exc:
+            log.warning("bot health not read (%s); every bot counts as reachable", exc)
         await self.records.flush()
         await reconcile.reconcile(self, connection)

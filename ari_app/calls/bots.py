@@ -33,20 +33,12 @@ __all__ = [
     "SKIP_UNREACHABLE",
     "BotPool",
     "Claim",
-    "health_aor_for",
 ]
 
 # why a bot was passed over, as recorded in bots_tried
 SKIP_UNREACHABLE = "skipped_unreachable"
 SKIP_MAX_CONCURRENT = "skipped_max_concurrent_calls"
 SKIP_MAX_CALLS_PER_SECOND = "skipped_max_calls_per_second"
-
-# name of the health endpoint and AOR rendered for the n-th distinct bot URI (pjsip.conf)
-HEALTH_PREFIX = "botbridge-bot-"
-
-
-def health_aor_for(index: int) -> str:
-    return f"{HEALTH_PREFIX}{index}"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from ari_app.config.reporting import (
 )
 
 __all__ = [
+    "BOT_HEALTH_PREFIX",
     "DEFAULT_LIMITS",
     "ENV_OVERRIDES",
     "AriSettings",
@@ -431,6 +432,10 @@ DEFAULT_LIMITS = Limits(
 )
 
 
+# name prefix of the endpoint and AOR rendered per probed bot URI (pjsip.conf)
+BOT_HEALTH_PREFIX = "botbridge-bot-"
+
+
 @dataclass(frozen=True)
 class BotHealthSettings:
     """``[bot_health]``: SIP OPTIONS probes of the bot URIs (Asterisk qualify)."""
@@ -549,6 +554,26 @@ class Config:
     @property
     def app_name(self) -> str:
         return self.ari.app
+
+    def bot_health_endpoints(self) -> dict[str, tuple[str, int]]:
+        """The probed bot URIs: health endpoint name -> (URI, qualify seconds).
+
+        Every distinct bot URI of the profiles, in order, is number n (from 1); the ones with
+        a probe period above 0 get an endpoint and AOR ``botbridge-bot-<n>`` in pjsip.conf,
+        which Asterisk qualifies with SIP OPTIONS and the app watches over ARI."""
+        periods: dict[str, int] = {}
+        for profile in self.profiles.values():
+            for bot in profile.targets:
+                if bot.uri and bot.uri not in periods:
+                    period = bot.qualify_frequency_seconds
+                    if period is None:
+                        period = self.bot_health.qualify_frequency_seconds
+                    periods[bot.uri] = period
+        return {
+            f"{BOT_HEALTH_PREFIX}{n}": (uri, period)
+            for n, (uri, period) in enumerate(periods.items(), start=1)
+            if period > 0
+        }
 
     def state_path(self, value: str) -> Path:
         path = Path(value)

@@ -268,6 +268,25 @@ SAMPLES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     (event_json("ChannelConnectedLine", channel=channel_json()), {"channel_id": CALLER_ID}),
     (event_json("ApplicationReplaced"), {"channel": None, "application": APP}),
     (event_json("ApplicationRegistered"), {"channel": None, "application": APP}),
+    # as Asterisk 22 sent it for a bot health AOR whose OPTIONS probe timed out
+    (
+        event_json(
+            "ContactStatusChange",
+            endpoint={
+                "technology": "PJSIP",
+                "resource": "botbridge-bot-1",
+                "state": "offline",
+                "channel_ids": [],
+            },
+            contact_info={
+                "uri": "sip:dead@127.0.0.1:55075",
+                "contact_status": "Unreachable",
+                "aor": "botbridge-bot-1",
+                "roundtrip_usec": "0",
+            },
+        ),
+        {"channel": None, "aor": "botbridge-bot-1", "contact_status": "Unreachable"},
+    ),
 ]
 
 
