@@ -97,6 +97,8 @@ async def side_services(
         pending_events=lambda: app.dispatcher.pending,
         record_backlog=lambda: app.records.backlog,
         shed=lambda: app.shed,
+        bot_active=app.bot_active_calls,
+        bot_reachable=app.bot_reachability,
     )
 
     store_check = StoreCheck(store)

@@ -155,6 +155,19 @@ class BridgeApp:
         """Calls in the bot phase or being routed (not yet in a queue, resolved or gone)."""
         return sum(1 for s in self.sessions.values() if not s.handed_off)
 
+    @property
+    def bot_uris(self) -> list[str]:
+        """Every bot URI of the profiles, once each, in order."""
+        uris = (b.uri for p in self.config.profiles.values() for b in p.targets if b.uri)
+        return list(dict.fromkeys(uris))
+
+    def bot_active_calls(self) -> dict[str, int]:
+        """Calls dialling or talking to each bot URI (botbridge_bot_active_calls)."""
+        return dict(self.bots.active_by_uri(self.bot_uris))
+
+    def bot_reachability(self) -> dict[str, bool]:
+        return {uri: self.bots.reachable(uri) for uri in self.bot_uris}
+
     # -- routing: on the reader, never waits ------------------------------------------------
 
     def dispatch(self, event: Event) -> None:

@@ -40,6 +40,8 @@ class _AppCollector(Collector):
         self.pending_events: Callable[[], int] = lambda: 0
         self.record_backlog: Callable[[], int] = lambda: 0
         self.shed: Callable[[], Mapping[str, int]] = dict
+        self.bot_active: Callable[[], Mapping[str, int]] = dict
+        self.bot_reachable: Callable[[], Mapping[str, bool]] = dict
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -85,6 +87,23 @@ class _AppCollector(Collector):
         for reason, count in sorted(self.shed().items()):
             shed.add_metric([reason], count)
         yield shed
+        active = GaugeMetricFamily(
+            f"{PREFIX}_bot_active_calls",
+            "Calls dialling or talking to each bot URI (what max_concurrent_calls limits)",
+            labels=["bot"],
+        )
+        for bot, count in sorted(self.bot_active().items()):
+            active.add_metric([bot], count)
+        yield active
+        reachable = GaugeMetricFamily(
+            f"{PREFIX}_bot_reachable",
+            "1 while a bot URI counts as reachable (its last SIP OPTIONS probe answered, or "
+            "it is not probed), 0 while it is skipped as unreachable",
+            labels=["bot"],
+        )
+        for bot, up in sorted(self.bot_reachable().items()):
+            reachable.add_metric([bot], 1 if up else 0)
+        yield reachable
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
@@ -150,6 +169,8 @@ class Metrics:
         pending_events: Callable[[], int] = lambda: 0,
         record_backlog: Callable[[], int] = lambda: 0,
         shed: Callable[[], Mapping[str, int]] = dict,
+        bot_active: Callable[[], Mapping[str, int]] = dict,
+        bot_reachable: Callable[[], Mapping[str, bool]] = dict,
     ) -> None:
         self._app.active_calls = active_calls
         self._app.reconnects = reconnects
@@ -159,6 +180,8 @@ class Metrics:
         self._app.pending_events = pending_events
         self._app.record_backlog = record_backlog
         self._app.shed = shed
+        self._app.bot_active = bot_active
+        self._app.bot_reachable = bot_reachable
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

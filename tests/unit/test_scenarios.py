@@ -38,7 +38,10 @@ def store() -> Iterator[InteractionStore]:
 @pytest.mark.parametrize("script_path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 async def test_scenario(script_path: Path, store: InteractionStore) -> None:
     script = json.loads(script_path.read_text())
-    config = load_config(env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": "node-a"})
+    config = load_config(
+        env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": "node-a"},
+        overrides=script.get("config"),
+    )
     ari = FakeAri(variables=script.get("variables", {}))
     app = BridgeApp(config, ari, store)
     iid = ""
