@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ari_app.outcomes import OUTCOMES
 
-GROUP_BYS = ("day", "profile", "queue")
+GROUP_BYS = ("day", "profile", "queue", "bot")
 FORMATS = ("table", "csv", "json")
 PERIODS = ("previous_day", "previous_week", "previous_month", "last_7_days")
 IN_PROGRESS = "in_progress"
@@ -34,6 +34,10 @@ NO_VALUE = "(none)"  # a record without a queue / an escalation without a target
 TOTAL_KEY = "(total)"  # parentheses cannot occur in profile or queue names
 NULL_TEXT = "-"  # a rate or average that is undefined (nothing to divide by), in tables
 SECONDS_PER_MINUTE = 60
+# two-sided 95 % normal quantile, for the Wilson interval of the containment rate
+Z_95 = 1.959964
+BOT_ANSWERED = "answered"  # a bots_tried result (ari_app/calls/session.py)
+SKIPPED_PREFIX = "skipped"  # bots_tried results of bots passed over undialled
 # spreadsheet programs run a cell starting with one of these as a formula
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -200,7 +204,54 @@ def group_key(record: Mapping[str, Any], group_by: str, tz: tzinfo = UTC) -> str
         return str(record.get("profile") or NO_VALUE)
     if group_by == "queue":
         return str(record.get("queue") or NO_VALUE)
+    if group_by == "bot":
+        first = first_bot_attempt(record)
+        return first[0] if first else str(record.get("bot_uri") or NO_VALUE)
     raise ReportError(f"group_by must be one of {', '.join(GROUP_BYS)}, got {group_by!r}")
+
+
+def bots_tried(record: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The record's bot attempts in order, (uri, result): ``answered``, a failure such as
+    ``bot_busy``, ``skipped_...`` for a bot passed over, None while in progress or when the
+    caller hung up meanwhile. Empty for a record without any (an older record, a shed call)."""
+    value = record.get("bots_tried")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    if not isinstance(value, list):
+        return []
+    attempts = []
+    for item in value:
+        if isinstance(item, Mapping) and isinstance(item.get("uri"), str):
+            result = item.get("result")
+            attempts.append((item["uri"], result if isinstance(result, str) else None))
+    return attempts
+
+
+def first_bot_attempt(record: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """The first bot actually dialled (the A/B arm the call was assigned to)."""
+    return next(
+        (a for a in bots_tried(record) if not (a[1] or "").startswith(SKIPPED_PREFIX)), None
+    )
+
+
+def first_bot_failed(record: Mapping[str, Any]) -> bool:
+    """The first bot dialled did not take the call (another bot or the fallback queue did)."""
+    first = first_bot_attempt(record)
+    return first is not None and first[1] not in {None, BOT_ANSWERED}
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (95 % by default); None without trials."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # -- aggregation ---------------------------------------------------------------------------
@@ -222,11 +273,22 @@ class GroupStats:
     bot_calls: int  # interactions with a measured bot time (answered, bot leg over)
     billable_minutes: float
     usage_minutes: Mapping[str, float]  # billable minutes by bot profile
+    first_bot_failures: int = 0  # the first bot dialled did not take the call
 
     @property
     def containment_rate(self) -> float | None:
         resolved, escalated = self.outcomes["resolved"], self.outcomes["escalated"]
         return _ratio(resolved, resolved + escalated)
+
+    @property
+    def containment_ci95(self) -> tuple[float, float] | None:
+        """Wilson 95 % interval of the containment rate (docs/reports.md)."""
+        resolved, escalated = self.outcomes["resolved"], self.outcomes["escalated"]
+        return wilson_interval(resolved, resolved + escalated)
+
+    @property
+    def first_bot_failure_rate(self) -> float | None:
+        return _ratio(self.first_bot_failures, self.total)
 
     @property
     def bot_failure_rate(self) -> float | None:
@@ -246,7 +308,10 @@ class GroupStats:
             "total": self.total,
             "outcomes": dict(self.outcomes),
             "containment_rate": _round(self.containment_rate, 4),
+            "containment_ci95": _interval(self.containment_ci95),
             "bot_failure_rate": _round(self.bot_failure_rate, 4),
+            "first_bot_failures": self.first_bot_failures,
+            "first_bot_failure_rate": _round(self.first_bot_failure_rate, 4),
             "abandon_rate": _round(self.abandon_rate, 4),
             "escalation_targets": dict(_ranked(self.escalation_targets)),
             "avg_bot_seconds": _round(self.avg_bot_seconds, 1),
@@ -262,10 +327,11 @@ def summarize(key: str, records: Iterable[Mapping[str, Any]]) -> GroupStats:
     outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOME_COLUMNS, 0))
     targets: Counter[str] = Counter()
     usage: dict[str, float] = {}
-    total = bot_calls = 0
+    total = bot_calls = first_failures = 0
     seconds = minutes = 0.0
     for record in records:
         total += 1
+        first_failures += first_bot_failed(record)
         outcome = outcome_of(record)
         outcomes[outcome] += 1
         if outcome == "escalated":
@@ -288,6 +354,7 @@ def summarize(key: str, records: Iterable[Mapping[str, Any]]) -> GroupStats:
         bot_calls=bot_calls,
         billable_minutes=minutes,
         usage_minutes=usage,
+        first_bot_failures=first_failures,
     )
 
 
@@ -359,6 +426,16 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _interval(value: tuple[float, float] | None) -> list[float] | None:
+    return None if value is None else [round(value[0], 4), round(value[1], 4)]
+
+
+def _interval_text(value: tuple[float, float] | None) -> str:
+    if value is None:
+        return NULL_TEXT
+    return f"{value[0] * 100:.0f}-{value[1] * 100:.0f}%"
+
+
 def minutes_value(minutes: float) -> int | float:
     """Whole minutes as an int, otherwise to the hundredth (6-second billing gives 1.3)."""
     rounded = round(minutes, 2)
@@ -395,7 +472,11 @@ def csv_columns(group_by: str) -> list[str]:
         "total",
         *OUTCOME_COLUMNS,
         "containment_rate",
+        "containment_ci95_low",
+        "containment_ci95_high",
         "bot_failure_rate",
+        "first_bot_failures",
+        "first_bot_failure_rate",
         "abandon_rate",
         "avg_bot_seconds",
         "bot_seconds",
@@ -424,7 +505,10 @@ def render_csv(report: Report) -> str:
                 row.total,
                 *(row.outcomes[o] for o in OUTCOME_COLUMNS),
                 _round(row.containment_rate, 4),
+                *(_interval(row.containment_ci95) or (None, None)),
                 _round(row.bot_failure_rate, 4),
+                row.first_bot_failures,
+                _round(row.first_bot_failure_rate, 4),
                 _round(row.abandon_rate, 4),
                 _round(row.avg_bot_seconds, 1),
                 round(row.bot_seconds, 1),
@@ -452,7 +536,9 @@ TABLE_HEADERS = (
     "bypass",
     "in_prog",
     "contain",
+    "contain_95ci",
     "bot_fail",
+    "1st_bot_fail",
     "abandon",
     "avg_bot_s",
     "bot_min",
@@ -466,7 +552,9 @@ def table_cells(row: GroupStats) -> list[str]:
         str(row.total),
         *(str(row.outcomes[o]) for o in OUTCOME_COLUMNS),
         _percent(row.containment_rate),
+        _interval_text(row.containment_ci95),
         _percent(row.bot_failure_rate),
+        _percent(row.first_bot_failure_rate),
         _percent(row.abandon_rate),
         _number(row.avg_bot_seconds, 1),
         _minutes_text(row.billable_minutes),

@@ -38,6 +38,7 @@ from ari_app.reporting.reports import (
     render_table,
     summarize,
     timezone_named,
+    wilson_interval,
 )
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -541,9 +542,9 @@ def test_table_layout() -> None:
     assert lines[3].startswith("-")
     assert lines[4].split() == [
         "2024-05-01", "3", "2", "1", "0", "0", "0", "0", "0", "0",
-        "66.7%", "0.0%", "0.0%", "30.0", "3", "billing=1",
+        "66.7%", "21-94%", "0.0%", "0.0%", "0.0%", "30.0", "3", "billing=1",
     ]  # fmt: skip
-    assert lines[5].split()[10:14] == ["-", "100.0%", "0.0%", "-"]
+    assert lines[5].split()[10:16] == ["-", "-", "100.0%", "0.0%", "0.0%", "-"]
     assert lines[-1] == "Bot usage (billable minutes) by profile: default=1, night=1, sales=2"
     # the columns line up: every figure row is as wide as the header up to the last column
     assert len({len(line.rsplit("  ", 1)[0]) for line in lines[4:7]}) == 1
@@ -708,3 +709,67 @@ def test_each_started_minute_is_billed(seconds: float) -> None:
     assert minutes.is_integer()
     assert minutes * 60 >= round(seconds, 3)
     assert (minutes - 1) * 60 < round(seconds, 3) or minutes == 0
+
+
+def _ab_record(n: int, first: str, result: str, outcome: str, **more: Any) -> dict[str, Any]:
+    attempts = [{"uri": first, "result": result}]
+    if result != "answered" and "bot_uri" in more:
+        attempts.append({"uri": more["bot_uri"], "result": "answered"})
+    return {
+        "interaction_id": f"ab{n}",
+        "started_at": datetime(2024, 5, 1, 10, tzinfo=UTC).timestamp() + n,
+        "profile": "default",
+        "outcome": outcome,
+        "bots_tried": json.dumps(attempts),
+        "bot_uri": more.get("bot_uri", first if result == "answered" else None),
+        "bot_seconds": more.get("bot_seconds", 60.0 if result == "answered" else 0.0),
+    }
+
+
+def test_group_by_bot_is_the_first_bot_dialled() -> None:
+    a, b = "sip:a@127.0.0.1:5080", "sip:b@127.0.0.2:5080"
+    records = [
+        _ab_record(1, a, "answered", "resolved"),
+        _ab_record(2, a, "answered", "escalated"),
+        _ab_record(3, a, "bot_congestion", "resolved", bot_uri=b, bot_seconds=30.0),
+        _ab_record(4, b, "answered", "resolved"),
+        _ab_record(5, b, "bot_noanswer", "bot_failed"),
+        # passed over undialled: the call belongs to the bot that was dialled
+        {
+            **_ab_record(6, b, "answered", "resolved"),
+            "bots_tried": json.dumps(
+                [{"uri": a, "result": "skipped_unreachable"}, {"uri": b, "result": "answered"}]
+            ),
+        },
+        {"interaction_id": "x", "started_at": datetime(2024, 5, 1, 11, tzinfo=UTC).timestamp(),
+         "profile": "default", "outcome": "overloaded"},
+    ]  # fmt: skip
+    report = build_report(records, MAY, "bot")
+    rows = {r.key: r for r in report.rows}
+    assert set(rows) == {a, b, NO_VALUE}
+    assert (rows[a].total, rows[a].first_bot_failures, rows[a].outcomes["resolved"]) == (3, 1, 2)
+    assert rows[a].containment_rate == pytest.approx(2 / 3)
+    assert (rows[b].total, rows[b].first_bot_failures, rows[b].outcomes["bot_failed"]) == (3, 1, 1)
+    assert rows[b].first_bot_failure_rate == pytest.approx(1 / 3)
+    assert rows[NO_VALUE].total == 1
+    low, high = rows[a].containment_ci95 or (0.0, 0.0)
+    assert low < 2 / 3 < high
+    data = json.loads(render_json(report))
+    assert {r["key"] for r in data["rows"]} == {a, b, NO_VALUE}
+    assert render_csv(report).splitlines()[0].split(",")[0] == "bot"
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        (0, 10, 0.0, 0.2775),
+        (5, 10, 0.2366, 0.7634),
+        (45, 50, 0.7864, 0.9565),
+        (100, 100, 0.963, 1.0),
+    ],
+)
+def test_wilson_interval_matches_published_values(k: int, n: int, low: float, high: float) -> None:
+    got = wilson_interval(k, n)
+    assert got is not None
+    assert got[0] == pytest.approx(low, abs=5e-4) and got[1] == pytest.approx(high, abs=5e-4)
+    assert wilson_interval(0, 0) is None
