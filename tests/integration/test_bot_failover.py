@@ -49,6 +49,8 @@ class Bots:
     overflow: str  # takes what the limited bot may not
     arm_a: str  # A/B split, weight 50
     arm_b: str  # A/B split, weight 50
+    silent: str  # rings, never answers
+    silent_too: str  # rings, never answers
 
 
 def _uri(name: str, port: int) -> str:
@@ -108,6 +110,7 @@ def multi(
                 + _bot("limited", bots.overflow),
             ),
             _profile("ab", _bot("ab", bots.arm_a, weight=50) + _bot("ab", bots.arm_b, weight=50)),
+            _profile("silent", _bot("silent", bots.silent) + _bot("silent", bots.silent_too)),
             *(
                 f'[[routes]]\npattern = "{pattern}"\nprofile = "{profile}"\n'
                 for pattern, profile in (
@@ -116,6 +119,7 @@ def multi(
                     ("_5554XXX", "alldead"),
                     ("_5555XXX", "limited"),
                     ("_5556XXX", "ab"),
+                    ("_5557XXX", "silent"),
                     ("_X.", "default"),
                 )
             ),
@@ -269,6 +273,37 @@ async def test_when_every_bot_fails_the_caller_reaches_the_fallback_queue(
         (bots.dead, "skipped_unreachable"),
         (bots.rejecting_too, "bot_congestion"),
     ]
+
+
+async def test_bots_that_only_ring_share_the_answer_timeout(multi: DevStack, bots: Bots) -> None:
+    sipp = multi.sipp()
+    agent = sipp.start("common/agent", local_port=multi.agent_port, extra=["-d", "1000"])
+    ringing = [
+        sipp.start("bot_no_answer/bot", local_port=_port(uri))
+        for uri in (bots.silent, bots.silent_too)
+    ]
+    call = caller(multi, "5557000")
+    async with multi.rest() as ari:
+        await until(lambda: queued_caller(ari), 20, "the caller in Queue()")
+    for run in (call, *ringing, agent):
+        assert run.wait(40) == 0, run.report()
+    placed = first(call, method="INVITE", direction="sent").at
+    first_invite = first(ringing[0], method="INVITE", direction="received").at
+    first_cancel = first(ringing[0], method="CANCEL", direction="received").at
+    second_invite = first(ringing[1], method="INVITE", direction="received").at
+    second_cancel = first(ringing[1], method="CANCEL", direction="received").at
+    queued = first(agent, method="INVITE", direction="received").at
+    # the first bot rings for attempt_timeout_seconds, the second for what is left
+    assert ATTEMPT_TIMEOUT - 0.5 < first_cancel - first_invite < ATTEMPT_TIMEOUT + 0.5
+    assert second_invite - first_cancel < 0.5
+    # the whole sequence stays within the answer timeout (ARI dials in whole seconds)
+    assert second_cancel - placed < ANSWER_TIMEOUT + 0.5, second_cancel - placed
+    assert queued - placed < ANSWER_TIMEOUT + 1.5
+
+    (row,) = await ended(multi, "5557000", 1)
+    assert row["outcome"] == "bot_failed"
+    assert row["error_reason"] == "bot_noanswer"
+    assert tried(row) == [(bots.silent, "bot_noanswer"), (bots.silent_too, "bot_noanswer")]
 
 
 # -- per-bot limits ------------------------------------------------------------------------
