@@ -248,7 +248,7 @@ class CallSession:
             Trigger.BOT_DIALLED,
             availability=availability,
             bot_channel=self.bot_channel_id,
-            bots_tried=self._attempts,
+            bots_tried=self._attempts_copy(),
         )
         created, *others = await asyncio.gather(
             self._create_bot_leg(), self._create_bridge(), return_exceptions=True
@@ -272,6 +272,10 @@ class CallSession:
         self._attempt += 1
         self._attempts.append({"uri": claim.target.uri, "result": None})
         return True
+
+    def _attempts_copy(self) -> list[dict[str, str | None]]:
+        """The attempts as they are now (the record writer encodes them later)."""
+        return [dict(a) for a in self._attempts]
 
     def _release_claim(self) -> None:
         if self.bot_target is not None and self.bots is not None:
@@ -354,7 +358,7 @@ class CallSession:
         answered: dict[str, object] = {}
         if self._attempts:
             self._attempts[-1]["result"] = BOT_ANSWERED_RESULT
-            answered = {"bot_uri": self._attempts[-1]["uri"], "bots_tried": self._attempts}
+            answered = {"bot_uri": self._attempts[-1]["uri"], "bots_tried": self._attempts_copy()}
         self._fire(Trigger.BOT_ANSWERED, bot_answered_at=self.bot_answered_at, **answered)
 
     async def bot_failed(self, reason: str) -> None:
@@ -366,7 +370,7 @@ class CallSession:
             self._attempts[-1]["result"] = reason
         if self.state is CallState.BOT_DIALLING and await self._next_bot(reason):
             return
-        tried = {"bots_tried": self._attempts} if self._attempts else {}
+        tried = {"bots_tried": self._attempts_copy()} if self._attempts else {}
         self._fire(Trigger.BOT_FAILED, error_reason=reason, **tried)
         decision = TransferDecision(self.profile.fallback_queue, None, None, reason, None)
         await self.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
@@ -386,7 +390,7 @@ class CallSession:
         self._fire(
             Trigger.BOT_RETRIED,
             bot_channel=self.bot_channel_id,
-            bots_tried=self._attempts,
+            bots_tried=self._attempts_copy(),
         )
         steps: list[Awaitable[object]] = [self._create_bot_leg()]
         if failed_leg:
