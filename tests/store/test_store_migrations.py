@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from ari_app.store import (
 )
 from tests.records import stored
 
-HEAD = ("0002_record_fields",)
+HEAD = ("0003_bot_choice",)
 FIRST = "0001_initial"
 NEW_IN_0002 = {
     "node",
@@ -110,6 +111,25 @@ def test_downgrade_and_upgrade_keep_the_records(database_url: str) -> None:
         row = store.get("i1")
         assert row is not None and row["queue"] == "q"
         assert row["bot_seconds"] is None  # dropped with its column, empty when re-added
+    finally:
+        store.close()
+
+
+def test_bot_choice_columns_come_and_go_with_0003(database_url: str) -> None:
+    store = InteractionStore(database_url)
+    try:
+        tried = [{"uri": "sip:a@127.0.0.1", "result": "bot_busy"}]
+        store.create(
+            "i1", profile="default", caller_channel="c", bot_uri="sip:b@h", bots_tried=tried
+        )
+        assert store.get("i1") is not None
+        row = store.get("i1") or {}
+        assert row["bot_uri"] == "sip:b@h" and json.loads(row["bots_tried"]) == tried
+        store.downgrade("0002_record_fields")
+        assert not {"bot_uri", "bots_tried"} & set(columns(database_url))
+        store.upgrade()
+        row = store.get("i1") or {}
+        assert row["profile"] == "default" and row["bot_uri"] is None  # kept, column re-added empty
     finally:
         store.close()
 
