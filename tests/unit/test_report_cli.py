@@ -39,7 +39,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])
-@pytest.mark.parametrize("group_by", ["day", "profile", "queue"])
+@pytest.mark.parametrize("group_by", ["day", "profile", "queue", "bot"])
 def test_report_command(
     state: Path, capsys: pytest.CaptureFixture[str], fmt: str, group_by: str
 ) -> None:
