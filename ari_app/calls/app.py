@@ -67,10 +67,6 @@ EVENT_TYPES = frozenset(
         "ContactStatusChange",
     }
 )
-# ContactStatusChange statuses that mean a bot's SIP OPTIONS probe failed (any other status,
-# Reachable, Unknown, NonQualified..., leaves the bot eligible)
-UNREACHABLE_STATUS = "Unreachable"
-ENDPOINT_ONLINE = "online"
 _GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
 # dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
@@ -81,6 +77,11 @@ STOP_GRACE_SECONDS = 5.0
 APP_DRAINING = "app_draining"
 DRAIN_TIMEOUT = "drain_timeout"
 DRAIN_POLL_SECONDS = 0.2
+# ContactStatusChange statuses that mean a bot's SIP OPTIONS probe failed (any other status,
+# Reachable, Unknown, NonQualified..., leaves the bot eligible), and the state of a health
+# endpoint whose bot answers its probes (GET /endpoints)
+UNREACHABLE_STATUS = "Unreachable"
+ENDPOINT_ONLINE = "online"
 
 CallEvent = tuple[CallSession, Event]
 
