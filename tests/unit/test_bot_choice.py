@@ -94,8 +94,8 @@ async def test_health_is_read_at_connect_and_followed_from_events(
     ari.endpoint_state = {"botbridge-bot-1": "offline", "botbridge-bot-2": "online", "carrier": ""}
     app = BridgeApp(config, ari, store)
     await app.watch_bot_health()
-    assert ("subscribe", {"app": APP, "sources": [
-        "endpoint:PJSIP/botbridge-bot-1", "endpoint:PJSIP/botbridge-bot-2"]}) in ari.calls  # fmt: skip
+    sources = ["endpoint:PJSIP/botbridge-bot-1", "endpoint:PJSIP/botbridge-bot-2"]
+    assert ("subscribe", {"app": APP, "sources": sources}) in ari.calls
     assert app.bot_reachability() == {A: False, B: True}
     await contact_status(app, "botbridge-bot-1", "Reachable")
     assert app.bot_reachability() == {A: True, B: True}
