@@ -43,6 +43,7 @@ from ari_app.calls.transfer import (
     VAR_OUTCOME,
     VAR_PROFILE,
     VAR_QUEUE,
+    as_channel_variables,
 )
 from ari_app.config import Config
 from ari_app.connect import event_stream
@@ -53,19 +54,21 @@ from ari_app.store.writer import RecordWriter
 log = logging.getLogger(__name__)
 
 # The event types the app acts on. Asterisk is asked (eventFilter) to send no others, and the
-# reader drops any other unparsed.
+# reader drops any other unparsed. Each is needed: a channel leaving the app (StasisEnd) or
+# gone (ChannelDestroyed); the bot's and, for a followed caller, the agent's Dial status. Not
+# asked for, as they only repeat what these say: ChannelHangupRequest (StasisEnd follows)
+# and ChannelEnteredBridge (an agent's answer is its Dial ANSWER); the reader drops them like
+# any other type.
 EVENT_TYPES = frozenset(
     {
         "StasisStart",
         "StasisEnd",
         "ChannelDestroyed",
-        "ChannelHangupRequest",
         "Dial",
-        "ChannelEnteredBridge",
         "ApplicationReplaced",
     }
 )
-_GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
+_GONE = frozenset({"StasisEnd", "ChannelDestroyed"})
 # dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
 # how long a stopping app lets calls' pending events finish before it closes the records
@@ -175,8 +178,6 @@ class BridgeApp:
                 # Queue() reached an agent for a caller the app follows after the queue
                 return self.sessions.get(event.caller.id)
             return None
-        if event.type == "ChannelEnteredBridge":
-            return self.sessions.get(channel.id) if channel and event.bridge else None
         if event.type in _GONE and channel is not None:
             return self._by_channel.get(channel.id)
         return None
@@ -307,7 +308,8 @@ class BridgeApp:
             VAR_ERROR: reason,
         }
         await asyncio.gather(
-            self.ari.set_vars(session.caller_id, variables), session.follow_caller()
+            self.ari.set_vars(session.caller_id, as_channel_variables(variables)),
+            session.follow_caller(),
         )
         await self.ari.continue_in_dialplan(
             session.caller_id, self.config.bridge.queue_context, "s"
@@ -353,17 +355,12 @@ class BridgeApp:
                 await session.bot_dial_result(event.dialstatus or "")
             else:
                 await session.agent_answered(event.peer.id)
-        elif event.type == "ChannelEnteredBridge":
-            assert event.bridge is not None
-            await session.caller_entered_bridge(event.bridge)
         elif channel is not None:
             await self._channel_gone(session, event, channel)
 
     async def _channel_gone(self, session: CallSession, event: Event, channel: Channel) -> None:
-        """StasisEnd, ChannelHangupRequest or ChannelDestroyed of a channel of the call."""
+        """StasisEnd or ChannelDestroyed of a channel of the call."""
         if channel.id == session.caller_id:
-            if event.type == "ChannelHangupRequest":
-                return  # StasisEnd follows; the caller is still ours until then
             if event.type == "ChannelDestroyed":
                 # the end of the call, wherever the caller was (the app subscribed to it
                 # at the start, so its events keep coming after it left Stasis)

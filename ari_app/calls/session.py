@@ -33,6 +33,7 @@ from ari_app.calls.transfer import (
     VAR_INTERACTION_ID,
     VAR_OUTCOME,
     TransferDecision,
+    as_channel_variables,
     caller_variables,
     decide_transfer,
 )
@@ -356,6 +357,9 @@ class CallSession:
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
         )
+        # Asterisk hangs the bot up itself once the transfer is done (core transfer mode):
+        # only the transfer's Local channel is the app's to release
+        self.bot_channel_id = None
         await self.send_to_queue(decision, outcome=Outcome.ESCALATED, release=(local.id,))
         if self.observer is not None:
             self.observer.transfer_handled(time.monotonic() - handling_started)
@@ -394,7 +398,10 @@ class CallSession:
         The app subscribes to the caller (with the variables, at once) so that its events
         keep coming once it has left Stasis: the agent's answer, the end of the call."""
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
-        await _all(self.ari.set_vars(self.caller_id, variables), self.follow_caller())
+        await _all(
+            self.ari.set_vars(self.caller_id, as_channel_variables(variables)),
+            self.follow_caller(),
+        )
         await self.ari.continue_in_dialplan(self.caller_id, self.config.bridge.queue_context, "s")
         await _all(
             self._destroy_bridge(),
@@ -425,8 +432,8 @@ class CallSession:
         await _all(self._release_bot(), self._destroy_bridge())
 
     async def agent_answered(self, agent_channel: str | None) -> None:
-        """After the queue: Queue() connected an agent (its Dial ANSWER, or the caller
-        entering a bridge that is not ours). The first answer counts."""
+        """After the queue: Queue() connected an agent (its Dial ANSWER; after a restart,
+        the caller found in a bridge that is not ours). The first answer counts."""
         if self.state not in {CallState.QUEUED, CallState.ERROR} or self.agent_answered_at:
             return
         self.agent_answered_at = time.time()
@@ -448,7 +455,7 @@ class CallSession:
 
     async def follow_caller(self) -> bool:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
-        context): ChannelEnteredBridge (an agent answered) and ChannelDestroyed (the end).
+        context): the agent's Dial ANSWER and the caller's ChannelDestroyed (the end).
         False when Asterisk refused (the caller's channel is gone)."""
         try:
             await self.ari.subscribe(self.config.app_name, f"channel:{self.caller_id}")
