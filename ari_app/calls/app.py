@@ -188,7 +188,7 @@ class BridgeApp:
         if replaced is not None:
             session = self._by_channel.get(replaced.id)
             if session is not None and replaced.id == session.bot_channel_id:
-                self._by_channel[channel.id] = session
+                self._index(session, channel.id)
                 return session
             log.warning(
                 "transfer channel %s replaces %s, which is no bot leg of ours; hanging it up",
@@ -361,13 +361,15 @@ class BridgeApp:
     async def _channel_gone(self, session: CallSession, event: Event, channel: Channel) -> None:
         """StasisEnd or ChannelDestroyed of a channel of the call."""
         if channel.id == session.caller_id:
-            if event.type == "ChannelDestroyed":
-                # the end of the call, wherever the caller was (the app subscribed to it
-                # at the start, so its events keep coming after it left Stasis)
+            if not session.handed_off:
+                await session.caller_gone()
+            if event.type == "ChannelDestroyed" or not session.followed:
+                # the end of the call: the caller's ChannelDestroyed wherever it was (a
+                # followed caller's events keep coming after it left Stasis), or its
+                # StasisEnd when it was not followed (hung up in the app; the app gets no
+                # event of the channel after that one)
                 await session.caller_ended()
                 self.forget(session)
-            elif not session.handed_off:
-                await session.caller_gone()
         elif channel.id == session.bot_channel_id:
             if event.type == "ChannelDestroyed":
                 await session.bot_destroyed(event.cause)
@@ -390,13 +392,18 @@ class BridgeApp:
         self.sessions[session.caller_id] = session
         for channel_id in (session.caller_id, session.bot_channel_id):
             if channel_id:
-                self._by_channel[channel_id] = session
+                self._index(session, channel_id)
+
+    def _index(self, session: CallSession, channel_id: str) -> None:
+        self._by_channel[channel_id] = session
+        session.channel_ids.add(channel_id)
 
     def forget(self, session: CallSession) -> None:
         log.info("call %s: ended, no longer followed", session.interaction_id)
         self.sessions.pop(session.caller_id, None)
-        for channel_id in [k for k, v in self._by_channel.items() if v is session]:
-            del self._by_channel[channel_id]
+        for channel_id in session.channel_ids:
+            if self._by_channel.get(channel_id) is session:
+                del self._by_channel[channel_id]
 
     # -- reconnect -----------------------------------------------------------------------
 

@@ -139,6 +139,10 @@ class CallSession:
     # business_hours as the dialplan passed it in Stasis(app,inbound,<value>); None when the
     # dialplan passed nothing (then the variable is read from the channel)
     dialplan_availability: str | None = None
+    # the app subscribed to the caller: its events keep coming once it has left Stasis
+    followed: bool = False
+    # the channels of this call the app's index points at (caller, bot, transfer channel)
+    channel_ids: set[str] = field(default_factory=set)
 
     @property
     def caller_id(self) -> str:
@@ -188,8 +192,8 @@ class CallSession:
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Record the call, then at once: create the bot leg and the call's bridge (the
-        dialplan already rang the caller). The bot is dialled on its channel's StasisStart."""
+        """Record the call, then at once: originate the bot leg and create the call's bridge
+        (the dialplan already rang the caller). The bot leg enters the app when it answers."""
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
         self.records.create(
             self.interaction_id,
@@ -215,13 +219,14 @@ class CallSession:
             variables["CALLERID(num)"] = caller_number
         self._fire(Trigger.BOT_DIALLED, availability=availability, bot_channel=self.bot_channel_id)
         created, *others = await asyncio.gather(
-            self.ari.create_channel(
+            self.ari.originate(
                 self.profile.dial_string,
                 self.config.app_name,
                 app_args=f"bot,{self.interaction_id}",
                 channel_id=self.bot_channel_id,
                 originator=self.caller_id,
                 variables=variables,
+                timeout=self.profile.answer_timeout_seconds,
             ),
             self._create_bridge(),
             return_exceptions=True,
@@ -257,25 +262,20 @@ class CallSession:
     # -- the bot leg ---------------------------------------------------------------------
 
     async def bot_entered_stasis(self) -> None:
-        """The bot channel exists in our app: place the call (dialling earlier gets 409)."""
+        """The bot answered: an originated channel enters the app only then."""
         assert self.bot_channel_id
         if self.state is not CallState.BOT_DIALLING:
-            return  # the caller left or the call failed meanwhile; the leg is being released
-        try:
-            await self.ari.dial(
-                self.bot_channel_id,
-                caller=self.caller_id,
-                timeout=self.profile.answer_timeout_seconds,
-            )
-        except AriError as exc:
-            await self.bot_failed(f"bot_dial_failed: {exc.status}")
+            # the caller left or the call failed while the bot was ringing
+            await self._release_bot()
+            return
+        await self._connect_bot()
 
     async def bot_dial_result(self, dialstatus: str) -> None:
+        """The bot leg's Dial status. ``ANSWER`` is followed by the leg's StasisStart,
+        where the bot is connected; a failing status sends the caller to a human."""
         if self.state is not CallState.BOT_DIALLING or not dialstatus:
             return
-        if dialstatus == "ANSWER":
-            await self._connect_bot()
-        elif dialstatus not in {"RINGING", "PROGRESS", "PROCEEDING"}:
+        if dialstatus not in {"ANSWER", "RINGING", "PROGRESS", "PROCEEDING"}:
             await self.bot_failed(f"bot_{dialstatus.lower()}")
 
     async def _connect_bot(self) -> None:
@@ -462,6 +462,7 @@ class CallSession:
         except AriError as exc:
             log.warning("call %s: cannot follow the caller: %s", self.interaction_id, exc)
             return False
+        self.followed = True
         return True
 
     async def _release_bot(self) -> None:
