@@ -44,6 +44,7 @@ from ari_app.calls.transfer import (
     VAR_OUTCOME,
     VAR_PROFILE,
     VAR_QUEUE,
+    as_channel_variables,
 )
 from ari_app.config import Config
 from ari_app.connect import event_stream
@@ -54,20 +55,22 @@ from ari_app.store.writer import RecordWriter
 log = logging.getLogger(__name__)
 
 # The event types the app acts on. Asterisk is asked (eventFilter) to send no others, and the
-# reader drops any other unparsed.
+# reader drops any other unparsed. Each is needed: a channel leaving the app (StasisEnd) or
+# gone (ChannelDestroyed); the bot's and, for a followed caller, the agent's Dial status. Not
+# asked for, as they only repeat what these say: ChannelHangupRequest (StasisEnd follows)
+# and ChannelEnteredBridge (an agent's answer is its Dial ANSWER); the reader drops them like
+# any other type.
 EVENT_TYPES = frozenset(
     {
         "StasisStart",
         "StasisEnd",
         "ChannelDestroyed",
-        "ChannelHangupRequest",
         "Dial",
-        "ChannelEnteredBridge",
         "ApplicationReplaced",
         "ContactStatusChange",
     }
 )
-_GONE = frozenset({"StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"})
+_GONE = frozenset({"StasisEnd", "ChannelDestroyed"})
 # dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
 # how long a stopping app lets calls' pending events finish before it closes the records
@@ -201,8 +204,6 @@ class BridgeApp:
                 # Queue() reached an agent for a caller the app follows after the queue
                 return self.sessions.get(event.caller.id)
             return None
-        if event.type == "ChannelEnteredBridge":
-            return self.sessions.get(channel.id) if channel and event.bridge else None
         if event.type in _GONE and channel is not None:
             return self._by_channel.get(channel.id)
         return None
@@ -213,7 +214,7 @@ class BridgeApp:
         if replaced is not None:
             session = self._by_channel.get(replaced.id)
             if session is not None and replaced.id == session.bot_channel_id:
-                self._by_channel[channel.id] = session
+                self._index(session, channel.id)
                 return session
             log.warning(
                 "transfer channel %s replaces %s, which is no bot leg of ours; hanging it up",
@@ -335,7 +336,8 @@ class BridgeApp:
             VAR_ERROR: reason,
         }
         await asyncio.gather(
-            self.ari.set_vars(session.caller_id, variables), session.follow_caller()
+            self.ari.set_vars(session.caller_id, as_channel_variables(variables)),
+            session.follow_caller(),
         )
         await self.ari.continue_in_dialplan(
             session.caller_id, self.config.bridge.queue_context, "s"
@@ -374,31 +376,28 @@ class BridgeApp:
             elif channel.id == session.caller_id:
                 await session.start()
             else:
-                await session.bot_entered_stasis()
+                await session.bot_entered_stasis(channel.id)
         elif event.type == "Dial":
             assert event.peer is not None
             if event.peer.id == session.bot_channel_id:
                 await session.bot_dial_result(event.dialstatus or "")
             else:
                 await session.agent_answered(event.peer.id)
-        elif event.type == "ChannelEnteredBridge":
-            assert event.bridge is not None
-            await session.caller_entered_bridge(event.bridge)
         elif channel is not None:
             await self._channel_gone(session, event, channel)
 
     async def _channel_gone(self, session: CallSession, event: Event, channel: Channel) -> None:
-        """StasisEnd, ChannelHangupRequest or ChannelDestroyed of a channel of the call."""
+        """StasisEnd or ChannelDestroyed of a channel of the call."""
         if channel.id == session.caller_id:
-            if event.type == "ChannelHangupRequest":
-                return  # StasisEnd follows; the caller is still ours until then
-            if event.type == "ChannelDestroyed":
-                # the end of the call, wherever the caller was (the app subscribed to it
-                # at the start, so its events keep coming after it left Stasis)
+            if not session.handed_off:
+                await session.caller_gone()
+            if event.type == "ChannelDestroyed" or not session.followed:
+                # the end of the call: the caller's ChannelDestroyed wherever it was (a
+                # followed caller's events keep coming after it left Stasis), or its
+                # StasisEnd when it was not followed (hung up in the app; the app gets no
+                # event of the channel after that one)
                 await session.caller_ended()
                 self.forget(session)
-            elif not session.handed_off:
-                await session.caller_gone()
         elif channel.id == session.bot_channel_id:
             if event.type == "ChannelDestroyed":
                 await session.bot_destroyed(event.cause)
@@ -421,7 +420,11 @@ class BridgeApp:
         self.sessions[session.caller_id] = session
         for channel_id in (session.caller_id, session.bot_channel_id):
             if channel_id:
-                self._by_channel[channel_id] = session
+                self._index(session, channel_id)
+
+    def _index(self, session: CallSession, channel_id: str) -> None:
+        self._by_channel[channel_id] = session
+        session.channel_ids.add(channel_id)
 
     def _bot_health_changed(self, aor: str | None, status: str | None) -> None:
         uri = self.bot_health.get(aor or "")
@@ -447,13 +450,14 @@ class BridgeApp:
 
     def _index_bot_channel(self, session: CallSession, channel_id: str) -> None:
         """A session dials its next bot on a new leg: route that leg's events to it."""
-        self._by_channel[channel_id] = session
+        self._index(session, channel_id)
 
     def forget(self, session: CallSession) -> None:
         log.info("call %s: ended, no longer followed", session.interaction_id)
         self.sessions.pop(session.caller_id, None)
-        for channel_id in [k for k, v in self._by_channel.items() if v is session]:
-            del self._by_channel[channel_id]
+        for channel_id in session.channel_ids:
+            if self._by_channel.get(channel_id) is session:
+                del self._by_channel[channel_id]
 
     # -- reconnect -----------------------------------------------------------------------
 

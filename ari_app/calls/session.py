@@ -34,6 +34,7 @@ from ari_app.calls.transfer import (
     VAR_INTERACTION_ID,
     VAR_OUTCOME,
     TransferDecision,
+    as_channel_variables,
     caller_variables,
     decide_transfer,
 )
@@ -159,6 +160,10 @@ class CallSession:
     _attempts: list[dict[str, str | None]] = field(default_factory=list)
     _bot_deadline: float = 0.0
     _bot_variables: dict[str, str] = field(default_factory=dict)
+    # the app subscribed to the caller: its events keep coming once it has left Stasis
+    followed: bool = False
+    # the channels of this call the app's index points at (caller, bot, transfer channel)
+    channel_ids: set[str] = field(default_factory=set)
 
     @property
     def caller_id(self) -> str:
@@ -210,8 +215,8 @@ class CallSession:
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Record the call, then at once: create the bot leg and the call's bridge (the
-        dialplan already rang the caller). The bot is dialled on its channel's StasisStart."""
+        """Record the call, then at once: originate the bot leg and create the call's bridge
+        (the dialplan already rang the caller). The bot leg enters the app when it answers."""
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
         self.records.create(
             self.interaction_id,
@@ -283,14 +288,16 @@ class CallSession:
         self.bot_target = None
 
     async def _create_bot_leg(self) -> None:
+        """Originate the claimed bot's leg: dialled at once, in the app when it answers."""
         assert self.bot_channel_id and self.bot_target is not None
-        await self.ari.create_channel(
+        await self.ari.originate(
             self.profile.dial_string_for(self.bot_target.uri),
             self.config.app_name,
             app_args=f"bot,{self.interaction_id}",
             channel_id=self.bot_channel_id,
             originator=self.caller_id,
             variables=self._bot_variables,
+            timeout=self._attempt_timeout(),
         )
 
     def _attempt_timeout(self) -> int:
@@ -327,24 +334,25 @@ class CallSession:
 
     # -- the bot leg ---------------------------------------------------------------------
 
-    async def bot_entered_stasis(self) -> None:
-        """The bot channel exists in our app: place the call (dialling earlier gets 409)."""
+    async def bot_entered_stasis(self, channel_id: str | None = None) -> None:
+        """The bot answered: an originated channel enters the app only then. A leg of a bot
+        the call already moved on from (it answered as it was let go) is hung up."""
         assert self.bot_channel_id
+        if channel_id is not None and channel_id != self.bot_channel_id:
+            await _all(self.ari.hangup(channel_id))
+            return
         if self.state is not CallState.BOT_DIALLING:
-            return  # the caller left or the call failed meanwhile; the leg is being released
-        try:
-            await self.ari.dial(
-                self.bot_channel_id, caller=self.caller_id, timeout=self._attempt_timeout()
-            )
-        except AriError as exc:
-            await self.bot_failed(f"bot_dial_failed: {exc.status}")
+            # the caller left or the call failed while the bot was ringing
+            await self._release_bot()
+            return
+        await self._connect_bot()
 
     async def bot_dial_result(self, dialstatus: str) -> None:
+        """The bot leg's Dial status. ``ANSWER`` is followed by the leg's StasisStart,
+        where the bot is connected; a failing status sends the caller to a human."""
         if self.state is not CallState.BOT_DIALLING or not dialstatus:
             return
-        if dialstatus == "ANSWER":
-            await self._connect_bot()
-        elif dialstatus not in {"RINGING", "PROGRESS", "PROCEEDING"}:
+        if dialstatus not in {"ANSWER", "RINGING", "PROGRESS", "PROCEEDING"}:
             await self.bot_failed(f"bot_{dialstatus.lower()}")
 
     async def _connect_bot(self) -> None:
@@ -463,6 +471,9 @@ class CallSession:
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
         )
+        # Asterisk hangs the bot up itself once the transfer is done (core transfer mode):
+        # only the transfer's Local channel is the app's to release
+        self.bot_channel_id = None
         await self.send_to_queue(decision, outcome=Outcome.ESCALATED, release=(local.id,))
         if self.observer is not None:
             self.observer.transfer_handled(time.monotonic() - handling_started)
@@ -501,7 +512,10 @@ class CallSession:
         The app subscribes to the caller (with the variables, at once) so that its events
         keep coming once it has left Stasis: the agent's answer, the end of the call."""
         variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
-        await _all(self.ari.set_vars(self.caller_id, variables), self.follow_caller())
+        await _all(
+            self.ari.set_vars(self.caller_id, as_channel_variables(variables)),
+            self.follow_caller(),
+        )
         await self.ari.continue_in_dialplan(self.caller_id, self.config.bridge.queue_context, "s")
         await _all(
             self._destroy_bridge(),
@@ -532,8 +546,8 @@ class CallSession:
         await _all(self._release_bot(), self._destroy_bridge())
 
     async def agent_answered(self, agent_channel: str | None) -> None:
-        """After the queue: Queue() connected an agent (its Dial ANSWER, or the caller
-        entering a bridge that is not ours). The first answer counts."""
+        """After the queue: Queue() connected an agent (its Dial ANSWER; after a restart,
+        the caller found in a bridge that is not ours). The first answer counts."""
         if self.state not in {CallState.QUEUED, CallState.ERROR} or self.agent_answered_at:
             return
         self.agent_answered_at = time.time()
@@ -555,13 +569,14 @@ class CallSession:
 
     async def follow_caller(self) -> bool:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
-        context): ChannelEnteredBridge (an agent answered) and ChannelDestroyed (the end).
+        context): the agent's Dial ANSWER and the caller's ChannelDestroyed (the end).
         False when Asterisk refused (the caller's channel is gone)."""
         try:
             await self.ari.subscribe(self.config.app_name, f"channel:{self.caller_id}")
         except AriError as exc:
             log.warning("call %s: cannot follow the caller: %s", self.interaction_id, exc)
             return False
+        self.followed = True
         return True
 
     async def _release_bot(self) -> None:

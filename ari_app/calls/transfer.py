@@ -29,6 +29,10 @@ VAR_CONTEXT_KEY = VAR_PREFIX + "CTX_"
 VAR_UUI = VAR_PREFIX + "UUI"
 VAR_ERROR = VAR_PREFIX + "ERROR"
 VAR_PROFILE = VAR_PREFIX + "PROFILE"
+# the variables an agent's channel inherits from the caller (the agent pre-dial reads them):
+# set with Asterisk's "__" prefix by the app itself, so that the queue's dialplan is one
+# Queue() and the followed caller publishes no events for copying them
+INHERITED_VARIABLES = (VAR_INTERACTION_ID, VAR_ESCALATE_TO, VAR_UUI)
 
 # REFER headers that may carry the bot's context, in order of preference
 REFER_UUI_HEADERS = ("User-to-User", "x-User-to-User")
@@ -106,6 +110,15 @@ def caller_variables(
             except uui.ContextError:
                 continue
     return variables
+
+
+def as_channel_variables(variables: Mapping[str, str]) -> dict[str, str]:
+    """The names to set on the caller's channel: the inherited ones with Asterisk's ``__``
+    prefix (the value is read back under the plain name)."""
+    return {
+        (f"__{name}" if name in INHERITED_VARIABLES else name): value
+        for name, value in variables.items()
+    }
 
 
 def _ci(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
