@@ -155,3 +155,31 @@ async def test_a_limit_frees_up_when_the_call_with_the_bot_ends(
     assert [c[1]["endpoint"] for c in ari.calls if c[0] == "originate"][-1] == (
         f"PJSIP/voicebot/{A}"
     )
+
+
+async def test_a_leg_of_a_bot_the_call_moved_on_from_is_hung_up_when_it_answers(
+    config: Config, store: InteractionStore
+) -> None:
+    ari = FakeAri()
+    app = BridgeApp(config, ari, store)
+    iid = await inbound(app, "c1")
+
+    def bot_channel(cid: str) -> dict[str, object]:
+        return {**channel_json(cid), "name": f"PJSIP/voicebot-{cid}"}
+
+    busy = parse_event(
+        {"type": "Dial", "application": APP, "timestamp": TS, "dialstatus": "BUSY",
+         "peer": bot_channel(f"bot-{iid}")}
+    )  # fmt: skip
+    assert busy is not None
+    await app.handle(busy)
+    assert app.sessions["c1"].bot_channel_id == f"bot-{iid}-2"
+    before = len(ari.calls)
+    late = parse_event(
+        {"type": "StasisStart", "application": APP, "timestamp": TS, "args": ["bot", iid],
+         "channel": bot_channel(f"bot-{iid}")}
+    )  # fmt: skip
+    assert late is not None
+    await app.handle(late)
+    assert ari.calls[before:] == [("hangup", {"channel_id": f"bot-{iid}"})]
+    assert app.sessions["c1"].state.value == "bot_dialling"
