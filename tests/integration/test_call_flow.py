@@ -8,6 +8,7 @@ test no channel or bridge may be left behind.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -479,7 +480,7 @@ async def test_resolved_caller_continues_in_the_post_bot_context(
     config_file.write_text('[profiles.default]\npost_bot_context = "botbridge-post-bot"\n')
     stack = build_stack(
         runtime,
-        runtime.scratch_root() / f"test-postbot-{tmp_path.name}",
+        runtime.scratch_root() / f"test-postbot-{uuid.uuid4().hex[:8]}",
         free_ports=True,
         extra_env={"BOTBRIDGE_CONFIG": str(config_file)},
     )
