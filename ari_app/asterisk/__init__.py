@@ -104,6 +104,11 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.carrier_media_encryption_optimistic),
         "BOT_MEDIA_ENCRYPTION": sip.bot_media_encryption,
         "BOT_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.bot_media_encryption_optimistic),
+        "CARRIER_CODECS": ",".join(sip.carrier_codecs),
+        "AGENT_CODECS": ",".join(sip.agent_codecs),
+        # the voicebot endpoint is the default profile's (profiles sharing it agree)
+        "BOT_CODECS": ",".join(default.codecs),
+        "BOT_DTMF_MODE": default.dtmf_mode,
         "BOT_CONTACT": default.bot_uri or f"sip:{default.bot_endpoint}@127.0.0.1",
         "AGENT_CONTACT": sip.agent_contact,
         "ARI_HOST": ari_host,

@@ -32,6 +32,7 @@ from marshmallow import (
 )
 
 from ari_app.config import reporting as reporting_config
+from ari_app.outcomes import OUTCOMES
 from ari_app.config.reporting import (
     HttpSettings,
     ReportSchedule,
@@ -44,6 +45,8 @@ __all__ = [
     "ENV_OVERRIDES",
     "AriSettings",
     "BillingSettings",
+    "CODECS",
+    "DTMF_MODES",
     "BotProfile",
     "BridgeSettings",
     "Config",
@@ -56,6 +59,7 @@ __all__ = [
     "SipSettings",
     "SmtpSettings",
     "StoreSettings",
+    "WebhookSettings",
     "client_ssl_context",
     "compile_pattern",
     "default_node",
@@ -80,6 +84,23 @@ _PATTERN = validate.Regexp(
 )
 _ENCRYPTION = validate.OneOf(["no", "sdes"])
 _CIDR_LIST = validate.Regexp(r"^[0-9a-fA-F.:/, ]+$", error="must be addresses or CIDRs")
+# codecs the shipped modules.conf loads (docs/media.md); the order of a list is the preference
+CODECS = ("g722", "ulaw", "alaw")
+# how DTMF travels on a bot endpoint (pjsip.conf dtmf_mode); docs/media.md
+DTMF_MODES = ("rfc4733", "info", "auto", "auto_info")
+
+
+def _codec_list() -> fields.List:
+    return fields.List(
+        fields.Str(validate=validate.OneOf(CODECS)),
+        validate=[validate.Length(min=1), _unique],
+        load_default=lambda: list(CODECS),
+    )
+
+
+def _unique(values: list[str]) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("each codec once")
 
 # scalar settings that an environment variable may override: env name -> (section, key)
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -117,6 +138,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_SMTP_USERNAME": ("smtp", "username"),
     "BOTBRIDGE_SMTP_PASSWORD_FILE": ("smtp", "password_file"),
     "BOTBRIDGE_REPORTS_TIMEZONE": ("reports", "timezone"),
+    "BOTBRIDGE_WEBHOOK_SECRET_FILE": ("webhooks", "secret_file"),
 }
 
 
@@ -159,10 +181,19 @@ class _SipSchema(Schema):
     carrier_media_encryption_optimistic = fields.Bool(required=True)
     bot_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
     bot_media_encryption_optimistic = fields.Bool(required=True)
+    # codecs offered/accepted on the carrier trunk and to agents, in order of preference
+    carrier_codecs = _codec_list()
+    agent_codecs = _codec_list()
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> SipSettings:
-        return SipSettings(**data)
+        return SipSettings(
+            **{
+                **data,
+                "carrier_codecs": tuple(data["carrier_codecs"]),
+                "agent_codecs": tuple(data["agent_codecs"]),
+            }
+        )
 
 
 class _BridgeSchema(Schema):
@@ -221,6 +252,9 @@ class _ProfileSchema(Schema):
     availability_queue = fields.Str(required=True, validate=_QUEUE_NAME)
     post_bot_context = fields.Str(load_default="", validate=_CONTEXT_NAME)
     uui_discriminator = fields.Bool(load_default=False)
+    # media towards the bot (docs/media.md): codecs in order of preference, DTMF mode
+    codecs = _codec_list()
+    dtmf_mode = fields.Str(load_default="rfc4733", validate=validate.OneOf(DTMF_MODES))
 
     @validates_schema
     def _uri(self, data: dict[str, Any], **_: Any) -> None:
@@ -229,6 +263,39 @@ class _ProfileSchema(Schema):
                 _SIP_URI(data["bot_uri"])
             except ValidationError as exc:
                 raise ValidationError(exc.messages, "bot_uri") from exc
+
+
+class _WebhooksSchema(Schema):
+    # where interaction events are POSTed (empty: no webhooks); docs/webhooks.md
+    urls = fields.List(
+        fields.Url(schemes={"http", "https"}, require_tld=False), load_default=list
+    )
+    # which outcomes make an event: ["escalated"] or any of the record outcomes
+    outcomes = fields.List(
+        fields.Str(validate=validate.OneOf(OUTCOMES)),
+        load_default=lambda: ["escalated"],
+        validate=validate.Length(min=1),
+    )
+    secret_file = fields.Str(load_default="webhook-secret")
+    timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(0.1, 60))
+    max_attempts = fields.Int(load_default=12, validate=validate.Range(1, 1000))
+    backoff_initial_seconds = fields.Float(load_default=1.0, validate=validate.Range(0.01, 3600))
+    backoff_max_seconds = fields.Float(load_default=300.0, validate=validate.Range(0.01, 86400))
+    poll_interval_seconds = fields.Float(load_default=1.0, validate=validate.Range(0.01, 60))
+    batch_size = fields.Int(load_default=50, validate=validate.Range(1, 1000))
+
+    @validates_schema
+    def _backoff(self, data: dict[str, Any], **_: Any) -> None:
+        if data["backoff_max_seconds"] < data["backoff_initial_seconds"]:
+            raise ValidationError(
+                "must be at least backoff_initial_seconds", "backoff_max_seconds"
+            )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> WebhookSettings:
+        return WebhookSettings(
+            **{**data, "urls": tuple(data["urls"]), "outcomes": tuple(data["outcomes"])}
+        )
 
 
 class _BillingSchema(Schema):
@@ -265,6 +332,7 @@ class _ConfigSchema(Schema):
     store = fields.Nested(_StoreSchema, required=True)
     limits = fields.Nested(_LimitsSchema, required=True)
     billing = fields.Nested(_BillingSchema, load_default=lambda: BillingSettings())
+    webhooks = fields.Nested(_WebhooksSchema, load_default=lambda: WebhookSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -301,6 +369,19 @@ class _ConfigSchema(Schema):
         sip = data["sip"]
         if sip.rtp_end <= sip.rtp_start:
             raise ValidationError("rtp_end must be above rtp_start", "sip")
+        # codecs and dtmf_mode are settings of the bot's PJSIP endpoint: profiles sharing one
+        # endpoint must agree, or one of them would silently get the other's media
+        media: dict[str, tuple[str, tuple[str, ...], str]] = {}
+        for name, profile in sorted(profiles.items(), key=lambda item: item[0] != "default"):
+            mine = (name, tuple(profile["codecs"]), profile["dtmf_mode"])
+            first = media.setdefault(profile["bot_endpoint"], mine)
+            if first[1:] != mine[1:]:
+                raise ValidationError(
+                    f"profiles {first[0]!r} and {name!r} share bot_endpoint "
+                    f"{profile['bot_endpoint']!r} but differ in codecs or dtmf_mode; "
+                    "give them the same values or separate endpoints",
+                    "profiles",
+                )
 
 
 @dataclass(frozen=True)
@@ -338,6 +419,8 @@ class SipSettings:
     bot_media_encryption_optimistic: bool
     tls_ca_file: str = ""
     tls_verify_server: bool = False
+    carrier_codecs: tuple[str, ...] = CODECS
+    agent_codecs: tuple[str, ...] = CODECS
 
 
 @dataclass(frozen=True)
@@ -373,6 +456,25 @@ class BillingSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """``[webhooks]``: interaction events POSTed from the durable outbox (docs/webhooks.md)."""
+
+    urls: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ("escalated",)
+    secret_file: str = "webhook-secret"  # state-relative; BOTBRIDGE_WEBHOOK_SECRET wins
+    timeout_seconds: float = 5.0
+    max_attempts: int = 12
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    poll_interval_seconds: float = 1.0
+    batch_size: int = 50
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+
+@dataclass(frozen=True)
 class Limits:
     """``[limits]``: overload protection and the ARI connection pool (docs/performance.md)."""
 
@@ -405,6 +507,8 @@ class BotProfile:
     availability_queue: str
     post_bot_context: str
     uui_discriminator: bool
+    codecs: tuple[str, ...] = CODECS
+    dtmf_mode: str = "rfc4733"
 
     @property
     def dial_string(self) -> str:
@@ -454,6 +558,7 @@ class Config:
     limits: Limits = DEFAULT_LIMITS
     # seconds between the record writer's batches ([store] flush_interval_seconds)
     store_flush_seconds: float = 0.2
+    webhooks: WebhookSettings = WebhookSettings()
 
     @property
     def billing_rounding(self) -> str:
@@ -508,7 +613,10 @@ def load_config(
         bridge=data["bridge"],
         store_path=Path(),
         routing=dict(data["routing"]),
-        profiles={name: BotProfile(name=name, **prof) for name, prof in data["profiles"].items()},
+        profiles={
+            name: BotProfile(name=name, **{**prof, "codecs": tuple(prof["codecs"])})
+            for name, prof in data["profiles"].items()
+        },
         routes=tuple(data["routes"]),
         state_dir=state_dir,
         reports=data["reports"],
@@ -518,6 +626,7 @@ def load_config(
         report_schedules=tuple(data["report_schedules"]),
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,
+        webhooks=data["webhooks"],
     )
     config = replace(config, store_path=config.state_path(store.path))
     config = replace(
