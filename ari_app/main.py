@@ -22,6 +22,7 @@ from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.reporting.web import settings_for, start_http_server
+from ari_app.reporting.webhooks import WebhookSender, webhook_secret
 from ari_app.store import InteractionStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ async def run_app(config: Config) -> None:
 async def side_services(
     config: Config, store: InteractionStore, app: BridgeApp, metrics: Metrics
 ) -> AsyncIterator[None]:
-    """The HTTP server and the report scheduler, with the app's figures in the metrics."""
+    """The HTTP server, the report scheduler and the webhook sender, with the app's figures
+    in the metrics."""
     metrics.bind(
         active_calls=lambda: len(app.sessions),
         reconnects=lambda: app.stream.reconnects,
@@ -124,12 +126,23 @@ async def side_services(
         runner = await start_http_server(config, settings_for(config, store, metrics, health))
     scheduler = ReportScheduler(config, store, metrics=metrics)
     task = asyncio.create_task(scheduler.run(), name="report-scheduler")
+    tasks = [task]
+    if config.webhooks.enabled:
+        sender = WebhookSender(config.webhooks, store, webhook_secret(config))
+        tasks.append(asyncio.create_task(sender.run(), name="webhook-sender"))
+        log.info(
+            "webhooks: %d URL(s), events on %s",
+            len(config.webhooks.urls),
+            ", ".join(config.webhooks.outcomes),
+        )
     try:
         yield
     finally:
         checker.cancel()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in tasks:
+            running.cancel()
+        for running in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         if runner is not None:
             await runner.cleanup()

@@ -91,7 +91,7 @@ class BridgeApp:
         self.config = config
         self.ari = ari
         self.store = store
-        self.records = records or RecordWriter(store, config.store_flush_seconds)
+        self.records = records or RecordWriter(store, config.store_flush_seconds, config.webhooks)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
         self.observer = observer  # the metrics
         self.shed: Counter[str] = Counter()  # new calls shed, by reason

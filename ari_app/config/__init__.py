@@ -32,21 +32,21 @@ from marshmallow import (
 )
 
 from ari_app.config import reporting as reporting_config
-from ari_app.outcomes import OUTCOMES
 from ari_app.config.reporting import (
     HttpSettings,
     ReportSchedule,
     ReportsSettings,
     SmtpSettings,
 )
+from ari_app.outcomes import OUTCOMES
 
 __all__ = [
+    "CODECS",
     "DEFAULT_LIMITS",
+    "DTMF_MODES",
     "ENV_OVERRIDES",
     "AriSettings",
     "BillingSettings",
-    "CODECS",
-    "DTMF_MODES",
     "BotProfile",
     "BridgeSettings",
     "Config",
@@ -90,7 +90,7 @@ CODECS = ("g722", "ulaw", "alaw")
 DTMF_MODES = ("rfc4733", "info", "auto", "auto_info")
 
 
-def _codec_list() -> fields.List:
+def _codec_list() -> fields.List[Any]:
     return fields.List(
         fields.Str(validate=validate.OneOf(CODECS)),
         validate=[validate.Length(min=1), _unique],
@@ -101,6 +101,7 @@ def _codec_list() -> fields.List:
 def _unique(values: list[str]) -> None:
     if len(set(values)) != len(values):
         raise ValidationError("each codec once")
+
 
 # scalar settings that an environment variable may override: env name -> (section, key)
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -267,9 +268,7 @@ class _ProfileSchema(Schema):
 
 class _WebhooksSchema(Schema):
     # where interaction events are POSTed (empty: no webhooks); docs/webhooks.md
-    urls = fields.List(
-        fields.Url(schemes={"http", "https"}, require_tld=False), load_default=list
-    )
+    urls = fields.List(fields.Url(schemes={"http", "https"}, require_tld=False), load_default=list)
     # which outcomes make an event: ["escalated"] or any of the record outcomes
     outcomes = fields.List(
         fields.Str(validate=validate.OneOf(OUTCOMES)),
@@ -287,9 +286,7 @@ class _WebhooksSchema(Schema):
     @validates_schema
     def _backoff(self, data: dict[str, Any], **_: Any) -> None:
         if data["backoff_max_seconds"] < data["backoff_initial_seconds"]:
-            raise ValidationError(
-                "must be at least backoff_initial_seconds", "backoff_max_seconds"
-            )
+            raise ValidationError("must be at least backoff_initial_seconds", "backoff_max_seconds")
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> WebhookSettings:
