@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 AVAILABILITY_AVAILABLE = "available"
 AVAILABILITY_BUSY = "busy"
 AVAILABILITY_CLOSED = "closed"
+# the bot's TRANSFER_CONTEXT when its REFER is to be declined (an empty dialplan context)
+DECLINED_TRANSFER_CONTEXT = "botbridge-transfer-declined"
 
 
 # Q.850 hangup cause -> the Dial status Asterisk reports for it (lower case)
@@ -212,6 +214,9 @@ class CallSession:
         caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
         if caller_number:
             variables["CALLERID(num)"] = caller_number
+        if self.profile.decline_transfer_when_closed and availability == AVAILABILITY_CLOSED:
+            # nobody to take the caller: a REFER gets 202 then NOTIFY 404, the bot keeps it
+            variables["TRANSFER_CONTEXT"] = DECLINED_TRANSFER_CONTEXT
         self._fire(Trigger.BOT_DIALLED, availability=availability, bot_channel=self.bot_channel_id)
         created, *others = await asyncio.gather(
             self.ari.create_channel(

@@ -256,6 +256,9 @@ class _ProfileSchema(Schema):
     # media towards the bot (docs/media.md): codecs in order of preference, DTMF mode
     codecs = _codec_list()
     dtmf_mode = fields.Str(load_default="rfc4733", validate=validate.OneOf(DTMF_MODES))
+    # business_hours "closed" (no agent logged in, or the dialplan says so): decline the bot's
+    # REFER (NOTIFY 404) so that the bot keeps the caller
+    decline_transfer_when_closed = fields.Bool(load_default=False)
 
     @validates_schema
     def _uri(self, data: dict[str, Any], **_: Any) -> None:
@@ -506,6 +509,7 @@ class BotProfile:
     uui_discriminator: bool
     codecs: tuple[str, ...] = CODECS
     dtmf_mode: str = "rfc4733"
+    decline_transfer_when_closed: bool = False
 
     @property
     def dial_string(self) -> str:
