@@ -17,7 +17,8 @@ from importlib import metadata
 from typing import Any
 
 from ari_app.calls.app import BridgeApp
-from ari_app.config import Config
+from ari_app.calls.bye_context import ByeContexts
+from ari_app.config import Config, hep_password
 from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.scheduler import ReportScheduler
@@ -79,8 +80,19 @@ async def run_app(config: Config) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, drain)
         log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
-        async with side_services(config, store, app, metrics):
-            await app.run()
+        if config.bye_context.enabled:
+            app.bye_contexts = ByeContexts(
+                config.bye_context,
+                hep_password(config),
+                (config.sip.port, config.sip.tls_port),
+            )
+            await app.bye_contexts.start()
+        try:
+            async with side_services(config, store, app, metrics):
+                await app.run()
+        finally:
+            if app.bye_contexts is not None:
+                app.bye_contexts.close()
     store.close()
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
-from ari_app.config import Config
+from ari_app.config import Config, hep_password
 
 __all__ = [
     "CONFIG_FILES",
@@ -52,6 +52,7 @@ CONFIG_FILES = (
     "pjproject.conf",
     "websocket_client.conf",
     "queuerules.conf",
+    "hep.conf",
 )
 # days a self-signed development certificate made for an instance stays valid
 DEV_CERT_DAYS = 825
@@ -134,6 +135,25 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "AGENT_RING_IN_USE": _yes_no(bridge.agent_ring_in_use),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
+        **_hep_values(config),
+    }
+
+
+def _hep_values(config: Config) -> dict[str, object]:
+    """hep.conf and its modules: loaded only with [bye_context] enabled."""
+    bye = config.bye_context
+    if not bye.enabled:
+        return {
+            "HEP_ENABLED": "no",
+            "HEP_CAPTURE_ADDRESS": f"{bye.capture_host}:{bye.capture_port}",
+            "HEP_PASSWORD": "",
+            "HEP_MODULES": "; (bye_context.enabled = false)",
+        }
+    return {
+        "HEP_ENABLED": "yes",
+        "HEP_CAPTURE_ADDRESS": f"{bye.capture_host}:{bye.capture_port}",
+        "HEP_PASSWORD": hep_password(config),
+        "HEP_MODULES": "load => res_hep.so\nload => res_hep_pjsip.so",
     }
 
 

@@ -26,6 +26,7 @@ from ari_app.ari import AriError, AriNotFound, Channel, Event
 from ari_app.calls import reconcile
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
+from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.reconcile import PROBE_ARGS
@@ -91,6 +92,8 @@ class BridgeApp:
         self.config = config
         self.ari = ari
         self.store = store
+        # [bye_context]: set by the composition root when the feature is on
+        self.bye_contexts: ByeContexts | None = None
         self.records = records or RecordWriter(store, config.store_flush_seconds, config.webhooks)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
         self.observer = observer  # the metrics
@@ -230,6 +233,7 @@ class BridgeApp:
             observer=self.observer,
             availability=self.availability,
             dialplan_availability=availability,
+            bye_contexts=self.bye_contexts,
         )
         session.bot_channel_id = bot_channel_id_for(session.interaction_id)
         self.adopt(session)

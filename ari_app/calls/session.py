@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ari_app.ari import AriError, AriNotFound, Bridge, Channel
 from ari_app.calls import billing
+from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.control import CallControl
 from ari_app.calls.states import (
     IN_PROGRESS,
@@ -140,6 +141,9 @@ class CallSession:
     # business_hours as the dialplan passed it in Stasis(app,inbound,<value>); None when the
     # dialplan passed nothing (then the variable is read from the channel)
     dialplan_availability: str | None = None
+    # [bye_context]: the HEP copies of BYEs, and the bot dialog's Call-ID to look them up by
+    bye_contexts: ByeContexts | None = None
+    bot_call_id: str | None = None
 
     @property
     def caller_id(self) -> str:
@@ -291,6 +295,9 @@ class CallSession:
         await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
         self.bot_answered_at = time.time()
         self._fire(Trigger.BOT_ANSWERED, bot_answered_at=self.bot_answered_at)
+        if self.bye_contexts is not None:
+            # the key of the bot's BYE copy, read while the bot channel surely exists
+            self.bot_call_id = await self.ari.get_var(self.bot_channel_id, "CHANNEL(pjsip,call-id)")
 
     async def bot_failed(self, reason: str) -> None:
         """The bot could not take the call: the caller goes to the fallback queue."""
@@ -306,7 +313,7 @@ class CallSession:
         failed, so nothing happens here."""
         if self.state is not CallState.BOT_CONNECTED:
             return
-        await self._resolved()
+        await self._bot_hung_up()
 
     async def bot_destroyed(self, cause: int | None) -> None:
         """The bot leg is gone. While dialling, with no failing Dial status seen first, its
@@ -314,6 +321,36 @@ class CallSession:
         if self.state is CallState.BOT_DIALLING:
             await self.bot_failed(f"bot_{dialstatus_for_cause(cause)}")
         elif self.state is CallState.BOT_CONNECTED:
+            await self._bot_hung_up()
+
+    async def _bot_hung_up(self) -> None:
+        """The connected bot hung up: resolved, unless its BYE carried escalate_to
+        ([bye_context]); then the caller goes to that queue as for a REFER."""
+        headers = None
+        if self.bye_contexts is not None and self.bot_call_id:
+            headers = await self.bye_contexts.headers_of(self.bot_call_id)
+        if headers and self.state is CallState.BOT_CONNECTED:
+            decision = decide_transfer(self.config, self.profile, None, headers)
+            context = decision.context.as_dict() if decision.context else None
+            if decision.escalate_to is not None:
+                log.info(
+                    "call %s: BYE with escalate_to=%r -> queue %s (error=%s)",
+                    self.interaction_id,
+                    decision.escalate_to,
+                    decision.queue,
+                    decision.error,
+                )
+                self._fire(Trigger.BYE_ESCALATION, transfer_at=time.time())
+                self.record(
+                    escalate_to=decision.escalate_to,
+                    context_json=context,
+                    error_reason=decision.error,
+                )
+                await self.send_to_queue(decision, outcome=Outcome.ESCALATED)
+                return
+            if context is not None:
+                self.record(context_json=context)
+        if self.state is CallState.BOT_CONNECTED:
             await self._resolved()
 
     async def _resolved(self) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "BillingSettings",
     "BotProfile",
     "BridgeSettings",
+    "ByeContextSettings",
     "Config",
     "ConfigError",
     "HttpSettings",
@@ -65,6 +66,7 @@ __all__ = [
     "default_node",
     "ensure_password_file",
     "ensure_secret_file",
+    "hep_password",
     "load_config",
     "match_pattern",
 ]
@@ -298,6 +300,30 @@ class _WebhooksSchema(Schema):
         )
 
 
+class _ByeContextSchema(Schema):
+    # context on the bot's BYE, read from Asterisk's HEP copy of it (docs/decisions.md (n))
+    enabled = fields.Bool(load_default=False)
+    capture_host = fields.IP(load_default="127.0.0.1")
+    capture_port = fields.Int(load_default=9061, validate=validate.Range(1, 65535))
+    sources = fields.Str(load_default="127.0.0.1", validate=_CIDR_LIST)
+    password_file = fields.Str(load_default="hep-password")
+    wait_seconds = fields.Float(load_default=0.2, validate=validate.Range(0, 5))
+    ttl_seconds = fields.Float(load_default=30.0, validate=validate.Range(1, 3600))
+    max_entries = fields.Int(load_default=10000, validate=validate.Range(10, 10**7))
+
+    @validates("capture_host")
+    def _loopback(self, value: IPv4Address | IPv6Address, **_: Any) -> None:
+        if not value.is_loopback:
+            raise ValidationError("must be a loopback address: HEP copies every SIP message")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ByeContextSettings:
+        sources = tuple(a.strip() for a in data.pop("sources").split(",") if a.strip())
+        return ByeContextSettings(
+            **{**data, "capture_host": str(data["capture_host"])}, sources=sources
+        )
+
+
 class _BillingSchema(Schema):
     # how bot seconds become billable minutes (ari_app/calls/billing.py, docs/records.md)
     rounding = fields.Str(
@@ -333,6 +359,7 @@ class _ConfigSchema(Schema):
     limits = fields.Nested(_LimitsSchema, required=True)
     billing = fields.Nested(_BillingSchema, load_default=lambda: BillingSettings())
     webhooks = fields.Nested(_WebhooksSchema, load_default=lambda: WebhookSettings())
+    bye_context = fields.Nested(_ByeContextSchema, load_default=lambda: ByeContextSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -475,6 +502,20 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ByeContextSettings:
+    """``[bye_context]``: the bot's context on its BYE, from Asterisk's HEP capture (optional)."""
+
+    enabled: bool = False
+    capture_host: str = "127.0.0.1"  # loopback only
+    capture_port: int = 9061
+    sources: tuple[str, ...] = ("127.0.0.1",)  # HEP packets from elsewhere are dropped
+    password_file: str = "hep-password"  # state-relative; created when absent
+    wait_seconds: float = 0.2
+    ttl_seconds: float = 30.0
+    max_entries: int = 10000
+
+
+@dataclass(frozen=True)
 class Limits:
     """``[limits]``: overload protection and the ARI connection pool (docs/performance.md)."""
 
@@ -560,6 +601,7 @@ class Config:
     # seconds between the record writer's batches ([store] flush_interval_seconds)
     store_flush_seconds: float = 0.2
     webhooks: WebhookSettings = WebhookSettings()
+    bye_context: ByeContextSettings = ByeContextSettings()
 
     @property
     def billing_rounding(self) -> str:
@@ -628,6 +670,7 @@ def load_config(
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,
         webhooks=data["webhooks"],
+        bye_context=data["bye_context"],
     )
     config = replace(config, store_path=config.state_path(store.path))
     config = replace(
@@ -669,6 +712,15 @@ ARI_SECRET_BYTES = 24
 def ensure_password_file(config: Config) -> Path:
     """Create the ARI secret file with a random password when absent (mode 0600)."""
     return ensure_secret_file(config.state_path(config.ari.password_file), ARI_SECRET_BYTES)
+
+
+HEP_SECRET_BYTES = 24
+
+
+def hep_password(config: Config) -> str:
+    """The HEP capture password (``[bye_context] password_file``, created when absent)."""
+    path = ensure_secret_file(config.state_path(config.bye_context.password_file), HEP_SECRET_BYTES)
+    return path.read_text().strip()
 
 
 def ensure_secret_file(path: Path, nbytes: int) -> Path:
