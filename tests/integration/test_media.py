@@ -272,4 +272,6 @@ async def test_g711_when_the_caller_offers_no_g722(
     await finish(caller, bot)
     answer = first(caller, status=200, direction="received", cseq="INVITE")
     assert sdp_payloads(answer)[0] == PCMU and G722 not in sdp_payloads(answer)
+    # the bot is offered the caller's codec first, so a bot taking it needs no transcoding
+    assert sdp_payloads(first(bot, method="INVITE", direction="received"))[0] == PCMU
     assert at_bot.digits(TELEPHONE_EVENT) == "1"
