@@ -102,6 +102,11 @@ async def side_services(
 ) -> AsyncIterator[None]:
     """The HTTP server, the report scheduler and the webhook sender, with the app's figures
     in the metrics."""
+    sender = (
+        WebhookSender(config.webhooks, store, webhook_secret(config))
+        if config.webhooks.enabled
+        else None
+    )
     metrics.bind(
         active_calls=lambda: len(app.sessions),
         reconnects=lambda: app.stream.reconnects,
@@ -111,6 +116,7 @@ async def side_services(
         pending_events=lambda: app.dispatcher.pending,
         record_backlog=lambda: app.records.backlog,
         shed=lambda: app.shed,
+        webhooks=sender.counts if sender is not None else dict,
     )
 
     store_check = StoreCheck(store)
@@ -139,8 +145,7 @@ async def side_services(
     scheduler = ReportScheduler(config, store, metrics=metrics)
     task = asyncio.create_task(scheduler.run(), name="report-scheduler")
     tasks = [task]
-    if config.webhooks.enabled:
-        sender = WebhookSender(config.webhooks, store, webhook_secret(config))
+    if sender is not None:
         tasks.append(asyncio.create_task(sender.run(), name="webhook-sender"))
         log.info(
             "webhooks: %d URL(s), events on %s",

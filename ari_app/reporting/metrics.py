@@ -40,6 +40,7 @@ class _AppCollector(Collector):
         self.pending_events: Callable[[], int] = lambda: 0
         self.record_backlog: Callable[[], int] = lambda: 0
         self.shed: Callable[[], Mapping[str, int]] = dict
+        self.webhooks: Callable[[], Mapping[str, int]] = dict
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -85,6 +86,14 @@ class _AppCollector(Collector):
         for reason, count in sorted(self.shed().items()):
             shed.add_metric([reason], count)
         yield shed
+        webhooks = CounterMetricFamily(
+            f"{PREFIX}_webhook_attempts",
+            "Webhook delivery attempts by result (delivered, failed, given_up)",
+            labels=["result"],
+        )
+        for result, count in sorted(self.webhooks().items()):
+            webhooks.add_metric([result], count)
+        yield webhooks
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
@@ -150,6 +159,7 @@ class Metrics:
         pending_events: Callable[[], int] = lambda: 0,
         record_backlog: Callable[[], int] = lambda: 0,
         shed: Callable[[], Mapping[str, int]] = dict,
+        webhooks: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._app.active_calls = active_calls
         self._app.reconnects = reconnects
@@ -159,6 +169,7 @@ class Metrics:
         self._app.pending_events = pending_events
         self._app.record_backlog = record_backlog
         self._app.shed = shed
+        self._app.webhooks = webhooks
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -96,6 +96,14 @@ class WebhookSender:
         self.failed_attempts = 0
         self.given_up = 0
 
+    def counts(self) -> dict[str, int]:
+        """Attempts by result, for the metrics (``given_up`` attempts also count as failed)."""
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed_attempts,
+            "given_up": self.given_up,
+        }
+
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as http:

@@ -5,8 +5,10 @@ HTTP receiver on loopback that is down while the calls escalate and comes back l
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ari_app.store import InteractionStore
@@ -39,10 +41,12 @@ async def test_every_escalation_reaches_the_webhook_after_it_was_down(
         "backoff_initial_seconds = 0.2\n"
         "backoff_max_seconds = 1.0\n"
         "poll_interval_seconds = 0.2\n"
+        # retried for as long as the test keeps the receiver down
+        "max_attempts = 1000\n"
     )
     stack = build_stack(
         runtime,
-        runtime.scratch_root() / f"test-webhooks-{tmp_path.name}",
+        runtime.scratch_root() / f"test-webhooks-{tmp_path.parent.name}",
         free_ports=True,
         extra_env={
             "BOTBRIDGE_CONFIG": str(config_file),
@@ -68,8 +72,11 @@ async def test_every_escalation_reaches_the_webhook_after_it_was_down(
         for iid in iids:
             await final_record(stack, iid, "escalated")
 
+        def mine() -> list[dict[str, object]]:
+            return [r for r in outbox(stack.config.store_path) if r["interaction_id"] in iids]
+
         def failing() -> bool:
-            rows = outbox(stack.config.store_path)
+            rows = mine()
             return len(rows) == CALLS and all(
                 r["delivered_at"] is None and int(str(r["attempts"])) >= 2 for r in rows
             )
@@ -79,13 +86,25 @@ async def test_every_escalation_reaches_the_webhook_after_it_was_down(
         await receiver.start()
         await until(lambda: len(receiver.posts) >= CALLS, 20, "every event at the receiver")
         await until(
-            lambda: all(r["delivered_at"] for r in outbox(stack.config.store_path)),
+            lambda: all(r["delivered_at"] for r in mine()),
             10,
             "every event marked delivered",
         )
+        http = stack.config.http
+        async with aiohttp.ClientSession() as client:
+            reply = await client.get(f"http://{http.host}:{http.port}/metrics")
+            metrics = await reply.text()
     finally:
         stack.stop()
 
+    attempts = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^botbridge_webhook_attempts_total\{result="(\w+)"\} (\S+)$', metrics, re.M
+        )
+    }
+    assert attempts["delivered"] == CALLS and attempts["failed"] >= 2 * CALLS
+    assert attempts["given_up"] == 0
     assert sorted(receiver.ids()) == sorted(f"{iid}.escalated" for iid in iids)  # once each
     assert receiver.bad_signatures == 0
     for post in receiver.posts:
