@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from devtools.devstack import DevStack
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
 from devtools.sipp import SipMessage, SippRun
 from devtools.stack import free_port
 from tests.harness import first, sipp_finished, until
@@ -185,6 +187,45 @@ async def test_bot_sip_info_dtmf_reaches_the_caller_as_rfc4733(
     assert received
     await finish(caller, bot)
     assert first(bot, status=200, direction="received", cseq="INFO")
+
+
+async def test_info_mode_bot_gets_the_callers_digits_as_sip_info(
+    runtime: Runtime, tmp_path: Path, listeners: list[RtpListener]
+) -> None:
+    config_file = tmp_path / "info.toml"
+    config_file.write_text('[profiles.default]\ndtmf_mode = "info"\n')
+    stack = build_stack(
+        runtime,
+        runtime.scratch_root() / f"test-dtmf-info-{tmp_path.parent.name}",
+        free_ports=True,
+        extra_env={"BOTBRIDGE_CONFIG": str(config_file)},
+    )
+    stack.start()
+    try:
+        at_bot, at_caller = await listener(listeners), await listener(listeners)
+        bot = start_bot(
+            stack,
+            "media/bot_takes_info",
+            {"sdp_port": str(at_bot.port), "payloads": f"{PCMU} {TELEPHONE_EVENT}"},
+            1000,
+        )
+        caller = start_caller(
+            stack,
+            "media/caller_plays",
+            {
+                "sdp_port": str(at_caller.port),
+                "payloads": f"{PCMU} {TELEPHONE_EVENT}",
+                "pcap": pcap(stack, "caller-dtmf-info", dtmf_packets("7", TELEPHONE_EVENT)),
+            },
+            1000,
+        )
+        await finish(caller, bot)
+    finally:
+        stack.stop()
+    info = first(bot, method="INFO", direction="received")
+    assert info.header("Content-Type") == "application/dtmf-relay"
+    assert "Signal=7" in info.body.replace(" ", "")
+    assert not at_bot.of_type(TELEPHONE_EVENT)  # as SIP INFO only, not in the RTP stream
 
 
 # -- codecs --------------------------------------------------------------------------------
