@@ -17,11 +17,13 @@ from importlib import metadata
 from typing import Any
 
 from ari_app.calls.app import BridgeApp
-from ari_app.config import Config
+from ari_app.calls.bye_context import ByeContexts
+from ari_app.config import Config, hep_password
 from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.reporting.web import settings_for, start_http_server
+from ari_app.reporting.webhooks import WebhookSender, webhook_secret
 from ari_app.store import InteractionStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,19 @@ async def run_app(config: Config) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, drain)
         log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
-        async with side_services(config, store, app, metrics):
-            await app.run()
+        if config.bye_context.enabled:
+            app.bye_contexts = ByeContexts(
+                config.bye_context,
+                hep_password(config),
+                (config.sip.port, config.sip.tls_port),
+            )
+            await app.bye_contexts.start()
+        try:
+            async with side_services(config, store, app, metrics):
+                await app.run()
+        finally:
+            if app.bye_contexts is not None:
+                app.bye_contexts.close()
     store.close()
 
 
@@ -87,7 +100,13 @@ async def run_app(config: Config) -> None:
 async def side_services(
     config: Config, store: InteractionStore, app: BridgeApp, metrics: Metrics
 ) -> AsyncIterator[None]:
-    """The HTTP server and the report scheduler, with the app's figures in the metrics."""
+    """The HTTP server, the report scheduler and the webhook sender, with the app's figures
+    in the metrics."""
+    sender = (
+        WebhookSender(config.webhooks, store, webhook_secret(config))
+        if config.webhooks.enabled
+        else None
+    )
     metrics.bind(
         active_calls=lambda: len(app.sessions),
         reconnects=lambda: app.stream.reconnects,
@@ -99,6 +118,7 @@ async def side_services(
         shed=lambda: app.shed,
         bot_active=app.bot_active_calls,
         bot_reachable=app.bot_reachability,
+        webhooks=sender.counts if sender is not None else dict,
     )
 
     store_check = StoreCheck(store)
@@ -126,12 +146,22 @@ async def side_services(
         runner = await start_http_server(config, settings_for(config, store, metrics, health))
     scheduler = ReportScheduler(config, store, metrics=metrics)
     task = asyncio.create_task(scheduler.run(), name="report-scheduler")
+    tasks = [task]
+    if sender is not None:
+        tasks.append(asyncio.create_task(sender.run(), name="webhook-sender"))
+        log.info(
+            "webhooks: %d URL(s), events on %s",
+            len(config.webhooks.urls),
+            ", ".join(config.webhooks.outcomes),
+        )
     try:
         yield
     finally:
         checker.cancel()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in tasks:
+            running.cancel()
+        for running in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         if runner is not None:
             await runner.cleanup()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
+from devtools.stack import free_port
+from tests.webhook_receiver import Receiver
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +28,11 @@ def stack(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     stack.start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on a free loopback port, not yet started (``await receiver.start()``)."""
+    receiver = Receiver(free_port())
+    yield receiver
+    await receiver.stop()

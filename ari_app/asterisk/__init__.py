@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
-from ari_app.config import Config
+from ari_app.config import Config, hep_password
 
 __all__ = [
     "CONFIG_FILES",
@@ -52,6 +52,7 @@ CONFIG_FILES = (
     "pjproject.conf",
     "websocket_client.conf",
     "queuerules.conf",
+    "hep.conf",
 )
 # days a self-signed development certificate made for an instance stays valid
 DEV_CERT_DAYS = 825
@@ -104,6 +105,11 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.carrier_media_encryption_optimistic),
         "BOT_MEDIA_ENCRYPTION": sip.bot_media_encryption,
         "BOT_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.bot_media_encryption_optimistic),
+        "CARRIER_CODECS": ",".join(sip.carrier_codecs),
+        "AGENT_CODECS": ",".join(sip.agent_codecs),
+        # the voicebot endpoint is the default profile's (profiles sharing it agree)
+        "BOT_CODECS": ",".join(default.codecs),
+        "BOT_DTMF_MODE": default.dtmf_mode,
         "BOT_CONTACT": default.bot_uri or f"sip:{default.bot_endpoint}@127.0.0.1",
         "AGENT_CONTACT": sip.agent_contact,
         "ARI_HOST": ari_host,
@@ -130,6 +136,25 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
         "BOT_HEALTH": bot_health_sections(config),
+        **_hep_values(config),
+    }
+
+
+def _hep_values(config: Config) -> dict[str, object]:
+    """hep.conf and its modules: loaded only with [bye_context] enabled."""
+    bye = config.bye_context
+    if not bye.enabled:
+        return {
+            "HEP_ENABLED": "no",
+            "HEP_CAPTURE_ADDRESS": f"{bye.capture_host}:{bye.capture_port}",
+            "HEP_PASSWORD": "",
+            "HEP_MODULES": "; (bye_context.enabled = false)",
+        }
+    return {
+        "HEP_ENABLED": "yes",
+        "HEP_CAPTURE_ADDRESS": f"{bye.capture_host}:{bye.capture_port}",
+        "HEP_PASSWORD": hep_password(config),
+        "HEP_MODULES": "load => res_hep.so\nload => res_hep_pjsip.so",
     }
 
 

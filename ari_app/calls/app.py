@@ -27,6 +27,7 @@ from ari_app.calls import reconcile
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.bots import BotPool
+from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.reconcile import PROBE_ARGS
@@ -101,7 +102,9 @@ class BridgeApp:
         self.config = config
         self.ari = ari
         self.store = store
-        self.records = records or RecordWriter(store, config.store_flush_seconds)
+        # [bye_context]: set by the composition root when the feature is on
+        self.bye_contexts: ByeContexts | None = None
+        self.records = records or RecordWriter(store, config.store_flush_seconds, config.webhooks)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
         self.observer = observer  # the metrics
         self.shed: Counter[str] = Counter()  # new calls shed, by reason
@@ -259,6 +262,7 @@ class BridgeApp:
             dialplan_availability=availability,
             bots=self.bots,
             on_bot_channel=self._index_bot_channel,
+            bye_contexts=self.bye_contexts,
         )
         session.bot_channel_id = bot_channel_id_for(session.interaction_id)
         self.adopt(session)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ari_app.ari import AriError, AriNotFound, Bridge, Channel
 from ari_app.calls import billing
 from ari_app.calls.bots import BotPool
+from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.control import CallControl
 from ari_app.calls.states import (
     IN_PROGRESS,
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 AVAILABILITY_AVAILABLE = "available"
 AVAILABILITY_BUSY = "busy"
 AVAILABILITY_CLOSED = "closed"
+# the bot's TRANSFER_CONTEXT when its REFER is to be declined (an empty dialplan context)
+DECLINED_TRANSFER_CONTEXT = "botbridge-transfer-declined"
 
 
 # Q.850 hangup cause -> the Dial status Asterisk reports for it (lower case)
@@ -164,6 +167,9 @@ class CallSession:
     followed: bool = False
     # the channels of this call the app's index points at (caller, bot, transfer channel)
     channel_ids: set[str] = field(default_factory=set)
+    # [bye_context]: the HEP copies of BYEs, and the bot dialog's Call-ID to look them up by
+    bye_contexts: ByeContexts | None = None
+    bot_call_id: str | None = None
 
     @property
     def caller_id(self) -> str:
@@ -241,6 +247,9 @@ class CallSession:
         caller_number = uui.safe_value(self.caller.caller.number if self.caller.caller else "")
         if caller_number:
             variables["CALLERID(num)"] = caller_number
+        if self.profile.decline_transfer_when_closed and availability == AVAILABILITY_CLOSED:
+            # nobody to take the caller: a REFER gets 202 then NOTIFY 404, the bot keeps it
+            variables["TRANSFER_CONTEXT"] = DECLINED_TRANSFER_CONTEXT
         self._bot_variables = variables
         if self.bots is None:
             self.bots = BotPool()
@@ -368,6 +377,9 @@ class CallSession:
             self._attempts[-1]["result"] = BOT_ANSWERED_RESULT
             answered = {"bot_uri": self._attempts[-1]["uri"], "bots_tried": self._attempts_copy()}
         self._fire(Trigger.BOT_ANSWERED, bot_answered_at=self.bot_answered_at, **answered)
+        if self.bye_contexts is not None:
+            # the key of the bot's BYE copy, read while the bot channel surely exists
+            self.bot_call_id = await self.ari.get_var(self.bot_channel_id, "CHANNEL(pjsip,call-id)")
 
     async def bot_failed(self, reason: str) -> None:
         """The bot could not take the call: the next bot of the profile is dialled while the
@@ -416,7 +428,7 @@ class CallSession:
         failed, so nothing happens here."""
         if self.state is not CallState.BOT_CONNECTED:
             return
-        await self._resolved()
+        await self._bot_hung_up()
 
     async def bot_destroyed(self, cause: int | None) -> None:
         """The bot leg is gone. While dialling, with no failing Dial status seen first, its
@@ -424,6 +436,36 @@ class CallSession:
         if self.state is CallState.BOT_DIALLING:
             await self.bot_failed(f"bot_{dialstatus_for_cause(cause)}")
         elif self.state is CallState.BOT_CONNECTED:
+            await self._bot_hung_up()
+
+    async def _bot_hung_up(self) -> None:
+        """The connected bot hung up: resolved, unless its BYE carried escalate_to
+        ([bye_context]); then the caller goes to that queue as for a REFER."""
+        headers = None
+        if self.bye_contexts is not None and self.bot_call_id:
+            headers = await self.bye_contexts.headers_of(self.bot_call_id)
+        if headers and self.state is CallState.BOT_CONNECTED:
+            decision = decide_transfer(self.config, self.profile, None, headers)
+            context = decision.context.as_dict() if decision.context else None
+            if decision.escalate_to is not None:
+                log.info(
+                    "call %s: BYE with escalate_to=%r -> queue %s (error=%s)",
+                    self.interaction_id,
+                    decision.escalate_to,
+                    decision.queue,
+                    decision.error,
+                )
+                self._fire(Trigger.BYE_ESCALATION, transfer_at=time.time())
+                self.record(
+                    escalate_to=decision.escalate_to,
+                    context_json=context,
+                    error_reason=decision.error,
+                )
+                await self.send_to_queue(decision, outcome=Outcome.ESCALATED)
+                return
+            if context is not None:
+                self.record(context_json=context)
+        if self.state is CallState.BOT_CONNECTED:
             await self._resolved()
 
     async def _resolved(self) -> None:

@@ -45,6 +45,7 @@ class Trigger(enum.StrEnum):
     BOT_FAILED = "bot_failed"
     BOT_HUNG_UP = "bot_hung_up"
     REFER_RECEIVED = "refer_received"
+    BYE_ESCALATION = "bye_escalation"  # the bot hung up with escalate_to on its BYE
     CALLER_ROUTED = "caller_routed"
     CALLER_HUNG_UP = "caller_hung_up"
     FAULT = "fault"
@@ -65,6 +66,7 @@ TRANSITIONS: Mapping[Trigger, tuple[frozenset[CallState], CallState]] = {
     Trigger.BOT_FAILED: (frozenset({S.STARTED, S.BOT_DIALLING}), S.BOT_FAILED),
     Trigger.BOT_HUNG_UP: (frozenset({S.BOT_CONNECTED}), S.RESOLVED),
     Trigger.REFER_RECEIVED: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),
+    Trigger.BYE_ESCALATION: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),
     Trigger.CALLER_ROUTED: (frozenset({S.TRANSFERRING, S.BOT_FAILED}), S.QUEUED),
     Trigger.CALLER_HUNG_UP: (IN_PROGRESS, S.ABANDONED),
     Trigger.FAULT: (IN_PROGRESS, S.ERROR),

@@ -38,10 +38,13 @@ from ari_app.config.reporting import (
     ReportsSettings,
     SmtpSettings,
 )
+from ari_app.outcomes import OUTCOMES
 
 __all__ = [
     "BOT_HEALTH_PREFIX",
+    "CODECS",
     "DEFAULT_LIMITS",
+    "DTMF_MODES",
     "ENV_OVERRIDES",
     "AriSettings",
     "BillingSettings",
@@ -49,6 +52,7 @@ __all__ = [
     "BotProfile",
     "BotTarget",
     "BridgeSettings",
+    "ByeContextSettings",
     "Config",
     "ConfigError",
     "HttpSettings",
@@ -59,11 +63,13 @@ __all__ = [
     "SipSettings",
     "SmtpSettings",
     "StoreSettings",
+    "WebhookSettings",
     "client_ssl_context",
     "compile_pattern",
     "default_node",
     "ensure_password_file",
     "ensure_secret_file",
+    "hep_password",
     "load_config",
     "match_pattern",
 ]
@@ -83,6 +89,24 @@ _PATTERN = validate.Regexp(
 )
 _ENCRYPTION = validate.OneOf(["no", "sdes"])
 _CIDR_LIST = validate.Regexp(r"^[0-9a-fA-F.:/, ]+$", error="must be addresses or CIDRs")
+# codecs the shipped modules.conf loads (docs/media.md); the order of a list is the preference
+CODECS = ("g722", "ulaw", "alaw")
+# how DTMF travels on a bot endpoint (pjsip.conf dtmf_mode); docs/media.md
+DTMF_MODES = ("rfc4733", "info", "auto", "auto_info")
+
+
+def _codec_list() -> fields.List[Any]:
+    return fields.List(
+        fields.Str(validate=validate.OneOf(CODECS)),
+        validate=[validate.Length(min=1), _unique],
+        load_default=lambda: list(CODECS),
+    )
+
+
+def _unique(values: list[str]) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("each codec once")
+
 
 # scalar settings that an environment variable may override: env name -> (section, key)
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -120,6 +144,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_SMTP_USERNAME": ("smtp", "username"),
     "BOTBRIDGE_SMTP_PASSWORD_FILE": ("smtp", "password_file"),
     "BOTBRIDGE_REPORTS_TIMEZONE": ("reports", "timezone"),
+    "BOTBRIDGE_WEBHOOK_SECRET_FILE": ("webhooks", "secret_file"),
 }
 
 
@@ -162,10 +187,19 @@ class _SipSchema(Schema):
     carrier_media_encryption_optimistic = fields.Bool(required=True)
     bot_media_encryption = fields.Str(required=True, validate=_ENCRYPTION)
     bot_media_encryption_optimistic = fields.Bool(required=True)
+    # codecs offered/accepted on the carrier trunk and to agents, in order of preference
+    carrier_codecs = _codec_list()
+    agent_codecs = _codec_list()
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> SipSettings:
-        return SipSettings(**data)
+        return SipSettings(
+            **{
+                **data,
+                "carrier_codecs": tuple(data["carrier_codecs"]),
+                "agent_codecs": tuple(data["agent_codecs"]),
+            }
+        )
 
 
 class _BridgeSchema(Schema):
@@ -260,6 +294,12 @@ class _ProfileSchema(Schema):
     availability_queue = fields.Str(required=True, validate=_QUEUE_NAME)
     post_bot_context = fields.Str(load_default="", validate=_CONTEXT_NAME)
     uui_discriminator = fields.Bool(load_default=False)
+    # media towards the bot (docs/media.md): codecs in order of preference, DTMF mode
+    codecs = _codec_list()
+    dtmf_mode = fields.Str(load_default="rfc4733", validate=validate.OneOf(DTMF_MODES))
+    # business_hours "closed" (no agent logged in, or the dialplan says so): decline the bot's
+    # REFER (NOTIFY 404) so that the bot keeps the caller
+    decline_transfer_when_closed = fields.Bool(load_default=False)
 
     @validates_schema
     def _uri(self, data: dict[str, Any], **_: Any) -> None:
@@ -268,6 +308,59 @@ class _ProfileSchema(Schema):
                 _SIP_URI(data["bot_uri"])
             except ValidationError as exc:
                 raise ValidationError(exc.messages, "bot_uri") from exc
+
+
+class _WebhooksSchema(Schema):
+    # where interaction events are POSTed (empty: no webhooks); docs/webhooks.md
+    urls = fields.List(fields.Url(schemes={"http", "https"}, require_tld=False), load_default=list)
+    # which outcomes make an event: ["escalated"] or any of the record outcomes
+    outcomes = fields.List(
+        fields.Str(validate=validate.OneOf(OUTCOMES)),
+        load_default=lambda: ["escalated"],
+        validate=validate.Length(min=1),
+    )
+    secret_file = fields.Str(load_default="webhook-secret")
+    timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(0.1, 60))
+    max_attempts = fields.Int(load_default=12, validate=validate.Range(1, 1000))
+    backoff_initial_seconds = fields.Float(load_default=1.0, validate=validate.Range(0.01, 3600))
+    backoff_max_seconds = fields.Float(load_default=300.0, validate=validate.Range(0.01, 86400))
+    poll_interval_seconds = fields.Float(load_default=1.0, validate=validate.Range(0.01, 60))
+    batch_size = fields.Int(load_default=50, validate=validate.Range(1, 1000))
+
+    @validates_schema
+    def _backoff(self, data: dict[str, Any], **_: Any) -> None:
+        if data["backoff_max_seconds"] < data["backoff_initial_seconds"]:
+            raise ValidationError("must be at least backoff_initial_seconds", "backoff_max_seconds")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> WebhookSettings:
+        return WebhookSettings(
+            **{**data, "urls": tuple(data["urls"]), "outcomes": tuple(data["outcomes"])}
+        )
+
+
+class _ByeContextSchema(Schema):
+    # context on the bot's BYE, read from Asterisk's HEP copy of it (docs/decisions.md (n))
+    enabled = fields.Bool(load_default=False)
+    capture_host = fields.IP(load_default="127.0.0.1")
+    capture_port = fields.Int(load_default=9061, validate=validate.Range(1, 65535))
+    sources = fields.Str(load_default="127.0.0.1", validate=_CIDR_LIST)
+    password_file = fields.Str(load_default="hep-password")
+    wait_seconds = fields.Float(load_default=0.2, validate=validate.Range(0, 5))
+    ttl_seconds = fields.Float(load_default=30.0, validate=validate.Range(1, 3600))
+    max_entries = fields.Int(load_default=10000, validate=validate.Range(10, 10**7))
+
+    @validates("capture_host")
+    def _loopback(self, value: IPv4Address | IPv6Address, **_: Any) -> None:
+        if not value.is_loopback:
+            raise ValidationError("must be a loopback address: HEP copies every SIP message")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ByeContextSettings:
+        sources = tuple(a.strip() for a in data.pop("sources").split(",") if a.strip())
+        return ByeContextSettings(
+            **{**data, "capture_host": str(data["capture_host"])}, sources=sources
+        )
 
 
 class _BillingSchema(Schema):
@@ -305,6 +398,8 @@ class _ConfigSchema(Schema):
     limits = fields.Nested(_LimitsSchema, required=True)
     billing = fields.Nested(_BillingSchema, load_default=lambda: BillingSettings())
     bot_health = fields.Nested(_BotHealthSchema, load_default=lambda: BotHealthSettings())
+    webhooks = fields.Nested(_WebhooksSchema, load_default=lambda: WebhookSettings())
+    bye_context = fields.Nested(_ByeContextSchema, load_default=lambda: ByeContextSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -341,6 +436,19 @@ class _ConfigSchema(Schema):
         sip = data["sip"]
         if sip.rtp_end <= sip.rtp_start:
             raise ValidationError("rtp_end must be above rtp_start", "sip")
+        # codecs and dtmf_mode are settings of the bot's PJSIP endpoint: profiles sharing one
+        # endpoint must agree, or one of them would silently get the other's media
+        media: dict[str, tuple[str, tuple[str, ...], str]] = {}
+        for name, profile in sorted(profiles.items(), key=lambda item: item[0] != "default"):
+            mine = (name, tuple(profile["codecs"]), profile["dtmf_mode"])
+            first = media.setdefault(profile["bot_endpoint"], mine)
+            if first[1:] != mine[1:]:
+                raise ValidationError(
+                    f"profiles {first[0]!r} and {name!r} share bot_endpoint "
+                    f"{profile['bot_endpoint']!r} but differ in codecs or dtmf_mode; "
+                    "give them the same values or separate endpoints",
+                    "profiles",
+                )
 
 
 @dataclass(frozen=True)
@@ -378,6 +486,8 @@ class SipSettings:
     bot_media_encryption_optimistic: bool
     tls_ca_file: str = ""
     tls_verify_server: bool = False
+    carrier_codecs: tuple[str, ...] = CODECS
+    agent_codecs: tuple[str, ...] = CODECS
 
 
 @dataclass(frozen=True)
@@ -410,6 +520,39 @@ class BillingSettings:
     """``[billing]``: how bot seconds become billable minutes (ari_app/calls/billing.py)."""
 
     rounding: str = "ceil_minute"  # "ceil_minute", "ceil_6s" or "exact"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """``[webhooks]``: interaction events POSTed from the durable outbox (docs/webhooks.md)."""
+
+    urls: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ("escalated",)
+    secret_file: str = "webhook-secret"  # state-relative; BOTBRIDGE_WEBHOOK_SECRET wins
+    timeout_seconds: float = 5.0
+    max_attempts: int = 12
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    poll_interval_seconds: float = 1.0
+    batch_size: int = 50
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+
+@dataclass(frozen=True)
+class ByeContextSettings:
+    """``[bye_context]``: the bot's context on its BYE, from Asterisk's HEP capture (optional)."""
+
+    enabled: bool = False
+    capture_host: str = "127.0.0.1"  # loopback only
+    capture_port: int = 9061
+    sources: tuple[str, ...] = ("127.0.0.1",)  # HEP packets from elsewhere are dropped
+    password_file: str = "hep-password"  # state-relative; created when absent
+    wait_seconds: float = 0.2
+    ttl_seconds: float = 30.0
+    max_entries: int = 10000
 
 
 @dataclass(frozen=True)
@@ -471,6 +614,9 @@ class BotProfile:
     # the bots in order (bot_uris / [[bots]]; one entry for bot_uri): never empty once loaded
     bots: tuple[BotTarget, ...] = ()
     attempt_timeout_seconds: int = 6
+    codecs: tuple[str, ...] = CODECS
+    dtmf_mode: str = "rfc4733"
+    decline_transfer_when_closed: bool = False
 
     @property
     def dial_string(self) -> str:
@@ -498,6 +644,8 @@ def _profile(name: str, data: Mapping[str, Any]) -> BotProfile:
     if len({b.uri for b in bots}) != len(bots):
         raise ConfigError(f"invalid configuration: profiles.{name}.bots: a bot URI is listed twice")
     values["bot_uri"] = bots[0].uri
+    if "codecs" in values:
+        values["codecs"] = tuple(values["codecs"])
     return BotProfile(name=name, bots=tuple(bots), **values)
 
 
@@ -542,6 +690,8 @@ class Config:
     # seconds between the record writer's batches ([store] flush_interval_seconds)
     store_flush_seconds: float = 0.2
     bot_health: BotHealthSettings = BotHealthSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    bye_context: ByeContextSettings = ByeContextSettings()
 
     @property
     def billing_rounding(self) -> str:
@@ -627,6 +777,8 @@ def load_config(
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,
         bot_health=data["bot_health"],
+        webhooks=data["webhooks"],
+        bye_context=data["bye_context"],
     )
     config = replace(config, store_path=config.state_path(store.path))
     config = replace(
@@ -668,6 +820,15 @@ ARI_SECRET_BYTES = 24
 def ensure_password_file(config: Config) -> Path:
     """Create the ARI secret file with a random password when absent (mode 0600)."""
     return ensure_secret_file(config.state_path(config.ari.password_file), ARI_SECRET_BYTES)
+
+
+HEP_SECRET_BYTES = 24
+
+
+def hep_password(config: Config) -> str:
+    """The HEP capture password (``[bye_context] password_file``, created when absent)."""
+    path = ensure_secret_file(config.state_path(config.bye_context.password_file), HEP_SECRET_BYTES)
+    return path.read_text().strip()
 
 
 def ensure_secret_file(path: Path, nbytes: int) -> Path:

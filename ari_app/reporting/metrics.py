@@ -42,6 +42,7 @@ class _AppCollector(Collector):
         self.shed: Callable[[], Mapping[str, int]] = dict
         self.bot_active: Callable[[], Mapping[str, int]] = dict
         self.bot_reachable: Callable[[], Mapping[str, bool]] = dict
+        self.webhooks: Callable[[], Mapping[str, int]] = dict
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -104,6 +105,14 @@ class _AppCollector(Collector):
         for bot, up in sorted(self.bot_reachable().items()):
             reachable.add_metric([bot], 1 if up else 0)
         yield reachable
+        webhooks = CounterMetricFamily(
+            f"{PREFIX}_webhook_attempts",
+            "Webhook delivery attempts by result (delivered, failed, given_up)",
+            labels=["result"],
+        )
+        for result, count in sorted(self.webhooks().items()):
+            webhooks.add_metric([result], count)
+        yield webhooks
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
@@ -171,6 +180,7 @@ class Metrics:
         shed: Callable[[], Mapping[str, int]] = dict,
         bot_active: Callable[[], Mapping[str, int]] = dict,
         bot_reachable: Callable[[], Mapping[str, bool]] = dict,
+        webhooks: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._app.active_calls = active_calls
         self._app.reconnects = reconnects
@@ -182,6 +192,7 @@ class Metrics:
         self._app.shed = shed
         self._app.bot_active = bot_active
         self._app.bot_reachable = bot_reachable
+        self._app.webhooks = webhooks
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

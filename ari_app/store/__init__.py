@@ -40,12 +40,14 @@ from sqlalchemy import (
     Engine,
     Float,
     Index,
+    Integer,
     MetaData,
     Table,
     Text,
     bindparam,
     create_engine,
     event,
+    func,
     insert,
     or_,
     select,
@@ -57,6 +59,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ari_app.outcomes import OUTCOMES
+from ari_app.store import outbox
 
 if TYPE_CHECKING:
     from ari_app.config import Config
@@ -111,6 +114,25 @@ interactions = Table(
     Column("updated_at", Float, nullable=False),
     Index("interactions_started", "started_at"),
     Index("interactions_open", "ended_at"),
+)
+
+# Interaction events waiting for (or done with) delivery to the webhook URLs: one row per
+# event and URL, written in the same transaction as the record change that made the event
+# (write_batch), read and updated by the webhook sender (ari_app/reporting/webhooks.py).
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("url", Text, primary_key=True),
+    Column("interaction_id", Text, nullable=False),
+    Column("event", Text, nullable=False),  # the outcome that made it
+    Column("body", Text, nullable=False),  # the JSON posted, byte for byte
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Column("last_error", Text),
+    Index("webhook_outbox_due", "delivered_at", "next_attempt_at"),
 )
 
 # the columns create() and update() accept (interaction_id and updated_at are the store's)
@@ -233,12 +255,19 @@ class InteractionStore:
             )
 
     def write_batch(
-        self, creates: Mapping[str, Mapping[str, Any]], updates: Mapping[str, Mapping[str, Any]]
+        self,
+        creates: Mapping[str, Mapping[str, Any]],
+        updates: Mapping[str, Mapping[str, Any]],
+        *,
+        webhook_urls: Sequence[str] = (),
+        webhook_outcomes: Sequence[str] = (),
     ) -> None:
         """Create and update many records in one transaction (the record writer's batches).
 
-        Rows that change the same columns go to the database as one executemany. All or
-        nothing: when it raises, nothing of the batch was written.
+        Rows that change the same columns go to the database as one executemany. A change
+        that sets an outcome in ``webhook_outcomes`` also puts its event into the webhook
+        outbox, one row per URL, in the same transaction. All or nothing: when it raises,
+        nothing of the batch was written.
         """
         now = time.time()
         inserts: dict[frozenset[str], list[dict[str, Any]]] = {}
@@ -264,6 +293,137 @@ class InteractionStore:
                     .values({name: bindparam(name) for name in columns})
                 )
                 db.execute(statement, rows)
+            if webhook_urls:
+                events = {
+                    iid: fields["outcome"]
+                    for batch in (creates, updates)
+                    for iid, fields in batch.items()
+                    if fields.get("outcome") in webhook_outcomes
+                }
+                if events:
+                    self._enqueue_events(db, events, webhook_urls, now)
+
+    def _enqueue_events(
+        self, db: Connection, events: Mapping[str, str], urls: Sequence[str], now: float
+    ) -> None:
+        """Outbox rows for ``events`` (interaction id -> outcome), once per event id and URL."""
+        records = {
+            row["interaction_id"]: dict(row)
+            for row in db.execute(
+                select(interactions).where(interactions.c.interaction_id.in_(list(events)))
+            ).mappings()
+        }
+        ids = [outbox.event_id(iid, outcome) for iid, outcome in events.items()]
+        present = {
+            (row.event_id, row.url)
+            for row in db.execute(
+                select(webhook_outbox.c.event_id, webhook_outbox.c.url).where(
+                    webhook_outbox.c.event_id.in_(ids)
+                )
+            )
+        }
+        rows = []
+        for iid, outcome in events.items():
+            record = records.get(iid)
+            if record is None:  # an update of a record that does not exist changes nothing
+                continue
+            body = outbox.event_body(record, outcome, now)
+            for url in urls:
+                if (outbox.event_id(iid, outcome), url) in present:
+                    continue
+                rows.append(
+                    {
+                        "event_id": outbox.event_id(iid, outcome),
+                        "url": url,
+                        "interaction_id": iid,
+                        "event": outcome,
+                        "body": body,
+                        "created_at": now,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                    }
+                )
+        if rows:
+            db.execute(insert(webhook_outbox), rows)
+
+    # -- the webhook outbox ------------------------------------------------------------------
+
+    def due_webhooks(self, now: float, max_attempts: int, limit: int) -> list[dict[str, Any]]:
+        """Undelivered events whose next attempt is due, oldest first."""
+        query = (
+            select(webhook_outbox)
+            .where(
+                webhook_outbox.c.delivered_at.is_(None),
+                webhook_outbox.c.next_attempt_at <= now,
+                webhook_outbox.c.attempts < max_attempts,
+            )
+            .order_by(webhook_outbox.c.next_attempt_at, webhook_outbox.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as db:
+            return [dict(row) for row in db.execute(query).mappings()]
+
+    def claim_webhook(self, event_id: str, url: str, now: float, until: float) -> bool:
+        """Take one due event for delivery until ``until``: False if another sender has it.
+
+        Several nodes sharing a store each run a sender; the claim (moving its next attempt
+        past the delivery's time-out) lets exactly one of them send it at a time.
+        """
+        with self.engine.begin() as db:
+            result = db.execute(
+                update(webhook_outbox)
+                .where(
+                    webhook_outbox.c.event_id == event_id,
+                    webhook_outbox.c.url == url,
+                    webhook_outbox.c.delivered_at.is_(None),
+                    webhook_outbox.c.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=until)
+            )
+            return bool(result.rowcount)
+
+    def webhook_attempted(
+        self,
+        event_id: str,
+        url: str,
+        *,
+        attempts: int,
+        delivered_at: float | None,
+        next_attempt_at: float,
+        error: str | None,
+    ) -> None:
+        with self.engine.begin() as db:
+            db.execute(
+                update(webhook_outbox)
+                .where(webhook_outbox.c.event_id == event_id, webhook_outbox.c.url == url)
+                .values(
+                    attempts=attempts,
+                    delivered_at=delivered_at,
+                    next_attempt_at=next_attempt_at,
+                    last_error=error,
+                )
+            )
+
+    def webhook_events(self) -> list[dict[str, Any]]:
+        """Every outbox row, oldest first (tests, the CLI)."""
+        query = select(webhook_outbox).order_by(
+            webhook_outbox.c.created_at, webhook_outbox.c.event_id, webhook_outbox.c.url
+        )
+        with self.engine.connect() as db:
+            return [dict(row) for row in db.execute(query).mappings()]
+
+    def webhook_backlog(self, max_attempts: int) -> int:
+        """Events not yet delivered and not given up."""
+        query = (
+            select(func.count())
+            .select_from(webhook_outbox)
+            .where(
+                webhook_outbox.c.delivered_at.is_(None),
+                webhook_outbox.c.attempts < max_attempts,
+            )
+        )
+        with self.engine.connect() as db:
+            return int(db.execute(query).scalar_one())
 
     def ping(self) -> None:
         """One trivial query: raises StoreError when the database does not answer."""

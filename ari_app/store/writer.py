@@ -10,6 +10,11 @@ Durability: a change is on disk at most one flush interval (plus the commit) aft
 made; a ``kill -9`` loses at most that window, and the next start's reconciliation closes
 whatever it finds open (ari_app/calls/reconcile.py). A batch that fails (database down) is kept
 and retried with the next one; nothing is dropped while the process lives.
+
+Webhook events (docs/webhooks.md) are written here too: a batch that sets an outcome named in
+``[webhooks] outcomes`` puts the event into the webhook outbox in the same transaction as the
+record change, so an event exists exactly when its record change does. The sender
+(ari_app/reporting/webhooks.py) delivers from the outbox; no call waits for it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ari_app.config import WebhookSettings
 from ari_app.store import InteractionStore, StoreError
 
 __all__ = ["DEFAULT_FLUSH_SECONDS", "RecordWriter"]
@@ -39,10 +45,14 @@ class _Pending:
 
 class RecordWriter:
     def __init__(
-        self, store: InteractionStore, flush_interval: float = DEFAULT_FLUSH_SECONDS
+        self,
+        store: InteractionStore,
+        flush_interval: float = DEFAULT_FLUSH_SECONDS,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.store = store
         self.flush_interval = flush_interval
+        self.webhooks = webhooks or WebhookSettings()
         self.batches = 0
         self.failures = 0
         self._pending: dict[str, _Pending] = {}
@@ -124,7 +134,12 @@ class RecordWriter:
     def _write(self, batch: dict[str, _Pending]) -> None:
         creates = {iid: p.fields for iid, p in batch.items() if p.create}
         updates = {iid: p.fields for iid, p in batch.items() if not p.create and p.fields}
-        self.store.write_batch(creates, updates)
+        self.store.write_batch(
+            creates,
+            updates,
+            webhook_urls=self.webhooks.urls,
+            webhook_outcomes=self.webhooks.outcomes,
+        )
 
     def _kick(self) -> None:
         if not self._wake.is_set():

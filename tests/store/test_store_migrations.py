@@ -23,7 +23,7 @@ from ari_app.store import (
 )
 from tests.records import stored
 
-HEAD = ("0003_bot_choice",)
+HEAD = ("0004_webhook_outbox",)
 FIRST = "0001_initial"
 NEW_IN_0002 = {
     "node",

@@ -125,6 +125,25 @@ def test_bad_env_value_names_the_key(tmp_path: Path, env: dict[str, str], key: s
             "profiles.other.fallback_queue",
             "Missing data",
         ),
+        ('[profiles.default]\ncodecs = ["opus"]\n', "profiles.default.codecs.0", "one of"),
+        ("[profiles.default]\ncodecs = []\n", "profiles.default.codecs", "Shorter"),
+        ('[profiles.default]\ncodecs = ["ulaw", "ulaw"]\n', "codecs", "each codec once"),
+        ('[profiles.default]\ndtmf_mode = "inband2"\n', "profiles.default.dtmf_mode", "one of"),
+        ('[sip]\ncarrier_codecs = ["gsm"]\n', "sip.carrier_codecs.0", "one of"),
+        (
+            '[profiles.sales]\nbot_endpoint = "voicebot"\nanswer_timeout_seconds = 5\n'
+            'fallback_queue = "q"\ndefault_queue = "q"\navailability_queue = "q"\n'
+            'codecs = ["ulaw"]\n',
+            "profiles",
+            "share bot_endpoint 'voicebot' but differ in codecs or dtmf_mode",
+        ),
+        ('[webhooks]\nurls = ["ftp://x"]\n', "webhooks.urls.0", "Not a valid URL"),
+        ('[webhooks]\noutcomes = ["won"]\n', "webhooks.outcomes.0", "one of"),
+        (
+            "[webhooks]\nbackoff_initial_seconds = 10\nbackoff_max_seconds = 5\n",
+            "webhooks.backoff_max_seconds",
+            "at least backoff_initial_seconds",
+        ),
     ],
 )
 def test_bad_file_value_names_the_key(tmp_path: Path, toml: str, key: str, detail: str) -> None:
@@ -313,3 +332,23 @@ def test_sections_are_typed_as_the_toml_says(tmp_path: Path) -> None:
     assert config.billing_rounding == "ceil_6s"
     with pytest.raises(FrozenInstanceError):
         config.sip.port = 1  # type: ignore[misc]
+
+
+def test_media_and_webhook_settings(tmp_path: Path) -> None:
+    config = load_config(
+        _toml(
+            tmp_path,
+            '[sip]\ncarrier_codecs = ["ulaw"]\n'
+            '[profiles.default]\ncodecs = ["alaw", "g722"]\ndtmf_mode = "info"\n'
+            "decline_transfer_when_closed = true\n"
+            '[webhooks]\nurls = ["http://127.0.0.1:9000/hook"]\nmax_attempts = 3\n',
+        ),
+        env=_env(tmp_path),
+    )
+    default = config.profiles["default"]
+    assert config.sip.carrier_codecs == ("ulaw",) and config.sip.agent_codecs[0] == "g722"
+    assert default.codecs == ("alaw", "g722") and default.dtmf_mode == "info"
+    assert default.decline_transfer_when_closed
+    assert config.webhooks.enabled and config.webhooks.urls == ("http://127.0.0.1:9000/hook",)
+    assert config.webhooks.outcomes == ("escalated",) and config.webhooks.max_attempts == 3
+    assert not load_config(env=_env(tmp_path)).webhooks.enabled

@@ -228,14 +228,16 @@ async def test_a_failed_batch_is_kept_and_newer_changes_win(
     calls = 0
 
     def flaky(
-        creates: Mapping[str, Mapping[str, Any]], updates: Mapping[str, Mapping[str, Any]]
+        creates: Mapping[str, Mapping[str, Any]],
+        updates: Mapping[str, Mapping[str, Any]],
+        **webhooks: Any,
     ) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             writer.update("a", state="bot_connected")  # a change made while the write fails
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        real(creates, updates)
+        real(creates, updates, **webhooks)
 
     monkeypatch.setattr(store, "write_batch", flaky)
     assert await writer.flush() is False

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "outcomes": set(),
     "sip": {"sip"},
     "ari": {"ari"},
-    "config": {"config"},
+    "config": {"config", "outcomes"},
     "asterisk": {"asterisk", "config"},
     "store": {"store", "config", "outcomes"},
     "connect": {"connect", "ari", "config"},

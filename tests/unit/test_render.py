@@ -98,3 +98,51 @@ def test_no_password_literal_in_the_templates() -> None:
             if match and not re.fullmatch(r"\{\{[A-Z_]+\}\}", match.group(2)):
                 literal.append(f"{path.name}:{number}: {line.strip()}")
     assert literal == []
+
+
+def test_media_settings_are_rendered_per_endpoint(tmp_path: Path) -> None:
+    config = load_config(
+        env={
+            "BOTBRIDGE_STATE_DIR": str(tmp_path),
+            "BOTBRIDGE_ARI_PASSWORD": PASSWORD,
+            "BOTBRIDGE_CONFIG": str(_write(tmp_path / "c.toml", MEDIA_TOML)),
+        }
+    )
+    values = template_values(config, DIRS, MODULE_DIR)
+    pjsip = render(template_text("pjsip.conf"), values)
+    sections = _sections(pjsip)
+    assert sections["carrier"]["allow"] == "ulaw,g722"
+    assert sections["carrier"]["dtmf_mode"] == "rfc4733"
+    assert sections["voicebot"]["allow"] == "alaw"
+    assert sections["voicebot"]["dtmf_mode"] == "auto_info"
+    assert sections["agent1"]["allow"] == "g722,ulaw,alaw"
+    assert all(sections[name]["disallow"] == "all" for name in ("carrier", "voicebot", "agent1"))
+    modules = render(template_text("modules.conf"), values)
+    assert "load => codec_g722.so" in modules.splitlines()
+
+
+MEDIA_TOML = (
+    '[sip]\ncarrier_codecs = ["ulaw", "g722"]\n'
+    '[profiles.default]\ncodecs = ["alaw"]\ndtmf_mode = "auto_info"\n'
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _sections(text: str) -> dict[str, dict[str, str]]:
+    """name -> key -> value of the endpoint sections (type = endpoint) of a pjsip.conf."""
+    found: dict[str, dict[str, str]] = {}
+    name, current = "", dict[str, str]()
+    for line in [*text.splitlines(), "[end]"]:
+        line = line.split(";", 1)[0].strip()
+        if line.startswith("["):
+            if current.get("type") == "endpoint":
+                found[name] = current
+            name, current = line.strip("[]"), {}
+        elif "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            current[key] = value
+    return found

@@ -1,0 +1,144 @@
+"""HEPv3 parsing and the BYE-context receiver's checks (password, source, direction).
+
+The receiver tests send real UDP datagrams over loopback, from 127.0.0.1 and 127.0.0.2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ari_app.calls.bye_context import ByeContexts
+from ari_app.config import ByeContextSettings, ConfigError, load_config
+from ari_app.sip.hep import HepError, parse_hep3, parse_sip_message
+from devtools.stack import free_port
+
+PASSWORD = "capture-secret"
+SIP_PORT = 5060
+BYE = (
+    "BYE sip:asterisk@127.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\n"
+    "i: call-1@127.0.0.1\r\n"
+    "CSeq: 3 BYE\r\n"
+    "User-to-User: 657363616c6174655f746f3d62696c6c696e67;\r\n"
+    " encoding=hex\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+def chunk(kind: int, data: bytes, vendor: int = 0) -> bytes:
+    return struct.pack("!HHH", vendor, kind, 6 + len(data)) + data
+
+
+def hep(payload: str, *, password: str = PASSWORD, dst_port: int = SIP_PORT) -> bytes:
+    body = b"".join(
+        [
+            chunk(0x0001, b"\x02"),
+            chunk(0x0007, struct.pack("!H", 5080)),
+            chunk(0x0008, struct.pack("!H", dst_port)),
+            chunk(0x000E, password.encode()),
+            chunk(0x0011, b"call-1@127.0.0.1"),
+            chunk(0x0099, b"vendor data", vendor=4),
+            chunk(0x000F, payload.encode()),
+        ]
+    )
+    return b"HEP3" + struct.pack("!H", 6 + len(body)) + body
+
+
+def test_parse_hep3_and_the_sip_message() -> None:
+    packet = parse_hep3(hep(BYE))
+    assert packet.auth_key == PASSWORD.encode()
+    assert packet.port(0x0008) == SIP_PORT and packet.port(0x0007) == 5080
+    message = parse_sip_message(packet.payload)
+    assert message.method == "BYE"
+    assert message.header("call-id") == "call-1@127.0.0.1"  # compact "i" expanded
+    assert message.header("User-to-User") == (
+        "657363616c6174655f746f3d62696c6c696e67; encoding=hex"  # folded line joined
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"HEP2" + b"\x00\x06",
+        b"HEP3\x00\x07",  # length does not match
+        b"HEP3\x00\x0c" + struct.pack("!HHH", 0, 0x0F, 60),  # chunk longer than the packet
+        b"HEP3\x00\x08\x00\x00",  # truncated chunk header
+    ],
+)
+def test_malformed_packets_are_errors(data: bytes) -> None:
+    with pytest.raises(HepError):
+        parse_hep3(data)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[ByeContexts]:
+    settings = ByeContextSettings(
+        enabled=True, capture_port=free_port(udp_too=True), wait_seconds=0.3, max_entries=10
+    )
+    contexts = ByeContexts(settings, PASSWORD, (SIP_PORT,))
+    await contexts.start()
+    yield contexts
+    contexts.close()
+
+
+def send(contexts: ByeContexts, data: bytes, source: str = "127.0.0.1") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.sendto(data, (contexts.settings.capture_host, contexts.settings.capture_port))
+
+
+async def test_a_bye_copy_is_found_by_its_call_id(receiver: ByeContexts) -> None:
+    send(receiver, hep(BYE))
+    headers = await receiver.headers_of("call-1@127.0.0.1")
+    assert headers == {"User-to-User": "657363616c6174655f746f3d62696c6c696e67; encoding=hex"}
+    assert await receiver.headers_of("call-1@127.0.0.1") is None  # taken once
+
+
+async def test_the_session_may_ask_before_the_copy_arrives(receiver: ByeContexts) -> None:
+    waiting = asyncio.create_task(receiver.headers_of("call-1@127.0.0.1"))
+    await asyncio.sleep(0.05)
+    send(receiver, hep(BYE))
+    assert (await waiting) is not None
+
+
+@pytest.mark.parametrize(
+    ("data", "source", "rejected"),
+    [
+        (hep(BYE, password="wrong"), "127.0.0.1", True),
+        (hep(BYE, password=""), "127.0.0.1", True),
+        (hep(BYE), "127.0.0.2", True),  # not a configured source
+        (b"HEP3 garbage", "127.0.0.1", True),
+        (hep(BYE, dst_port=5080), "127.0.0.1", False),  # a BYE Asterisk sent, not received
+        (hep(BYE.replace("BYE sip", "INFO sip", 1)), "127.0.0.1", False),
+    ],
+)
+async def test_copies_that_do_not_count(
+    receiver: ByeContexts, data: bytes, source: str, rejected: bool
+) -> None:
+    send(receiver, data, source)
+    assert await receiver.headers_of("call-1@127.0.0.1") is None
+    assert receiver.rejected == (1 if rejected else 0)
+    assert receiver.accepted == 0
+
+
+async def test_at_most_max_entries_are_kept(receiver: ByeContexts) -> None:
+    for n in range(15):
+        send(receiver, hep(BYE.replace("call-1@", f"call-{n}@")))
+    await asyncio.sleep(0.2)
+    assert await receiver.headers_of("call-0@127.0.0.1") is None  # the oldest were dropped
+    assert await receiver.headers_of("call-14@127.0.0.1") is not None
+
+
+def test_the_capture_address_must_be_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bye_context\.capture_host: must be a loopback"):
+        load_config(
+            env={"BOTBRIDGE_STATE_DIR": str(tmp_path)},
+            overrides={"bye_context": {"capture_host": "10.0.0.1"}},
+        )
