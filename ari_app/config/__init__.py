@@ -32,6 +32,7 @@ from marshmallow import (
 )
 
 from ari_app.config import reporting as reporting_config
+from ari_app.config.edge import EdgeSchema, EdgeSettings
 from ari_app.config.reporting import (
     HttpSettings,
     ReportSchedule,
@@ -48,6 +49,7 @@ __all__ = [
     "BridgeSettings",
     "Config",
     "ConfigError",
+    "EdgeSettings",
     "HttpSettings",
     "Limits",
     "ReportSchedule",
@@ -282,6 +284,7 @@ class _ConfigSchema(Schema):
     report_schedules = fields.List(
         fields.Nested(reporting_config.ReportScheduleSchema), load_default=list
     )
+    edge = fields.Nested(EdgeSchema, required=True)
 
     @validates_schema
     def _report_schedules(self, data: dict[str, Any], **_: Any) -> None:
@@ -454,6 +457,9 @@ class Config:
     limits: Limits = DEFAULT_LIMITS
     # seconds between the record writer's batches ([store] flush_interval_seconds)
     store_flush_seconds: float = 0.2
+    # the Kamailio edge in front of several nodes ([edge], docs/scaling.md); None in
+    # configs built by hand (tests), load_config always fills it
+    edge: EdgeSettings | None = None
 
     @property
     def billing_rounding(self) -> str:
@@ -518,6 +524,7 @@ def load_config(
         report_schedules=tuple(data["report_schedules"]),
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,
+        edge=data["edge"],
     )
     config = replace(config, store_path=config.state_path(store.path))
     config = replace(
