@@ -22,7 +22,7 @@ from ari_app.store import (
 )
 from tests.records import stored
 
-HEAD = ("0002_record_fields",)
+HEAD = ("0003_report_runs",)
 FIRST = "0001_initial"
 NEW_IN_0002 = {
     "node",
