@@ -175,11 +175,12 @@ async def test_allow_list_and_rate_limit_at_the_edge(cluster: Cluster) -> None:
     # pike lets about one window's worth through before it blocks the source
     assert 0 < replies[200] <= edge.rate_max_requests * 3, replies
     assert replies[200] + replies[503] == 400, replies
-    records = await until(
-        lambda: (rs := records_of(cluster, "3777")) and len(rs) == 10 and rs,
-        15,
-        "the other source's 10 calls in the store",
-    )
+
+    def all_ten() -> list[dict[str, Any]] | None:
+        rs = records_of(cluster, "3777")
+        return rs if len(rs) == 10 else None
+
+    records = await until(all_ten, 15, "the other source's 10 calls in the store")
     assert {r["outcome"] for r in records} == {"escalated"}, records
 
 
