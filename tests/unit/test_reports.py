@@ -708,3 +708,20 @@ def test_each_started_minute_is_billed(seconds: float) -> None:
     assert minutes.is_integer()
     assert minutes * 60 >= round(seconds, 3)
     assert (minutes - 1) * 60 < round(seconds, 3) or minutes == 0
+
+
+def test_group_by_node_shows_every_node_of_a_shared_store() -> None:
+    records = [
+        {**rec("resolved", at=MAY_1), "node": "node-1"},
+        {**rec("escalated", at=MAY_1 + 60), "node": "node-2"},
+        {**rec("resolved", at=MAY_1 + 120), "node": "node-2"},
+        rec("abandoned", at=MAY_1 + 180),  # written before records named their node
+    ]
+    report = build_report(records, MAY, "node")
+    data = json.loads(render_json(report))
+    assert [(r["key"], r["total"]) for r in data["rows"]] == [
+        (NO_VALUE, 1),
+        ("node-1", 1),
+        ("node-2", 2),
+    ]
+    assert data["total"]["total"] == 4
