@@ -184,6 +184,44 @@ async def test_allow_list_and_rate_limit_at_the_edge(cluster: Cluster) -> None:
     assert {r["outcome"] for r in records} == {"escalated"}, records
 
 
+async def test_calls_over_tcp_and_tls_reach_the_nodes(cluster: Cluster) -> None:
+    """The edge takes TCP and TLS from carriers and speaks UDP to the nodes; the node's BYE
+    finds the caller over the connection the caller opened."""
+    bot, agent = start_bot_and_agent(cluster, calls=2)
+    rp = cluster.runtime.runtime_path
+    certs = cluster.root / "tls"
+    for transport, remote, prefix in (
+        ("t1", cluster.sip_remote, "4777"),
+        ("l1", cluster.tls_remote, "5777"),
+    ):
+        tls = ["-tls_cert", rp(certs / "server.crt"), "-tls_key", rp(certs / "server.key")]
+        run = cluster.sipp().start(
+            "cluster/caller",
+            local_port=free_port(udp_too=True),
+            remote=remote,
+            service="5551000",
+            transport=transport,
+            keys={"caller_prefix": prefix},
+            extra=tls if transport == "l1" else [],
+        )
+        await sipp_finished(run, 60)
+        assert run.wait(1) == 0, run.report()[-3000:]
+        invite = next(m for m in run.messages() if m.method == "INVITE")
+        via = invite.header("Via") or ""
+        assert via.startswith("SIP/2.0/TCP" if transport == "t1" else "SIP/2.0/TLS"), via
+        answer = next(m for m in run.messages() if m.status == 200)
+        assert len(answer.header_all("Record-Route")) >= 1, answer
+        assert any(m.method == "BYE" and m.direction == "received" for m in run.messages())
+    await finish_parties(bot, agent)
+    for prefix in ("4777", "5777"):
+        records = await until(
+            lambda p=prefix: [r for r in records_of(cluster, p) if r.get("ended_at")],
+            15,
+            f"the {prefix} call's ended record",
+        )
+        assert [r["outcome"] for r in records] == ["escalated"], records
+
+
 async def test_load_through_the_edge_spreads_over_both_nodes(cluster: Cluster) -> None:
     calls = 100
     bot, agent = start_bot_and_agent(cluster, calls=calls)
