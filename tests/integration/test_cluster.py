@@ -214,11 +214,11 @@ async def test_calls_over_tcp_and_tls_reach_the_nodes(cluster: Cluster) -> None:
         assert any(m.method == "BYE" and m.direction == "received" for m in run.messages())
     await finish_parties(bot, agent)
     for prefix in ("4777", "5777"):
-        records = await until(
-            lambda p=prefix: [r for r in records_of(cluster, p) if r.get("ended_at")],
-            15,
-            f"the {prefix} call's ended record",
-        )
+
+        def ended(p: str = prefix) -> list[dict[str, Any]] | None:
+            return [r for r in records_of(cluster, p) if r.get("ended_at")] or None
+
+        records = await until(ended, 15, f"the {prefix} call's ended record")
         assert [r["outcome"] for r in records] == ["escalated"], records
 
 
