@@ -30,6 +30,8 @@ pytestmark = pytest.mark.integration
 NODE_HOSTS = ("127.0.11.1", "127.0.11.2")
 SECOND_CARRIER = "127.0.11.9"  # on the allow-list: the rate-limit test's flooding source
 STRANGER = "127.0.11.8"  # not on the allow-list
+# per-source limit of these tests: 40 new requests in 2 s (20/s), above the 10 calls/s loads
+RATE_MAX_REQUESTS = 40
 BOT_TALK_MS = 1000
 AGENT_TALK_MS = 500
 SIPP_TIMEOUT = 120
@@ -55,6 +57,7 @@ def cluster(runtime: Runtime) -> Iterator[Cluster]:
         node_hosts=NODE_HOSTS,
         carrier_match=("127.0.0.1", SECOND_CARRIER),
         extra_env={"BOTBRIDGE_CONFIG": str(config)},
+        edge_overrides={"rate_max_requests": RATE_MAX_REQUESTS},
     )
     try:
         built.start()
