@@ -46,8 +46,7 @@ def kamailio_binary() -> str:
     )
     if not found:
         raise EdgeError(
-            "no kamailio binary: apt-get install -y kamailio kamailio-tls-modules "
-            "(.ci/run does)"
+            "no kamailio binary: apt-get install -y kamailio kamailio-tls-modules (.ci/run does)"
         )
     return found
 
