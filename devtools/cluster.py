@@ -53,6 +53,7 @@ FIXED_HTTP_PORT = 8090
 FIXED_BOT_URI = "sip:voicebot@127.0.0.1:5080"
 FIXED_AGENT_CONTACT = "sip:agent1@127.0.0.1:5090"
 NODES_ACTIVE_TIMEOUT_SECONDS = 15
+APP_EXIT_TIMEOUT_SECONDS = 10  # make cluster-down: apps exit before PostgreSQL stops
 POLL_SECONDS = 0.2
 RUN_INFO = "cluster.json"
 ACTIVE = "AP"  # dispatcher flags of a node that answers its probes
@@ -358,6 +359,10 @@ def _down() -> int:
             timeout=30,
         )
         _progress(f"{node['name']} stopped")
+    # the apps flush their last record changes on the way out: wait before the store goes
+    deadline = time.monotonic() + APP_EXIT_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and any(_pid_alive(n["app_pid"]) for n in info["nodes"]):
+        time.sleep(POLL_SECONDS)
     pg = info["postgres"]
     PostgresServer(
         admin_url=pg["admin_url"], data_dir=Path(pg["data_dir"]), bin_dir=Path(pg["bin_dir"])

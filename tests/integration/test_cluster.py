@@ -140,12 +140,17 @@ def host_of(value: str) -> str:
 
 async def test_allow_list_and_rate_limit_at_the_edge(cluster: Cluster) -> None:
     sipp = cluster.sipp()
-    # a stranger is refused by the edge, and a node refuses it too when called directly
-    for remote in (cluster.sip_remote, cluster.nodes[0].sip_remote):
+    # a stranger is refused by the edge, and a node refuses it too when called directly;
+    # so does a node called directly by a carrier it should only hear through the edge
+    for source, remote in (
+        (STRANGER, cluster.sip_remote),
+        (STRANGER, cluster.nodes[0].sip_remote),
+        (SECOND_CARRIER, cluster.nodes[1].sip_remote),
+    ):
         stranger = sipp.start(
             "allow_list/refused",
-            local_ip=STRANGER,
-            local_port=free_port(STRANGER, udp_too=True),
+            local_ip=source,
+            local_port=free_port(source, udp_too=True),
             remote=remote,
             service="5551000",
             keys={"caller_number": "stranger"},
