@@ -164,6 +164,17 @@ async def test_allow_list_and_rate_limit_at_the_edge(cluster: Cluster) -> None:
         assert ("botbridge-edge" in server) == edge_refused, stranger.report()
     assert not [r for r in cluster.records() if r.get("caller_number") == "stranger"]
 
+    # an allowed carrier cannot use the edge to reach anything but a node inside a dialog
+    target_port = free_port(udp_too=True)
+    forged = sipp.start(
+        "cluster/forged_in_dialog",
+        local_port=free_port(udp_too=True),
+        remote=cluster.sip_remote,
+        keys={"target": f"127.0.0.1:{target_port}"},
+    )
+    await sipp_finished(forged, 30)
+    assert forged.wait(1) == 0, forged.report()
+
     # one allowed source floods (200 requests/s for 2 s) while another places calls
     bot, agent = start_bot_and_agent(cluster, calls=10)
     flood = sipp.start(
