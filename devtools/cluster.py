@@ -311,8 +311,9 @@ def _up() -> int:
         "database_url": cluster.database_url,
         "postgres": {
             "admin_url": cluster.postgres.admin_url,
-            "data_dir": str(cluster.postgres.data_dir),
-            "bin_dir": str(cluster.postgres.bin_dir),
+            # empty: a server of BOTBRIDGE_TEST_POSTGRES_URL, not ours to stop
+            "data_dir": str(cluster.postgres.data_dir or ""),
+            "bin_dir": str(cluster.postgres.bin_dir or ""),
         },
         "edge": {
             "pid": cluster.edge.proc.pid,
@@ -364,10 +365,11 @@ def _down() -> int:
     while time.monotonic() < deadline and any(_pid_alive(n["app_pid"]) for n in info["nodes"]):
         time.sleep(POLL_SECONDS)
     pg = info["postgres"]
-    PostgresServer(
-        admin_url=pg["admin_url"], data_dir=Path(pg["data_dir"]), bin_dir=Path(pg["bin_dir"])
-    ).stop()
-    _progress("PostgreSQL stopped")
+    if pg["data_dir"]:
+        PostgresServer(
+            admin_url=pg["admin_url"], data_dir=Path(pg["data_dir"]), bin_dir=Path(pg["bin_dir"])
+        ).stop()
+        _progress("PostgreSQL stopped")
     info_path.unlink()
     return 0
 
