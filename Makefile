@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup runtime up down restart status logs demo bench test unit integration lint format certs clean
+.PHONY: help setup runtime up down restart status logs demo bench test unit integration lint format certs clean cluster-up cluster-down cluster-status cluster-records
 
 help:
 	@echo "make demo    run the bridge end to end (caller -> bot -> REFER -> agent) and print the timeline"
@@ -16,6 +16,8 @@ help:
 	@echo "make restart restart the app without dropping a call (drain, fail open, ready again)"
 	@echo "make certs   development CA and TLS certificates under var/tls"
 	@echo "make bench   call-rate/latency/CPU/memory benchmark, app vs dialplan-only Asterisk (BENCH_ARGS=...)"
+	@echo "make cluster-up/cluster-down  Kamailio edge on 127.0.0.1:5060 + two nodes + PostgreSQL (docs/scaling.md)"
+	@echo "make cluster-status, cluster-records  what runs; every node's records as JSON lines"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +47,19 @@ logs: $(STAMP)
 
 demo: setup
 	$(PY) -m devtools.demo
+
+# scale-out on one machine (docs/scaling.md): Kamailio, nodes on 127.0.0.11/12, PostgreSQL
+cluster-up: setup
+	$(PY) -m devtools.cluster up
+
+cluster-down: $(STAMP)
+	$(PY) -m devtools.cluster down
+
+cluster-status: $(STAMP)
+	$(PY) -m devtools.cluster status
+
+cluster-records: $(STAMP)
+	$(PY) -m devtools.cluster records
 
 # performance harness (docs/performance.md); e.g. make bench BENCH_ARGS='--calls 200 --rates 10,20'
 bench: setup

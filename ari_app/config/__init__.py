@@ -32,6 +32,7 @@ from marshmallow import (
 )
 
 from ari_app.config import reporting as reporting_config
+from ari_app.config.edge import EdgeSchema, EdgeSettings
 from ari_app.config.reporting import (
     HttpSettings,
     ReportSchedule,
@@ -55,6 +56,7 @@ __all__ = [
     "ByeContextSettings",
     "Config",
     "ConfigError",
+    "EdgeSettings",
     "HttpSettings",
     "Limits",
     "ReportSchedule",
@@ -340,7 +342,7 @@ class _WebhooksSchema(Schema):
 
 
 class _ByeContextSchema(Schema):
-    # context on the bot's BYE, read from Asterisk's HEP copy of it (docs/decisions.md (n))
+    # context on the bot's BYE, read from Asterisk's HEP copy of it (docs/decisions.md (o))
     enabled = fields.Bool(load_default=False)
     capture_host = fields.IP(load_default="127.0.0.1")
     capture_port = fields.Int(load_default=9061, validate=validate.Range(1, 65535))
@@ -417,6 +419,7 @@ class _ConfigSchema(Schema):
     report_schedules = fields.List(
         fields.Nested(reporting_config.ReportScheduleSchema), load_default=list
     )
+    edge = fields.Nested(EdgeSchema, required=True)
 
     @validates_schema
     def _report_schedules(self, data: dict[str, Any], **_: Any) -> None:
@@ -692,6 +695,9 @@ class Config:
     bot_health: BotHealthSettings = BotHealthSettings()
     webhooks: WebhookSettings = WebhookSettings()
     bye_context: ByeContextSettings = ByeContextSettings()
+    # the Kamailio edge in front of several nodes ([edge], docs/scaling.md); None in
+    # configs built by hand (tests), load_config always fills it
+    edge: EdgeSettings | None = None
 
     @property
     def billing_rounding(self) -> str:
@@ -779,6 +785,7 @@ def load_config(
         bot_health=data["bot_health"],
         webhooks=data["webhooks"],
         bye_context=data["bye_context"],
+        edge=data["edge"],
     )
     config = replace(config, store_path=config.state_path(store.path))
     config = replace(

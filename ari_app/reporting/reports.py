@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ari_app.outcomes import OUTCOMES
 
-GROUP_BYS = ("day", "profile", "queue", "bot")
+# node: the bridge node that handled the call (several nodes share one store)
+GROUP_BYS = ("day", "profile", "queue", "bot", "node")
 FORMATS = ("table", "csv", "json")
 PERIODS = ("previous_day", "previous_week", "previous_month", "last_7_days")
 IN_PROGRESS = "in_progress"
@@ -207,6 +208,8 @@ def group_key(record: Mapping[str, Any], group_by: str, tz: tzinfo = UTC) -> str
     if group_by == "bot":
         first = first_bot_attempt(record)
         return first[0] if first else str(record.get("bot_uri") or NO_VALUE)
+    if group_by == "node":
+        return str(record.get("node") or NO_VALUE)
     raise ReportError(f"group_by must be one of {', '.join(GROUP_BYS)}, got {group_by!r}")
 
 

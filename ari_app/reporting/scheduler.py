@@ -3,6 +3,10 @@
 Each schedule fires in every minute its cron expression matches (wall-clock time in
 ``[reports] timezone``), at most once per minute. A minute missed (the process was not
 running, or the loop was blocked past it) is not caught up.
+
+Several nodes sharing one store run the same schedules: before sending, a node claims the
+run (schedule name, minute) in the store (``claim_report_run``, a primary key); only the
+node whose claim succeeds sends, so each run is mailed once however many nodes there are.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 
 from ari_app.config import Config
@@ -70,6 +74,11 @@ class ReportSchedule:
         for placeholder, value in values.items():
             subject = subject.replace(placeholder, value)
         return subject
+
+
+def run_key(moment: datetime) -> str:
+    """The run a moment belongs to: its minute, in UTC (the same on every node)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def attachment_name(report: Report) -> str:
@@ -154,6 +163,13 @@ class ReportScheduler:
     async def deliver(self, schedule: ReportSchedule, moment: datetime) -> bool:
         period = named_period(schedule.period, moment, self.tz)
         try:
+            if not await self._claim(schedule, moment):
+                log.info(
+                    "report schedule %s: run %s claimed by another node; not sending",
+                    schedule.name,
+                    run_key(moment),
+                )
+                return False
             report = await asyncio.to_thread(
                 report_from_store, self.store, period, schedule.group_by
             )
@@ -175,6 +191,13 @@ class ReportScheduler:
         )
         self._count("sent")
         return True
+
+    async def _claim(self, schedule: ReportSchedule, moment: datetime) -> bool:
+        """Claim this run in the store (once over all nodes); a store without claims: yes."""
+        claim = getattr(self.store, "claim_report_run", None)
+        if not callable(claim):
+            return True
+        return bool(await asyncio.to_thread(claim, schedule.name, run_key(moment)))
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

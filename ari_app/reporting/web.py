@@ -3,7 +3,7 @@
 Endpoints (docs/reports.md):
 
 - ``GET /reports.csv``, ``GET /reports.json`` -- query ``from``, ``to`` (YYYY-MM-DD, both
-  included; default the last 7 days), ``group_by`` (day|profile|queue, default day);
+  included; default the last 7 days), ``group_by`` (day|profile|queue|node, default day);
 - ``GET /reports`` -- the same as an HTML page with an inline SVG chart;
 - ``GET /metrics`` -- Prometheus text format;
 - ``GET /readyz`` -- readiness: 200 ``{"status": "ok", ...}`` when the app can take calls,

@@ -2,7 +2,7 @@
 
 Pure and total: :func:`parse_hep3` returns the chunks of one packet or raises
 :class:`HepError`; :func:`parse_sip_message` splits a SIP message's start line and headers.
-Used only by the optional BYE-context feature (docs/decisions.md (n)); nothing else depends
+Used only by the optional BYE-context feature (docs/decisions.md (o)); nothing else depends
 on it. Format: a 6-byte header (``HEP3``, total length) then chunks of vendor id (2 bytes),
 type (2), length (2, including these 6) and data; res_hep.c writes them in network order.
 """

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     bindparam,
@@ -55,7 +56,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ari_app.outcomes import OUTCOMES
@@ -133,6 +134,19 @@ webhook_outbox = Table(
     Column("delivered_at", Float),
     Column("last_error", Text),
     Index("webhook_outbox_due", "delivered_at", "next_attempt_at"),
+)
+
+# One row per scheduled report run that some node claimed: several nodes sharing a store run
+# the same [[report_schedules]], and the first to insert (schedule, run) sends the email; the
+# others find the key taken (docs/scaling.md). run = the minute it fired, ISO 8601.
+report_runs = Table(
+    "report_runs",
+    metadata,
+    Column("schedule", Text, nullable=False),
+    Column("run", Text, nullable=False),
+    Column("node", Text),
+    Column("claimed_at", Float, nullable=False),
+    PrimaryKeyConstraint("schedule", "run", name="report_runs_pkey"),
 )
 
 # the columns create() and update() accept (interaction_id and updated_at are the store's)
@@ -424,6 +438,24 @@ class InteractionStore:
         )
         with self.engine.connect() as db:
             return int(db.execute(query).scalar_one())
+
+    def claim_report_run(self, schedule: str, run: str) -> bool:
+        """Claim one run of a report schedule for this node; False if a node already did."""
+        try:
+            with self.engine.begin() as db:
+                db.execute(
+                    insert(report_runs).values(
+                        schedule=schedule, run=run, node=self.node, claimed_at=time.time()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def report_run_claims(self) -> list[dict[str, Any]]:
+        query = select(report_runs).order_by(report_runs.c.claimed_at)
+        with self.engine.connect() as db:
+            return [dict(row._mapping) for row in db.execute(query)]
 
     def ping(self) -> None:
         """One trivial query: raises StoreError when the database does not answer."""

@@ -773,3 +773,20 @@ def test_wilson_interval_matches_published_values(k: int, n: int, low: float, hi
     assert got is not None
     assert got[0] == pytest.approx(low, abs=5e-4) and got[1] == pytest.approx(high, abs=5e-4)
     assert wilson_interval(0, 0) is None
+
+
+def test_group_by_node_shows_every_node_of_a_shared_store() -> None:
+    records = [
+        {**rec("resolved", at=MAY_1), "node": "node-1"},
+        {**rec("escalated", at=MAY_1 + 60), "node": "node-2"},
+        {**rec("resolved", at=MAY_1 + 120), "node": "node-2"},
+        rec("abandoned", at=MAY_1 + 180),  # written before records named their node
+    ]
+    report = build_report(records, MAY, "node")
+    data = json.loads(render_json(report))
+    assert [(r["key"], r["total"]) for r in data["rows"]] == [
+        (NO_VALUE, 1),
+        ("node-1", 1),
+        ("node-2", 2),
+    ]
+    assert data["total"]["total"] == 4
