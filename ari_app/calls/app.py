@@ -28,6 +28,7 @@ from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
+from ari_app.calls.logcontext import bind_call
 from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
 from ari_app.calls.session import (
@@ -317,6 +318,7 @@ class BridgeApp:
 
     async def _handle_posted(self, key: str, item: CallEvent) -> None:
         session, event = item
+        bind_call(session)  # log records of this task carry the call's id and state
         try:
             await self._apply(session, event)
         except AriNotFound as exc:

@@ -50,6 +50,7 @@ __all__ = [
     "ConfigError",
     "HttpSettings",
     "Limits",
+    "LoggingSettings",
     "ReportSchedule",
     "ReportsSettings",
     "Route",
@@ -117,6 +118,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_SMTP_USERNAME": ("smtp", "username"),
     "BOTBRIDGE_SMTP_PASSWORD_FILE": ("smtp", "password_file"),
     "BOTBRIDGE_REPORTS_TIMEZONE": ("reports", "timezone"),
+    "BOTBRIDGE_LOG_LEVEL": ("logging", "level"),
+    "BOTBRIDGE_LOG_FORMAT": ("logging", "format"),
 }
 
 
@@ -206,6 +209,25 @@ class _StoreSchema(Schema):
         return StoreSettings(**data)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+class _LoggingSchema(Schema):
+    level = fields.Str(
+        load_default="INFO",
+        validate=validate.OneOf(LOG_LEVELS, error="must be one of {choices}"),
+    )
+    format = fields.Str(
+        load_default="text",
+        validate=validate.OneOf(LOG_FORMATS, error="must be one of {choices}"),
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> LoggingSettings:
+        return LoggingSettings(**data)
+
+
 class _ProfileSchema(Schema):
     bot_endpoint = fields.Str(required=True, validate=_ENDPOINT_NAME)
     bot_uri = fields.Str(load_default="", validate=validate.Regexp(r"^$|^sips?:.+"))
@@ -265,6 +287,7 @@ class _ConfigSchema(Schema):
     store = fields.Nested(_StoreSchema, required=True)
     limits = fields.Nested(_LimitsSchema, required=True)
     billing = fields.Nested(_BillingSchema, load_default=lambda: BillingSettings())
+    logging = fields.Nested(_LoggingSchema, load_default=lambda: LoggingSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -366,6 +389,14 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    """``[logging]``: the app's log level and format (docs/operations.md, "Logs")."""
+
+    level: str = "INFO"  # one of LOG_LEVELS
+    format: str = "text"  # "text" (one line per record) or "json" (one object per line)
+
+
+@dataclass(frozen=True)
 class BillingSettings:
     """``[billing]``: how bot seconds become billable minutes (ari_app/calls/billing.py)."""
 
@@ -450,6 +481,7 @@ class Config:
     # this instance's name in the records it writes (reconciliation is per node)
     store_node: str = ""
     billing: BillingSettings = BillingSettings()
+    logging: LoggingSettings = LoggingSettings()
     report_schedules: tuple[ReportSchedule, ...] = ()
     limits: Limits = DEFAULT_LIMITS
     # seconds between the record writer's batches ([store] flush_interval_seconds)
@@ -515,6 +547,7 @@ def load_config(
         http=data["http"],
         smtp=data["smtp"],
         billing=data["billing"],
+        logging=data["logging"],
         report_schedules=tuple(data["report_schedules"]),
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,
