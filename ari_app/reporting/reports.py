@@ -145,7 +145,7 @@ def last_period(text: str, now: datetime, tz: tzinfo = UTC) -> Period:
     span = parse_duration(text, "--last")
     local = now.astimezone(tz)
     last = local.date()
-    if span % timedelta(days=1) == timedelta(0):
+    if text.strip()[-1:] in ("d", "w"):  # whole days: 7d is a week ending today
         return Period(last - span + timedelta(days=1), last, tz)
     return Period((local - span).date(), last, tz)
 
