@@ -1,5 +1,5 @@
 """Scheduled report emails through a real SMTP server on loopback (aiosmtpd) that requires
-STARTTLS (a self-signed certificate made with openssl) and AUTH, and keeps what it gets."""
+STARTTLS (a self-signed certificate made in-process) and AUTH, and keeps what it gets."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class SmtpServer:
 @pytest.fixture
 def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
     cert, key = tmp_path / "smtp.crt", tmp_path / "smtp.key"
-    make_self_signed(cert, key)  # openssl, CN and subjectAltName 127.0.0.1
+    make_self_signed(cert, key)  # CN and subjectAltName 127.0.0.1
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     mailbox = Mailbox()
