@@ -313,27 +313,27 @@ def _run_until_started(env: dict[str, str], *args: str) -> list[str]:
         "BOTBRIDGE_ARI_PASSWORD": "unused",
         "BOTBRIDGE_HTTP_ENABLED": "false",
     }
-    proc = subprocess.Popen(
-        [str(ARI_APP), "run", *args], env=env, stderr=subprocess.PIPE, text=True
-    )
     lines: list[str] = []
     deadline = time.monotonic() + RUN_LOG_SECONDS
-    try:
-        assert proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if "reconnecting" in line:
-                break
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    with subprocess.Popen(
+        [str(ARI_APP), "run", *args], env=env, stderr=subprocess.PIPE, text=True
+    ) as proc:
         try:
-            proc.wait(timeout=RUN_LOG_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.stderr is not None
+            while time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                lines.append(line.rstrip("\n"))
+                if "reconnecting" in line:
+                    break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=RUN_LOG_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return lines
 
 
