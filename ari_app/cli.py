@@ -491,7 +491,7 @@ def _report_parser(sub: Any) -> None:
         "--to",
         dest="date_to",
         metavar="YYYY-MM-DD",
-        help="last day of the period, included (default: today)",
+        help="last day of the period, included (default: today; needs --from)",
     )
     p.add_argument(
         "--group-by", choices=GROUP_BYS, default="day", help="one row per (default: day)"
@@ -518,6 +518,8 @@ async def _report(config: Config, args: argparse.Namespace) -> int:
         today = datetime.now(tz).date().isoformat()
         if args.last and (args.date_from or args.date_to):
             raise ReportError("--last cannot be combined with --from/--to")
+        if args.date_to and not args.date_from:
+            raise ReportError("--to needs --from (the first day of the period)")
         if args.last:
             period = last_period(args.last, datetime.now(tz), tz)
         else:

@@ -168,6 +168,7 @@ def test_report_defaults_to_today_and_takes_last(env: dict[str, str]) -> None:
         (["--last", "0d"], "--last must be a positive number"),
         (["--last", "7d", "--from", "2026-01-01"], "cannot be combined"),
         (["--from", "2026-02-01", "--to", "2026-01-01"], "before it starts"),
+        (["--to", "2026-01-01"], "--to needs --from"),
     ],
 )
 def test_report_bad_periods(env: dict[str, str], args: list[str], message: str) -> None:
