@@ -128,9 +128,10 @@ class ReportScheduler:
         for schedule in self.schedules:
             upcoming = schedule.cron.next_after(self.now())  # the config checked it fires
             log.info(
-                "report schedule %s (%s): next at %s",
+                "report schedule %s (%s: %s): next at %s",
                 schedule.name,
                 schedule.cron.expression,
+                schedule.cron.explain(),
                 upcoming.isoformat(),
             )
         while True:
