@@ -111,7 +111,8 @@ def configure_logging(config: Config, args: argparse.Namespace) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # a no-op when the process already configured logging (the CLI called in-process)
+    logging.basicConfig(level=level, handlers=[handler])
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
