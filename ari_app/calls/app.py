@@ -28,7 +28,7 @@ from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
-from ari_app.calls.logcontext import bind_call
+from ari_app.calls.logcontext import bind_call, call_fields
 from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
 from ari_app.calls.session import (
@@ -241,6 +241,7 @@ class BridgeApp:
             channel.caller.number if channel.caller else "?",
             dialled,
             profile.name,
+            extra=call_fields(session),
         )
         return session
 
@@ -291,6 +292,7 @@ class BridgeApp:
             channel.name,
             reason,
             "refused" if refuse else f"to {profile.fallback_queue}",
+            extra=call_fields(session),
         )
         if refuse:
             job = self.ari.continue_in_dialplan(channel.id, REFUSE_CONTEXT, "s")
@@ -398,7 +400,9 @@ class BridgeApp:
                 self._by_channel[channel_id] = session
 
     def forget(self, session: CallSession) -> None:
-        log.info("call %s: ended, no longer followed", session.interaction_id)
+        log.info(
+            "call %s: ended, no longer followed", session.interaction_id, extra=call_fields(session)
+        )
         self.sessions.pop(session.caller_id, None)
         for channel_id in [k for k, v in self._by_channel.items() if v is session]:
             del self._by_channel[channel_id]

@@ -4,7 +4,8 @@ Each call's events run in the call's own task (``ari_app/calls/dispatch.py``); t
 binds the call to that task's context with :func:`bind_call`, and :class:`CallFields`, a
 ``logging.Filter`` installed on the log handler by the composition root, copies the call's
 interaction id and current state onto every record emitted in that task, plus the node
-name. The JSON log format shows them as fields; records outside a call carry the node only.
+name. The JSON log format shows them as fields; records outside a call carry the node only,
+unless the line passes :func:`call_fields` as ``extra``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class LoggedCall(Protocol):
 
 
 _current_call: ContextVar[LoggedCall | None] = ContextVar("botbridge_call", default=None)
+
+
+def call_fields(call: LoggedCall) -> dict[str, str]:
+    """The fields as ``extra=`` for a line about a call written outside its task (the
+    reader's first line about a new call, a shed call, the end of following one)."""
+    return {"interaction_id": call.interaction_id, "call_state": call.state.value}
 
 
 def bind_call(call: LoggedCall) -> None:
