@@ -1,7 +1,8 @@
 """The installed ``ari-app`` console script, run as an operator runs it (a subprocess).
 
 No Asterisk here: these are the commands that read the configuration and the interaction
-store. ``tests/integration/test_foundation.py`` drives the ARI commands against a live one.
+store, and `run` against an ARI address nothing listens on. ``test_foundation.py`` drives
+the ARI commands against a live Asterisk.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ COMMANDS = (
     "report",
     "db",
 )
+pytestmark = pytest.mark.integration
 RUN_LOG_SECONDS = 20.0  # how long `ari-app run` may take to log its start-up lines
 
 
