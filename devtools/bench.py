@@ -280,13 +280,15 @@ class SippLauncher:
             argv += ["-trace_msg", "-message_file", rp(workdir / "messages.log")]
         if remote:
             argv += ["-s", SERVICE_NUMBER, remote]
-        proc = subprocess.Popen(
-            self.runtime.command(argv),
-            stdout=(workdir / "stdout.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_raise_nofile,
-        )
+        # the child keeps its own copy of the descriptor; ours is closed once it has started
+        with (workdir / "stdout.log").open("wb") as stdout:
+            proc = subprocess.Popen(
+                self.runtime.command(argv),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_raise_nofile,
+            )
         party = Party(name, proc, workdir, control_port, trace)
         time.sleep(0.1)  # let a UAS bind before the caller starts
         if party.poll() is not None:

@@ -88,20 +88,22 @@ class DevStack:
     def start_app(self, *, detach: bool = False) -> None:
         # the log is appended to across runs: only what this start writes counts
         offset = self.app_log.stat().st_size if self.app_log.exists() else 0
-        self.app_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ari_app.cli",
-                *(["-v"] if os.environ.get("BOTBRIDGE_APP_DEBUG") else []),
-                "run",
-            ],
-            env=self.env,
-            stdout=self.app_log.open("ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=detach,
-        )
+        # the child keeps its own copy of the descriptor; ours is closed once it has started
+        with self.app_log.open("ab") as app_log:
+            self.app_proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ari_app.cli",
+                    *(["-v"] if os.environ.get("BOTBRIDGE_APP_DEBUG") else []),
+                    "run",
+                ],
+                env=self.env,
+                stdout=app_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
         deadline = time.monotonic() + APP_READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self._ready(offset):

@@ -210,12 +210,14 @@ class Sipp:
         if remote:
             argv.append(remote)
         stdout_path = workdir / "stdout.log"
-        proc = subprocess.Popen(
-            self.runtime.command(argv),
-            stdout=stdout_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        # the child keeps its own copy of the descriptor; ours is closed once it has started
+        with stdout_path.open("wb") as stdout:
+            proc = subprocess.Popen(
+                self.runtime.command(argv),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         run = SippRun(name=name, proc=proc, workdir=workdir, argv=argv)
         run._stdout_path = stdout_path
         time.sleep(0.05)  # let a UAS bind before a UAC is started against it

@@ -67,16 +67,17 @@ class AsteriskInstance:
 
     def start(self, *, detach: bool = False) -> None:
         self.render_config()
-        log_fh = self._console_log.open("ab")
         argv = self.runtime.command(["asterisk", "-C", self.conf_path, "-f", "-n", "-g"])
         log.info("starting Asterisk: %s", " ".join(argv))
-        self._proc = subprocess.Popen(
-            argv,
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=detach,  # `make up`: Asterisk outlives the command
-        )
+        # the child keeps its own copy of the descriptor; ours is closed once it has started
+        with self._console_log.open("ab") as log_fh:
+            self._proc = subprocess.Popen(
+                argv,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,  # `make up`: Asterisk outlives the command
+            )
         self.wait_booted()
 
     def wait_booted(self) -> None:

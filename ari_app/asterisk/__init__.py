@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
+from ari_app.asterisk.certs import write_self_signed
 from ari_app.config import Config, hep_password
 
 __all__ = [
@@ -254,30 +254,8 @@ def _ari_tls_files(config: Config, root: Path, sip_pair: tuple[Path, Path]) -> t
 
 
 def make_self_signed(cert: Path, key: Path, common_name: str = "127.0.0.1") -> None:
-    if cert.exists() and key.exists():
-        return
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            str(DEV_CERT_DAYS),
-            "-subj",
-            f"/CN={common_name}",
-            "-addext",
-            f"subjectAltName=IP:{common_name}",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    """A self-signed pair for ``common_name`` (in-process), unless both files exist."""
+    write_self_signed(cert, key, common_name, DEV_CERT_DAYS)
 
 
 def _host_port(url: str) -> tuple[str, int]:

@@ -30,6 +30,7 @@ from ari_app.calls.bots import BotPool
 from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
+from ari_app.calls.logcontext import bind_call, call_fields
 from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
 from ari_app.calls.session import (
@@ -273,6 +274,7 @@ class BridgeApp:
             channel.caller.number if channel.caller else "?",
             dialled,
             profile.name,
+            extra=call_fields(session),
         )
         return session
 
@@ -323,6 +325,7 @@ class BridgeApp:
             channel.name,
             reason,
             "refused" if refuse else f"to {profile.fallback_queue}",
+            extra=call_fields(session),
         )
         if refuse:
             job = self.ari.continue_in_dialplan(channel.id, REFUSE_CONTEXT, "s")
@@ -351,6 +354,7 @@ class BridgeApp:
 
     async def _handle_posted(self, key: str, item: CallEvent) -> None:
         session, event = item
+        bind_call(session)  # log records of this task carry the call's id and state
         try:
             await self._apply(session, event)
         except AriNotFound as exc:
@@ -457,7 +461,9 @@ class BridgeApp:
         self._index(session, channel_id)
 
     def forget(self, session: CallSession) -> None:
-        log.info("call %s: ended, no longer followed", session.interaction_id)
+        log.info(
+            "call %s: ended, no longer followed", session.interaction_id, extra=call_fields(session)
+        )
         self.sessions.pop(session.caller_id, None)
         for channel_id in session.channel_ids:
             if self._by_channel.get(channel_id) is session:

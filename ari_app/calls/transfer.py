@@ -68,7 +68,7 @@ def decide_transfer(
         if raw is None:
             raise uui.ContextMissing("the REFER carries no User-to-User context")
         parsed = uui.parse_uui(raw, max_bytes=limit, discriminator=profile.uui_discriminator)
-        context = uui.decode_context(parsed.data, max_bytes=limit)
+        context = uui.decode_uui_context(parsed, max_bytes=limit)
     except uui.ContextError as exc:
         error = exc.reason
         log.warning("bot context unusable (%s): %s", exc.reason, exc)

@@ -59,6 +59,7 @@ __all__ = [
     "EdgeSettings",
     "HttpSettings",
     "Limits",
+    "LoggingSettings",
     "ReportSchedule",
     "ReportsSettings",
     "Route",
@@ -147,6 +148,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_SMTP_PASSWORD_FILE": ("smtp", "password_file"),
     "BOTBRIDGE_REPORTS_TIMEZONE": ("reports", "timezone"),
     "BOTBRIDGE_WEBHOOK_SECRET_FILE": ("webhooks", "secret_file"),
+    "BOTBRIDGE_LOG_LEVEL": ("logging", "level"),
+    "BOTBRIDGE_LOG_FORMAT": ("logging", "format"),
 }
 
 
@@ -272,6 +275,25 @@ class _BotHealthSchema(Schema):
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> BotHealthSettings:
         return BotHealthSettings(**data)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+class _LoggingSchema(Schema):
+    level = fields.Str(
+        load_default="INFO",
+        validate=validate.OneOf(LOG_LEVELS, error="must be one of {choices}"),
+    )
+    format = fields.Str(
+        load_default="text",
+        validate=validate.OneOf(LOG_FORMATS, error="must be one of {choices}"),
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> LoggingSettings:
+        return LoggingSettings(**data)
 
 
 class _ProfileSchema(Schema):
@@ -402,6 +424,7 @@ class _ConfigSchema(Schema):
     bot_health = fields.Nested(_BotHealthSchema, load_default=lambda: BotHealthSettings())
     webhooks = fields.Nested(_WebhooksSchema, load_default=lambda: WebhookSettings())
     bye_context = fields.Nested(_ByeContextSchema, load_default=lambda: ByeContextSettings())
+    logging = fields.Nested(_LoggingSchema, load_default=lambda: LoggingSettings())
     routing = fields.Dict(
         keys=fields.Str(validate=validate.Length(1, 64)),
         values=fields.Str(validate=_QUEUE_NAME),
@@ -516,6 +539,14 @@ class StoreSettings:
     url: str = ""
     node: str = ""
     flush_interval_seconds: float = 0.2
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """``[logging]``: the app's log level and format (docs/operations.md, "Logs")."""
+
+    level: str = "INFO"  # one of LOG_LEVELS
+    format: str = "text"  # "text" (one line per record) or "json" (one object per line)
 
 
 @dataclass(frozen=True)
@@ -688,6 +719,7 @@ class Config:
     # this instance's name in the records it writes (reconciliation is per node)
     store_node: str = ""
     billing: BillingSettings = BillingSettings()
+    logging: LoggingSettings = LoggingSettings()
     report_schedules: tuple[ReportSchedule, ...] = ()
     limits: Limits = DEFAULT_LIMITS
     # seconds between the record writer's batches ([store] flush_interval_seconds)
@@ -779,6 +811,7 @@ def load_config(
         http=data["http"],
         smtp=data["smtp"],
         billing=data["billing"],
+        logging=data["logging"],
         report_schedules=tuple(data["report_schedules"]),
         limits=data["limits"],
         store_flush_seconds=store.flush_interval_seconds,

@@ -1,11 +1,15 @@
-"""Five-field cron expressions: ``minute hour day-of-month month day-of-week``.
+"""Five-field cron expressions for report schedules, evaluated by ``cronsim``.
 
-Each field is ``*``, a number, a range ``a-b``, a step ``*/n``, ``a-b/n`` or ``a/n``, or a
-comma-separated list of those. Months and weekdays also take three-letter English names
-(``jan``, ``mon``); weekday 0 and 7 are both Sunday. As in classic cron, when both the
-day of month and the day of week are restricted, a day matching either one fires.
-``@hourly``, ``@daily`` (``@midnight``), ``@weekly``, ``@monthly`` and ``@yearly``
-(``@annually``) are shorthands.
+``minute hour day-of-month month day-of-week``, with the syntax of Debian's cron: ``*``,
+numbers, ranges ``a-b``, steps ``*/n``, ``a-b/n`` and ``a/n``, lists, three-letter month and
+weekday names; weekday 0 and 7 are both Sunday; when both the day of month and the day of
+week are restricted, a day matching either one fires. ``@hourly``, ``@daily``
+(``@midnight``), ``@weekly``, ``@monthly`` and ``@yearly`` (``@annually``) are shorthands.
+
+Daylight-saving changes follow cron's rules (cronsim implements them): a time skipped by a
+spring-forward jump fires right after the jump (``30 2 * * *`` in Europe/Berlin fires at
+03:00 on the last Sunday of March instead of being skipped), a repeated time fires once.
+docs/decisions.md says why this is a library and not our own parser.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+from cronsim import CronSim, CronSimError
+
 _SHORTHANDS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -24,146 +28,60 @@ _SHORTHANDS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-# the longest gap between two firings of a valid expression (29 February on a given weekday)
-_SEARCH_YEARS = 28
+_FIELD_COUNT = 5
+# a probe start for checking that an expression ever fires (cronsim raises for impossible
+# dates such as 30 February while iterating)
+_PROBE = datetime(2000, 1, 1)
 
 
 class CronError(ValueError):
-    """The expression is not valid; the message names the field."""
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()
-    name_base: int = 0
-
-
-_FIELDS = (
-    _Field("minute", 0, 59),
-    _Field("hour", 0, 23),
-    _Field("day of month", 1, 31),
-    _Field("month", 1, 12, _MONTHS, 1),
-    _Field("day of week", 0, 7, _DAYS, 0),
-)
-
-
-def _value(text: str, spec: _Field) -> int:
-    lowered = text.lower()
-    if lowered in spec.names:
-        return spec.names.index(lowered) + spec.name_base
-    if not text.isdigit():
-        raise CronError(f"{spec.name}: {text!r} is not a number")
-    value = int(text)
-    if not spec.low <= value <= spec.high:
-        raise CronError(f"{spec.name}: {value} is outside {spec.low}-{spec.high}")
-    return value
-
-
-def _parse_field(text: str, spec: _Field) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        if not part:
-            raise CronError(f"{spec.name}: empty list item in {text!r}")
-        base, slash, step_text = part.partition("/")
-        step = 1
-        if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"{spec.name}: step {step_text!r} must be a positive number")
-            step = int(step_text)
-        if base == "*":
-            low, high = spec.low, spec.high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            low, high = _value(first, spec), _value(last, spec)
-            if high < low:
-                raise CronError(f"{spec.name}: range {base!r} runs backwards")
-        else:
-            low = _value(base, spec)
-            # "a/n" means a, a+n, ... up to the field's maximum
-            high = spec.high if slash else low
-        values.update(range(low, high + 1, step))
-    return frozenset(values)
+    """The expression is not valid; the message says which part."""
 
 
 @dataclass(frozen=True)
 class CronSchedule:
     expression: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday .. 6 = Saturday
-    days_restricted: bool
-    weekdays_restricted: bool
+    fields: str  # the five fields cronsim reads (a shorthand expanded)
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
-        text = _SHORTHANDS.get(expression.strip().lower(), expression)
-        parts = text.split()
-        if len(parts) != len(_FIELDS):
+        fields = _SHORTHANDS.get(expression.strip().lower(), expression)
+        found = len(fields.split())
+        if found != _FIELD_COUNT:
             raise CronError(
                 f"{expression!r} must have 5 fields (minute hour day-of-month month "
-                f"day-of-week), found {len(parts)}"
+                f"day-of-week), found {found}"
             )
-        sets = [_parse_field(part, spec) for part, spec in zip(parts, _FIELDS, strict=True)]
-        weekdays = frozenset(0 if d == 7 else d for d in sets[4])
-        return cls(
-            expression=expression,
-            minutes=sets[0],
-            hours=sets[1],
-            days=sets[2],
-            months=sets[3],
-            weekdays=weekdays,
-            days_restricted=not parts[2].startswith("*"),
-            weekdays_restricted=not parts[4].startswith("*"),
-        )
+        schedule = cls(expression=expression, fields=" ".join(fields.split()))
+        schedule._simulate(_PROBE)  # cronsim validates every field here
+        return schedule
 
-    def _day_matches(self, moment: datetime) -> bool:
-        in_days = moment.day in self.days
-        in_weekdays = (moment.isoweekday() % 7) in self.weekdays
-        if self.days_restricted and self.weekdays_restricted:
-            return in_days or in_weekdays
-        return in_days and in_weekdays
-
-    def matches(self, moment: datetime) -> bool:
-        """Whether the expression fires in the minute of ``moment`` (its wall-clock time)."""
-        return (
-            moment.minute in self.minutes
-            and moment.hour in self.hours
-            and moment.month in self.months
-            and self._day_matches(moment)
-        )
+    def explain(self) -> str:
+        """The expression in English words, e.g. "At 07:00 on Monday"."""
+        return str(self._simulate(_PROBE).explain())
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first wall-clock minute strictly after ``moment`` that matches.
+        """The first firing strictly after ``moment`` (an aware datetime keeps its tzinfo)."""
+        try:
+            upcoming: datetime = next(self._simulate(moment))
+        except (CronSimError, StopIteration) as exc:
+            raise CronError(f"{self.expression!r} never fires (no matching date)") from exc
+        return upcoming
 
-        Works on wall-clock fields (an aware datetime keeps its tzinfo): a time skipped by a
-        daylight-saving change is never returned, a repeated one is returned once.
+    def matches(self, moment: datetime) -> bool:
+        """Whether the expression fires in the minute of ``moment``.
+
+        Decided by cronsim's next firing after the end of the previous minute, compared as
+        instants: the daylight-saving rules of the module docstring hold minute by minute.
         """
-        candidate = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = moment.year + _SEARCH_YEARS
-        while candidate.year <= limit:
-            if candidate.month not in self.months:
-                year = candidate.year + candidate.month // 12
-                month = candidate.month % 12 + 1
-                candidate = candidate.replace(year=year, month=month, day=1, hour=0, minute=0)
-            elif not self._day_matches(candidate):
-                candidate = candidate.replace(hour=0, minute=0) + timedelta(days=1)
-            elif candidate.hour not in self.hours:
-                candidate = candidate.replace(minute=0) + timedelta(hours=1)
-            elif candidate.minute not in self.minutes or not _exists(candidate):
-                candidate += timedelta(minutes=1)
-            else:
-                return candidate
-        raise CronError(f"{self.expression!r} never fires (no matching date)")
+        minute = moment.replace(second=0, microsecond=0)
+        if minute.tzinfo is None:
+            return self.next_after(minute - timedelta(seconds=1)) == minute
+        just_before = (minute.astimezone(UTC) - timedelta(seconds=1)).astimezone(minute.tzinfo)
+        return self.next_after(just_before).astimezone(UTC) == minute.astimezone(UTC)
 
-
-def _exists(moment: datetime) -> bool:
-    """False for a wall-clock time skipped by a daylight-saving jump in its time zone."""
-    if moment.tzinfo is None:
-        return True
-    round_trip = moment.astimezone(UTC).astimezone(moment.tzinfo)
-    return round_trip.replace(tzinfo=None) == moment.replace(tzinfo=None)
+    def _simulate(self, start: datetime) -> CronSim:
+        try:
+            return CronSim(self.fields, start)
+        except CronSimError as exc:
+            raise CronError(f"{self.expression!r}: {exc}") from exc

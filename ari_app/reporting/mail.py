@@ -1,4 +1,5 @@
-"""Report emails: build a message with the report attached as CSV and send it over SMTP
+"""Report emails: build a message (text and HTML parts, the report attached as CSV) and send
+it over SMTP
 (aiosmtplib; STARTTLS or implicit TLS, AUTH when ``[smtp] username`` is set)."""
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def build_message(
     body: str,
     attachment_name: str,
     attachment: str,
+    html: str | None = None,
 ) -> EmailMessage:
+    """``body`` as the text part, ``html`` (when given) as its HTML alternative, and the
+    attachment as a CSV file."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(recipients)
@@ -51,6 +55,8 @@ def build_message(
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message.set_content(body)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
     message.add_attachment(
         attachment.encode("utf-8"),
         maintype="text",

@@ -1,4 +1,5 @@
-"""The ``/reports`` page: HTML with an inline SVG chart, both generated here.
+"""The ``/reports`` page and the HTML part of report emails: HTML with an inline SVG chart,
+both generated here, the same figures, chart and table in both.
 
 No script, no external resource: the page works under ``default-src 'none'``. Every value
 that reaches the markup goes through ``html.escape`` (escalation targets come from bots).
@@ -207,25 +208,14 @@ def _percent(value: float | None) -> str:
 def report_page(report: Report, daily: Report, *, token: str | None = None) -> str:
     """The whole page: a form, headline figures, the daily chart, the grouped table."""
     period = report.period
-    total = report.total
     hidden = f'<input type="hidden" name="token" value="{escape(token)}">' if token else ""
     options = "".join(
         f'<option value="{g}"{" selected" if g == report.group_by else ""}>{g}</option>'
         for g in GROUP_BYS
     )
-    header_cells = "".join(f"<th>{escape(h)}</th>" for h in (report.group_by, *TABLE_HEADERS))
-    body_rows = []
-    for row in (*report.rows, total):
-        cls = ' class="total"' if row is total else ""
-        cells = "".join(f"<td>{escape(c)}</td>" for c in table_cells(row))
-        body_rows.append(f"<tr{cls}>{cells}</tr>")
     stem = f"botbridge-report-{period.first_day}-{period.last_day}-{report.group_by}"
     csv_href = "data:text/csv;charset=utf-8," + quote(render_csv(report))
     json_href = "data:application/json;charset=utf-8," + quote(render_json(report))
-    usage = ", ".join(
-        f"{escape(k)}: {minutes_value(v)}" for k, v in sorted(total.usage_minutes.items())
-    )
-    avg = NULL_TEXT if total.avg_bot_seconds is None else f"{total.avg_bot_seconds:.1f} s"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -243,7 +233,51 @@ def report_page(report: Report, daily: Report, *, token: str | None = None) -> s
 <label>group by<select name="group_by">{options}</select></label>
 {hidden}<button type="submit">Show</button>
 </form>
-<div class="cards">
+{report_summary(report, daily)}
+<p class="downloads">Download:
+<a download="{stem}.csv" href="{escape(csv_href)}">CSV</a>
+<a download="{stem}.json" href="{escape(json_href)}">JSON</a></p>
+</body>
+</html>
+"""
+
+
+def report_email(report: Report, daily: Report, *, intro: str) -> str:
+    """The HTML part of a report email: the page's figures, chart and table, no form and no
+    links (the CSV is attached). Inline SVG and a <style> block, no external resource."""
+    period = report.period
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Bot bridge report {escape(str(period))}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>Bot bridge interaction report</h1>
+<div class="period">{escape(str(period))}, grouped by {escape(report.group_by)}</div>
+<p>{escape(intro)}</p>
+{report_summary(report, daily)}
+</body>
+</html>
+"""
+
+
+def report_summary(report: Report, daily: Report) -> str:
+    """Headline figures, the daily chart and the grouped table: shared by page and email."""
+    period = report.period
+    total = report.total
+    header_cells = "".join(f"<th>{escape(h)}</th>" for h in (report.group_by, *TABLE_HEADERS))
+    body_rows = []
+    for row in (*report.rows, total):
+        cls = ' class="total"' if row is total else ""
+        cells = "".join(f"<td>{escape(c)}</td>" for c in table_cells(row))
+        body_rows.append(f"<tr{cls}>{cells}</tr>")
+    usage = ", ".join(
+        f"{escape(k)}: {minutes_value(v)}" for k, v in sorted(total.usage_minutes.items())
+    )
+    avg = NULL_TEXT if total.avg_bot_seconds is None else f"{total.avg_bot_seconds:.1f} s"
+    return f"""<div class="cards">
 {_card("interactions", str(total.total))}
 {_card("containment rate", _percent(total.containment_rate))}
 {_card("escalated", str(total.outcomes["escalated"]))}
@@ -261,10 +295,4 @@ def report_page(report: Report, daily: Report, *, token: str | None = None) -> s
 {"".join(body_rows)}
 </tbody>
 </table>
-<p>Bot usage (billable minutes) by profile: {usage or NULL_TEXT}</p>
-<p class="downloads">Download:
-<a download="{stem}.csv" href="{escape(csv_href)}">CSV</a>
-<a download="{stem}.json" href="{escape(json_href)}">JSON</a></p>
-</body>
-</html>
-"""
+<p>Bot usage (billable minutes) by profile: {usage or NULL_TEXT}</p>"""

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,34 @@ def named_period(name: str, now: datetime, tz: tzinfo = UTC) -> Period:
     if name == "last_7_days":
         return Period(today - timedelta(days=7), yesterday, tz)
     raise ReportError(f"unknown period {name!r}; use one of {', '.join(PERIODS)}")
+
+
+# --last / --since durations: a number and a unit
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str, what: str) -> timedelta:
+    """``30m``, ``24h``, ``7d`` or ``2w`` as a timedelta (a positive whole number + unit)."""
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ReportError(
+            f"{what} must be a positive number followed by m, h, d or w (e.g. 7d), got {text!r}"
+        )
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def last_period(text: str, now: datetime, tz: tzinfo = UTC) -> Period:
+    """The whole days that the last ``text`` (``24h``, ``7d``...) up to ``now`` touch.
+
+    ``7d`` is today and the six days before it; ``24h`` is yesterday and today.
+    """
+    span = parse_duration(text, "--last")
+    local = now.astimezone(tz)
+    last = local.date()
+    if text.strip()[-1:] in ("d", "w"):  # whole days: 7d is a week ending today
+        return Period(last - span + timedelta(days=1), last, tz)
+    return Period((local - span).date(), last, tz)
 
 
 def parse_day(text: str, what: str) -> date:

@@ -24,6 +24,7 @@ from ari_app.config import ReportSchedule as ConfiguredSchedule
 from ari_app.reporting.cron import CronSchedule
 from ari_app.reporting.mail import MailError, build_message, send_message
 from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.report_html import report_email
 from ari_app.reporting.reports import (
     RecordSource,
     Report,
@@ -89,19 +90,23 @@ def attachment_name(report: Report) -> str:
     )
 
 
-def report_message(config: Config, schedule: ReportSchedule, report: Report) -> EmailMessage:
-    body = (
+def report_message(
+    config: Config, schedule: ReportSchedule, report: Report, daily: Report | None = None
+) -> EmailMessage:
+    """Text part (the table), HTML part (the /reports page's figures, chart and table) and
+    the CSV attached. ``daily`` is the same period grouped by day, for the chart."""
+    intro = (
         f"Scheduled report {schedule.name!r} ({schedule.period}, cron {schedule.cron.expression})."
-        "\nThe attached CSV holds the same figures; definitions are in docs/reports.md.\n\n"
-        + render_table(report)
+        "\nThe attached CSV holds the same figures; definitions are in docs/reports.md."
     )
     return build_message(
         sender=config.smtp.sender,
         recipients=schedule.recipients,
         subject=schedule.subject_for(report),
-        body=body,
+        body=intro + "\n\n" + render_table(report),
         attachment_name=attachment_name(report),
         attachment=render_csv(report),
+        html=report_email(report, daily or report, intro=intro.replace("\n", " ")),
     )
 
 
@@ -132,9 +137,10 @@ class ReportScheduler:
         for schedule in self.schedules:
             upcoming = schedule.cron.next_after(self.now())  # the config checked it fires
             log.info(
-                "report schedule %s (%s): next at %s",
+                "report schedule %s (%s: %s): next at %s",
                 schedule.name,
                 schedule.cron.expression,
+                schedule.cron.explain(),
                 upcoming.isoformat(),
             )
         while True:
@@ -173,7 +179,12 @@ class ReportScheduler:
             report = await asyncio.to_thread(
                 report_from_store, self.store, period, schedule.group_by
             )
-            message = report_message(self.config, schedule, report)
+            daily = (
+                report
+                if schedule.group_by == "day"
+                else await asyncio.to_thread(report_from_store, self.store, period, "day")
+            )
+            message = report_message(self.config, schedule, report, daily)
             await self._sender(self.config, message)
         except (MailError, OSError) as exc:
             log.error("report schedule %s: not sent: %s", schedule.name, exc)

@@ -34,7 +34,9 @@ __all__ = [
     "ContextMissing",
     "ContextNotUtf8",
     "ContextTooLarge",
+    "context_payload",
     "decode_context",
+    "decode_uui_context",
     "encode_context",
     "format_uui",
     "parse_uui",
@@ -47,6 +49,13 @@ DEFAULT_MAX_CONTEXT_BYTES = 256
 # Q.931 user-user IE protocol discriminator "IA5 characters". Our payload is `key=value` text,
 # and 0x04 is what ISDN-derived contact-centre platforms send and expect for textual UUI.
 UUI_PROTOCOL_DISCRIMINATOR = 0x04
+
+# Q.931 protocol discriminator values (0x00 user-specific .. 0x08 Q.931/I.451): a leading
+# octet in this range in front of text is a discriminator (a context never starts with a
+# control character). Platforms send 0x00 (Avaya shared UUI), 0x04 (IA5 text) and 0x08.
+PROTOCOL_DISCRIMINATORS = range(0x00, 0x09)
+# Avaya "shared UUI": discriminator 0x00, then items of tag octet, length octet, value.
+SHARED_UUI_DISCRIMINATOR = 0x00
 
 # Channel-variable name suffixes stay short so `BOTCTX_<KEY>` remains readable in dialplan.
 MAX_SAFE_KEY_LEN = 32
@@ -212,6 +221,33 @@ def format_uui(
     return ";".join(parts)
 
 
+def context_payload(parsed: UUI) -> bytes:
+    """The context text inside a parsed UUI value, whatever framing the sender's platform adds.
+
+    - a ``pd`` parameter says the data carries no discriminator octet: the data as is;
+    - a leading protocol-discriminator octet (0x00-0x08) in front of text is removed
+      (``04`` + hex of ``escalate_to=...``, as ISDN-derived platforms send);
+    - Avaya shared UUI (0x00, then tag/length/value items, e.g. the UCID item ``FA 08 ...``)
+      yields the first item whose value is text; binary items such as the UCID are skipped;
+    - anything else is returned unchanged, for :func:`decode_context` to judge.
+    docs/context-codec.md lists each platform's format and its source.
+    """
+    data = parsed.data
+    if any(name == "pd" for name, _ in parsed.params) or not data:
+        return data
+    if data[0] not in PROTOCOL_DISCRIMINATORS:
+        return data
+    if _is_printable_utf8(data[1:]):
+        return data[1:]
+    shared = _shared_uui_text(data)
+    return data if shared is None else shared
+
+
+def decode_uui_context(parsed: UUI, *, max_bytes: int = DEFAULT_MAX_CONTEXT_BYTES) -> Context:
+    """:func:`decode_context` of :func:`context_payload`: a bot's context from its UUI."""
+    return decode_context(context_payload(parsed), max_bytes=max_bytes)
+
+
 def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_CONTEXT_BYTES) -> Context:
     """Decode `key=value;key=value` (UTF-8, `&` accepted as an alternate separator)."""
     _check_limit(max_bytes)
@@ -306,6 +342,7 @@ _SAFE_KEY_KEEP = frozenset(string.ascii_letters + string.digits + "_")
 # C0 controls, DEL and C1 controls.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEX_RE = re.compile(r"[0-9A-Fa-f]*")
+_ENCODINGS = ("hex", "ascii")
 # RFC 3261 `token`.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -402,10 +439,11 @@ def _parse_uui_params(
         seen.add(name)
         value = _param_value(raw_value.strip(_LWS)) if eq else ""
         if name == "encoding":
-            # "hex" is the only encoding RFC 7433 registers; guessing at others is unsafe.
-            if value.lower() != "hex":
+            # "hex" is the only encoding RFC 7433 registers; "ascii" is what AudioCodes and
+            # Genesys platforms send for readable text. Guessing at others is unsafe.
+            if value.lower() not in _ENCODINGS:
                 raise ContextMalformed("unsupported UUI encoding")
-            encoding = "hex"
+            encoding = value.lower()
         else:
             params.append((name, value))
     return encoding, tuple(params)
@@ -435,20 +473,53 @@ def _format_param(name: str, value: str) -> str:
 
 def _decode_uui_data(text: str, encoding: str | None, discriminator: bool) -> bytes:
     if encoding == "hex":
-        if len(text) % 2 or not _HEX_RE.fullmatch(text):
+        if len(text) % 2 == 0 and _HEX_RE.fullmatch(text):
+            return bytes.fromhex(text)
+        # Labelled hex but holding "=": a readable context sent with the hex label (hex never
+        # contains "="), read as the text it is. Anything else labelled hex must be hex.
+        if "=" not in text:
             raise ContextMalformed("UUI data is not valid hex")
-        return bytes.fromhex(text)
-    # No encoding parameter. Platforms differ: some send hex without saying so, others plain
-    # ASCII. Hex wins only when it decodes to printable UTF-8, which plain words such as
-    # "cafe" or digit strings such as "1234" do not.
-    if len(text) % 2 == 0 and _HEX_RE.fullmatch(text):
+    # No encoding parameter (or "ascii"). Platforms differ: some send hex without saying so,
+    # others plain ASCII. Hex wins only when it decodes to printable UTF-8 (after a protocol
+    # discriminator octet, when one leads), which plain words such as "cafe" or digit
+    # strings such as "1234" do not.
+    if encoding is None and len(text) % 2 == 0 and _HEX_RE.fullmatch(text):
         raw = bytes.fromhex(text)
-        if _is_printable_utf8(raw[1:] if discriminator else raw):
+        if discriminator:
+            if _is_printable_utf8(raw[1:]):
+                return raw
+        elif _is_printable_utf8(raw) or (
+            raw[:1] and raw[0] in PROTOCOL_DISCRIMINATORS and _is_framed_text(raw)
+        ):
             return raw
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise ContextNotUtf8("UUI data is not encodable as UTF-8") from None
+
+
+def _is_framed_text(raw: bytes) -> bool:
+    """A discriminator octet followed by text, or shared UUI holding a text item."""
+    return _is_printable_utf8(raw[1:]) or _shared_uui_text(raw) is not None
+
+
+def _shared_uui_text(raw: bytes) -> bytes | None:
+    """The first text item of Avaya shared UUI (0x00, then tag, length, value items that
+    fill the data exactly), or None when ``raw`` is not shared UUI or has no text item."""
+    if len(raw) < 3 or raw[0] != SHARED_UUI_DISCRIMINATOR:
+        return None
+    items: list[bytes] = []
+    pos = 1
+    while pos < len(raw):
+        if pos + 2 > len(raw):
+            return None
+        length = raw[pos + 1]
+        value = raw[pos + 2 : pos + 2 + length]
+        if len(value) != length:
+            return None
+        items.append(value)
+        pos += 2 + length
+    return next((item for item in items if item and _is_printable_utf8(item)), None)
 
 
 def _is_printable_utf8(raw: bytes) -> bool:

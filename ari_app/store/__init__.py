@@ -229,6 +229,7 @@ class InteractionStore:
                 return
         from alembic import command
 
+        log.info("interaction store %r: migrating the schema to %s", self, revision)
         with _MIGRATING, self.engine.begin() as connection:
             command.upgrade(alembic_config(connection), revision)
 
@@ -541,6 +542,40 @@ def open_store(config: Config, *, migrate: bool = True) -> InteractionStore:
     return InteractionStore(
         config.store_url or config.store_path, node=config.store_node, migrate=migrate
     )
+
+
+class StoreNotReady(Exception):
+    """A reader found no store, or one at another schema revision; the message says what to do."""
+
+
+def open_existing_store(config: Config) -> InteractionStore:
+    """The store ``config`` names, for reading only: never created, never migrated.
+
+    A missing SQLite file, or a database whose schema is not at this version's head, raises
+    :class:`StoreNotReady` (``ari-app run`` and ``ari-app db upgrade`` create and upgrade).
+    """
+    url = database_url(config.store_url or config.store_path)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database or "")
+        if not path.exists():
+            raise StoreNotReady(
+                f"no interaction store at {path}: `ari-app run` creates it with the first "
+                "call, `ari-app db upgrade` creates an empty one"
+            )
+    store = InteractionStore(url, node=config.store_node, migrate=False)
+    try:
+        current = store.revision()
+    except Exception:
+        store.close()
+        raise
+    if current != head_revisions():
+        store.close()
+        raise StoreNotReady(
+            f"interaction store {store.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {', '.join(current) or '(none)'}, this version reads "
+            f"{', '.join(head_revisions())}: run `ari-app db upgrade`"
+        )
+    return store
 
 
 # -- Alembic ---------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from devtools.sipp import SippRun
 from devtools.stack import free_port
 from tests.harness import load_callers, until
 
-pytestmark = pytest.mark.integration
+# load, restart and benchmark runs last minutes: a longer per-test limit than the default
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 CALLS = 10
 RATE = 2  # calls/s

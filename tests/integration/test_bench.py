@@ -10,7 +10,8 @@ from devtools.bench import Options, render_report, run_bench
 from devtools.bench_analysis import parse_table
 from devtools.runtime import Runtime
 
-pytestmark = pytest.mark.integration
+# load, restart and benchmark runs last minutes: a longer per-test limit than the default
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 def test_bench_smoke_on_the_reference_configuration(runtime: Runtime) -> None:

@@ -10,7 +10,8 @@ from devtools.demo import run_demo
 from devtools.devstack import build_stack
 from devtools.runtime import Runtime
 
-pytestmark = pytest.mark.integration
+# load, restart and benchmark runs last minutes: a longer per-test limit than the default
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 def test_demo_escalates_with_context_and_prints_timeline(

@@ -25,7 +25,8 @@ from tests.harness import load_callers, sipp_finished, until
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX
 from tests.integration.test_metrics import scrape
 
-pytestmark = pytest.mark.integration
+# load, restart and benchmark runs last minutes: a longer per-test limit than the default
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 CALLS_PER_FLOW = 150
 RATE_PER_FLOW = 15  # calls/s; both flows together: 30 calls/s

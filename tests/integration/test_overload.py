@@ -21,7 +21,8 @@ from devtools.stack import free_port
 from tests.harness import all_of, first, until
 from tests.integration.test_metrics import scrape
 
-pytestmark = pytest.mark.integration
+# load, restart and benchmark runs last minutes: a longer per-test limit than the default
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 HOLD_MS = "8000"  # the bot keeps the first call long enough for the second to arrive
 

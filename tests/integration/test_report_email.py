@@ -1,13 +1,17 @@
 """Scheduled report emails through a real SMTP server on loopback (aiosmtpd) that requires
-STARTTLS (a self-signed certificate made with openssl) and AUTH, and keeps what it gets."""
+STARTTLS (a self-signed certificate made in-process) and AUTH, and keeps what it gets."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import email
 import email.policy
 import io
+import re
+import shutil
 import ssl
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,10 +27,15 @@ from ari_app.asterisk import make_self_signed
 from ari_app.config import Config, load_config
 from ari_app.reporting.mail import MailError, build_message, send_message
 from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.report_html import BAR_COLOUR, LINE_COLOUR
 from ari_app.reporting.reports import Period, build_report, render_csv
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
+from tests.integration.test_report_page_browser import read_png
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 USER, PASSWORD = "reports", "correct horse battery staple"
 RECIPIENTS = ["supervisor@example.com", "ops@example.com"]
@@ -80,7 +89,7 @@ class SmtpServer:
 @pytest.fixture
 def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
     cert, key = tmp_path / "smtp.crt", tmp_path / "smtp.key"
-    make_self_signed(cert, key)  # openssl, CN and subjectAltName 127.0.0.1
+    make_self_signed(cert, key)  # CN and subjectAltName 127.0.0.1
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     mailbox = Mailbox()
@@ -227,3 +236,86 @@ async def test_no_starttls_means_no_mail(tmp_path: Path, smtp_server: SmtpServer
     with pytest.raises(MailError, match=r"(?i)starttls|530"):
         await send_message(plain, _message())
     assert smtp_server.mailbox.received == []
+
+
+async def test_report_email_html_renders_in_chromium(
+    tmp_path: Path, smtp_server: SmtpServer, store: InteractionStore
+) -> None:
+    """The HTML part of a delivered report email, rendered by headless Chromium: the headline
+    figures are in the rendered document, and the chart's bars and line are on screen."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
+    config = _config(tmp_path, smtp_server)
+    scheduler = ReportScheduler(config, store, clock=lambda: FIRE_AT.timestamp())
+    assert await scheduler.tick(FIRE_AT) == ["daily-supervisors"]
+    (got,) = smtp_server.mailbox.received
+    message = got.message
+    text_part, html_part = message.get_body(("plain",)), message.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    assert "Interaction report 2024-05-07" in text_part.get_content()  # the text table is kept
+    assert [a.get_filename() for a in message.iter_attachments()] == [
+        "botbridge-report-2024-05-07-2024-05-07-queue.csv"
+    ]
+    html = html_part.get_content()
+    assert "<svg" in html and "src=" not in html and "href=" not in html  # nothing to fetch
+    page = tmp_path / "email.html"
+    page.write_text(html)
+    expected = build_report(store.all(), Period.parse("2024-05-07", "2024-05-07"), "queue")
+
+    dom = await _chromium(tmp_path, "--dump-dom", page.as_uri())
+    cards = dict(
+        (label, value)
+        for value, label in re.findall(r'<div class="v">([^<]*)</div><div class="k">([^<]*)<', dom)
+    )
+    assert cards["interactions"] == str(expected.total.total) == "4"
+    assert cards["escalated"] == "2"
+    assert cards["containment rate"] == "33.3%"
+    assert cards["bot failure rate"] == "25.0%"
+    assert "billing-queue" in dom and "agents-queue" in dom  # the grouped table
+
+    screenshot = tmp_path / "email.png"
+    await _chromium(tmp_path, f"--screenshot={screenshot}", page.as_uri())
+    width, height, rows = read_png(screenshot)
+    assert (width, height) == (EMAIL_WIDTH, EMAIL_HEIGHT)
+    pixels: Counter[bytes] = Counter()
+    for row in rows:
+        pixels.update(row[i : i + 3] for i in range(0, len(row), 3))
+    assert pixels.most_common(1)[0][1] / (width * height) < 0.9, "a blank email?"
+    assert pixels[bytes.fromhex(BAR_COLOUR[1:])] > 200, "no escalation bar on screen"
+    assert pixels[bytes.fromhex(LINE_COLOUR[1:])] > 20, "no containment point on screen"
+
+
+EMAIL_WIDTH, EMAIL_HEIGHT = 1200, 900
+BROWSER_TIMEOUT = 120.0
+
+
+async def _chromium(tmp_path: Path, *args: str) -> str:
+    """Run headless Chromium with ``args`` offline; its stdout (``--dump-dom``: the DOM)."""
+    assert CHROMIUM is not None
+    browser = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--window-size={EMAIL_WIDTH},{EMAIL_HEIGHT}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(browser.communicate(), BROWSER_TIMEOUT)
+    except TimeoutError:
+        browser.kill()
+        await browser.wait()
+        raise
+    assert browser.returncode == 0, err.decode(errors="replace")
+    return out.decode(errors="replace")

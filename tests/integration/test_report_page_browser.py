@@ -27,9 +27,12 @@ from ari_app.store import InteractionStore
 from devtools.stack import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install -y chromium)"
+    ),
+]
 
 WIDTH, HEIGHT = 1200, 900
 TOKEN = "browser-test-token"

@@ -23,7 +23,8 @@ from devtools.stack import free_port
 from tests.harness import first, load_callers, sipp_finished, until
 from tests.records import stored
 
-pytestmark = pytest.mark.integration
+# load, restart and benchmark runs last minutes: a longer per-test limit than the default
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 CALL_TIMEOUT = 40
 SEED_ESCALATION_HEX = "657363616c6174655f746f3d6167656e74732d7175657565"  # escalate_to=agents-queue

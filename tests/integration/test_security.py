@@ -20,18 +20,20 @@ import re
 import socket
 import ssl
 import stat
-import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from cryptography import x509
 
 from ari_app.ari import AriRest, Channel, Event, EventStream
 from ari_app.asterisk import make_self_signed
-from devtools.certs import DevCerts, ensure_dev_certs
+from devtools.certs import DevCerts, ensure_dev_certs, names_in
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SipMessage, SippRun
@@ -848,31 +850,28 @@ async def test_optional_srtp_accepts_plain_rtp(optional_srtp_stack: DevStack) ->
 
 
 def test_dev_certs_are_made_once_and_chain_to_their_ca(tmp_path: Path) -> None:
-    """``python -m devtools.certs DIR`` (make certs): a CA and a server certificate for
-    127.0.0.1/::1/localhost that verifies against it; private keys 0600; a second run
-    changes nothing; a lost CA key brings a new CA and a new server certificate."""
+    """``python -m devtools.certs DIR`` (make certs): a CA, a server certificate for
+    127.0.0.1/::1/localhost and a client certificate, both issued by it (in-process, no
+    external program); a mutual-TLS handshake with them succeeds; private keys 0600; a second
+    run changes nothing; a lost CA key brings a new CA and new certificates."""
     certs, changed = ensure_dev_certs(tmp_path / "tls")
     assert changed
     before = {p.name: p.read_bytes() for p in certs.directory.iterdir()}
-    assert set(before) == {"ca.crt", "ca.key", "server.crt", "server.key"}
-    for key in (certs.ca_key, certs.server_key):
+    assert set(before) == {
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    }
+    for key in (certs.ca_key, certs.server_key, certs.client_key):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    context = ssl.create_default_context(cafile=str(certs.ca_cert))
-    context.load_cert_chain(str(certs.server_cert), str(certs.server_key))  # pair matches
-    verified = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(certs.ca_cert), str(certs.server_cert)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stderr
-    names = subprocess.run(
-        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(certs.server_cert)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "IP Address:127.0.0.1" in names and "DNS:localhost" in names
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    for issued in (certs.server_cert, certs.client_cert):
+        x509.load_pem_x509_certificate(issued.read_bytes()).verify_directly_issued_by(ca)
+    assert {"127.0.0.1", "::1", "localhost"} <= names_in(certs.server_cert)
+    _mutual_tls_handshake(certs)
 
     again, changed = ensure_dev_certs(tmp_path / "tls")
     assert not changed
@@ -883,3 +882,30 @@ def test_dev_certs_are_made_once_and_chain_to_their_ca(tmp_path: Path) -> None:
     assert changed
     assert certs.ca_cert.read_bytes() != before["ca.crt"]
     assert certs.server_cert.read_bytes() != before["server.crt"]
+    assert certs.client_cert.read_bytes() != before["client.crt"]
+
+
+def _mutual_tls_handshake(certs: DevCerts) -> None:
+    """A TLS server requiring a client certificate from the dev CA, and a client checking the
+    server's name (127.0.0.1) against it: both sides complete the handshake."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs.ca_cert)
+    server_context.load_cert_chain(certs.server_cert, certs.server_key)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    client_context = ssl.create_default_context(cafile=certs.ca_cert)
+    client_context.load_cert_chain(certs.client_cert, certs.client_key)
+    left, right = socket.socketpair()
+    peer: dict[str, Any] = {}
+
+    def serve() -> None:
+        with server_context.wrap_socket(left, server_side=True) as tls:
+            peer.update(tls.getpeercert() or {})
+            tls.sendall(b"ok")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client_context.wrap_socket(right, server_hostname="127.0.0.1") as tls:
+            assert tls.recv(2) == b"ok"
+    finally:
+        thread.join(timeout=10)
+    assert dict(x[0] for x in peer["subject"])["commonName"] == "botbridge development client"

@@ -70,18 +70,19 @@ def test_matches(expression: str, moment: datetime, expected: bool) -> None:
         ("0 7 * *", "5 fields"),
         ("0 7 * * * *", "5 fields"),
         ("", "5 fields"),
-        ("60 * * * *", "minute: 60 is outside 0-59"),
-        ("* 24 * * *", "hour: 24 is outside 0-23"),
-        ("* * 0 * *", "day of month: 0 is outside 1-31"),
-        ("* * * 13 *", "month: 13 is outside 1-12"),
-        ("* * * * 8", "day of week: 8 is outside 0-7"),
-        ("*/0 * * * *", "step '0'"),
-        ("*/x * * * *", "step 'x'"),
-        ("20-10 * * * *", "runs backwards"),
-        ("1,,2 * * * *", "empty list item"),
-        ("a * * * *", "minute: 'a' is not a number"),
-        ("* * * foo *", "month: 'foo' is not a number"),
-        ("-1 * * * *", "not a number"),
+        ("60 * * * *", "Bad minute"),
+        ("* 24 * * *", "Bad hour"),
+        ("* * 0 * *", "Bad day-of-month"),
+        ("* * * 13 *", "Bad month"),
+        ("* * * * 8", "Bad day-of-week"),
+        ("*/0 * * * *", "Bad minute"),
+        ("*/x * * * *", "Bad minute"),
+        ("20-10 * * * *", "Bad minute"),
+        ("1,,2 * * * *", "Bad minute"),
+        ("a * * * *", "Bad minute"),
+        ("* * * foo *", "Bad month"),
+        ("-1 * * * *", "Bad minute"),
+        ("0 0 31 2 *", "Bad day-of-month"),  # never fires
         ("@reboot", "5 fields"),
     ],
 )
@@ -104,23 +105,60 @@ NEXT_CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ("0 7 * * *", "At 07:00 every day"),
+        ("0 7 * * mon", "At 07:00 on Monday"),
+        ("@hourly", "At the start of every hour"),
+    ],
+)
+def test_explain_in_words(expression: str, words: str) -> None:
+    assert CronSchedule.parse(expression).explain() == words
+
+
 @pytest.mark.parametrize(("expression", "after", "expected"), NEXT_CASES)
 def test_next_after(expression: str, after: datetime, expected: datetime) -> None:
     assert CronSchedule.parse(expression).next_after(after) == expected
 
 
-def test_next_after_never() -> None:
-    with pytest.raises(CronError, match="never fires"):
-        CronSchedule.parse("0 0 31 2 *").next_after(datetime(2024, 1, 1))
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def test_next_after_keeps_the_time_zone_and_skips_a_missing_hour() -> None:
-    # 31 March 2024 in Paris: 02:00-02:59 do not exist
-    schedule = CronSchedule.parse("30 2 * * *")
-    after = datetime(2024, 3, 30, 12, 0, tzinfo=PARIS)
-    upcoming = schedule.next_after(after)
-    assert upcoming == datetime(2024, 4, 1, 2, 30, tzinfo=PARIS)
-    assert upcoming.tzinfo is PARIS
+def _firings(expression: str, first: datetime, minutes: int) -> list[str]:
+    """Every minute in which the schedule fires, walked minute by minute as instants."""
+    schedule = CronSchedule.parse(expression)
+    fired = []
+    instant = first.astimezone(UTC)
+    for _ in range(minutes):
+        local = instant.astimezone(first.tzinfo)
+        if schedule.matches(local):
+            fired.append(local.isoformat())
+        instant += timedelta(minutes=1)
+    return fired
+
+
+def test_a_time_in_the_spring_forward_gap_is_not_skipped() -> None:
+    # 29 March 2026 in Berlin: 02:00-02:59 do not exist; cron fires right after the jump
+    after = datetime(2026, 3, 28, 12, 0, tzinfo=BERLIN)
+    upcoming = CronSchedule.parse("30 2 * * *").next_after(after)
+    assert upcoming.astimezone(UTC) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST
+    assert upcoming.tzinfo is BERLIN
+    day = datetime(2026, 3, 29, 0, 0, tzinfo=BERLIN)
+    assert _firings("30 2 * * *", day, 24 * 60) == ["2026-03-29T03:00:00+02:00"]
+
+
+def test_a_repeated_time_in_the_fall_back_hour_fires_once() -> None:
+    day = datetime(2026, 10, 25, 0, 0, tzinfo=BERLIN)
+    assert _firings("30 2 * * *", day, 25 * 60) == ["2026-10-25T02:30:00+02:00"]
+    # an hourly job runs in both 02:xx hours, as cron does
+    assert _firings("15 * * * *", day, 25 * 60)[2:4] == [
+        "2026-10-25T02:15:00+02:00",
+        "2026-10-25T02:15:00+01:00",
+    ]
+
+
+def test_next_after_keeps_the_time_zone() -> None:
     daily = CronSchedule.parse("0 7 * * *").next_after(datetime(2024, 3, 30, 12, 0, tzinfo=PARIS))
     assert daily.astimezone(UTC) == datetime(2024, 3, 31, 5, 0, tzinfo=UTC)  # 07:00 CEST
 

@@ -95,9 +95,9 @@ def test_smtp_from_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (SMTP + SCHEDULE.replace("0 7 * * *", "0 25 * * *"), "report_schedules.0.cron: hour: 25"),
+        (SMTP + SCHEDULE.replace("0 7 * * *", "0 25 * * *"), "Bad hour"),
         (SMTP + SCHEDULE.replace("0 7 * * *", "daily"), "5 fields"),
-        (SMTP + SCHEDULE.replace("0 7 * * *", "0 0 31 2 *"), "never fires"),
+        (SMTP + SCHEDULE.replace("0 7 * * *", "0 0 31 2 *"), "Bad day-of-month"),
         (SMTP + SCHEDULE.replace("previous_day", "yesterday"), "report_schedules.0.period"),
         (SMTP + SCHEDULE.replace("a@example.com", "not an address"), "recipients"),
         (SMTP + SCHEDULE.replace('["a@example.com", "b@example.com"]', "[]"), "recipients"),
