@@ -176,14 +176,15 @@ class KamailioEdge:
             "-Y",
             str(self.directory),
         ]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=self.directory,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # one process group: stopped as a whole
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the file
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # one process group: stopped as a whole
+            )
         deadline = time.monotonic() + EDGE_START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -5,6 +5,7 @@ sipfrag 404) and the bot keeps the caller; real Asterisk 22 and SIPp.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ async def test_refer_declined_when_no_agent_is_logged_in(runtime: Runtime, tmp_p
     )
     stack = build_stack(
         runtime,
-        runtime.scratch_root() / f"test-declined-{tmp_path.name}",
+        runtime.scratch_root() / f"test-declined-{uuid.uuid4().hex[:8]}",
         free_ports=True,
         extra_env={"BOTBRIDGE_CONFIG": str(config_file)},
     )

@@ -196,7 +196,7 @@ async def test_info_mode_bot_gets_the_callers_digits_as_sip_info(
     config_file.write_text('[profiles.default]\ndtmf_mode = "info"\n')
     stack = build_stack(
         runtime,
-        runtime.scratch_root() / f"test-dtmf-info-{tmp_path.parent.name}",
+        runtime.scratch_root() / f"test-dtmf-info-{uuid.uuid4().hex[:8]}",
         free_ports=True,
         extra_env={"BOTBRIDGE_CONFIG": str(config_file)},
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -46,7 +47,7 @@ async def test_every_escalation_reaches_the_webhook_after_it_was_down(
     )
     stack = build_stack(
         runtime,
-        runtime.scratch_root() / f"test-webhooks-{tmp_path.parent.name}",
+        runtime.scratch_root() / f"test-webhooks-{uuid.uuid4().hex[:8]}",
         free_ports=True,
         extra_env={
             "BOTBRIDGE_CONFIG": str(config_file),
