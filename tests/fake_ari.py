@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ari_app.ari import AriNotFound, Bridge, CallerId, Channel, DialplanCEP
+from ari_app.ari import AriBadRequest, AriNotFound, Bridge, CallerId, Channel, DialplanCEP
 from ari_app.calls.control import CallControl
 
 Request = tuple[str, dict[str, Any]]
@@ -156,6 +156,10 @@ class FakeAri:
     async def add_to_bridge(self, bridge_id: str, channel_ids: str | Sequence[str]) -> None:
         ids = [channel_ids] if isinstance(channel_ids, str) else list(channel_ids)
         self._record("add_to_bridge", bridge_id=bridge_id, channels=ids)
+        if self.gone & set(ids):  # what Asterisk answers for a channel that no longer exists
+            raise AriBadRequest(
+                400, "POST", f"/bridges/{bridge_id}/addChannel", "Channel not found"
+            )
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         self._record("destroy_bridge", bridge_id=bridge_id)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ari_app.ari import AriError, AriNotFound, Bridge, Channel
+from ari_app.ari import AriBadRequest, AriError, AriNotFound, Bridge, Channel
 from ari_app.calls import billing
 from ari_app.calls.bots import BotPool
 from ari_app.calls.bye_context import ByeContexts
@@ -63,6 +63,10 @@ _CAUSE_DIALSTATUS = {
     20: "chanunavail",
     27: "chanunavail",
 }
+
+
+# the bot answered and was gone before the app could bridge it to the caller
+BOT_LEFT_BEFORE_BRIDGED = "bot_left_before_bridged"
 
 
 def dialstatus_for_cause(cause: int | None) -> str:
@@ -373,7 +377,15 @@ class CallSession:
         if self.bridge_id is None:  # re-adopted after a restart
             await self._create_bridge()
         assert self.bridge_id
-        await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
+        try:
+            await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
+        except (AriBadRequest, AriNotFound) as exc:
+            # "Channel not found": a channel of the pair vanished between the bot's answer and
+            # the bridge. The bot hung up at once (a caller that left ends the call through
+            # its own StasisEnd): the bot failed; the next bot or a human takes the caller.
+            log.warning("call %s: bot left before it was bridged (%s)", self.interaction_id, exc)
+            await self.bot_failed(BOT_LEFT_BEFORE_BRIDGED)
+            return
         self.bot_answered_at = time.time()
         answered: dict[str, object] = {}
         if self._attempts:

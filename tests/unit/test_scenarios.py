@@ -47,6 +47,8 @@ async def test_scenario(script_path: Path, store: InteractionStore) -> None:
     iid = ""
     for number, step in enumerate(script["steps"], 1):
         before = len(ari.calls)
+        # "gone": channels that no longer exist in Asterisk when this event is handled
+        ari.gone.update(fill(script["channels"][name]["id"], iid) for name in step.get("gone", ()))
         event = parse_event(event_json(script, step, iid))
         assert event is not None, step
         await app.handle(event)
