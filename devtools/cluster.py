@@ -23,8 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -36,7 +34,7 @@ from typing import Any
 from ari_app.config import EdgeSettings, load_config
 from ari_app.store import InteractionStore
 from devtools.certs import ensure_dev_certs
-from devtools.devstack import DevStack, build_stack, free_rtp_range
+from devtools.devstack import DevStack, build_stack, free_rtp_range, stop_node
 from devtools.edge import EdgeError, KamailioEdge, TlsPair, render_edge, stop_process_group
 from devtools.postgres import PostgresServer, PostgresUnavailable
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
@@ -351,14 +349,7 @@ def _down() -> int:
     _progress("edge stopped")
     runtime = select_runtime(info.get("runtime"), build=False)
     for node in info["nodes"]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(node["app_pid"]), signal.SIGTERM)
-        subprocess.run(
-            runtime.command(["asterisk", "-C", node["conf"], "-rx", "core stop now"]),
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
+        stop_node(runtime, int(node["app_pid"]), node["conf"])
         _progress(f"{node['name']} stopped")
     # the apps flush their last record changes on the way out: wait before the store goes
     deadline = time.monotonic() + APP_EXIT_TIMEOUT_SECONDS

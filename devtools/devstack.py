@@ -288,21 +288,26 @@ def _up() -> int:
     return 0
 
 
+def stop_node(runtime: Runtime, app_pid: int, conf: str) -> None:
+    """SIGTERM to a background app (it drains and exits), then Asterisk stopped at once."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(app_pid, signal.SIGTERM)
+    subprocess.run(
+        runtime.command(["asterisk", "-C", conf, "-rx", "core stop now"]),
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+
+
 def _down() -> int:
     info_path = run_dir() / RUN_INFO
     if not info_path.exists():
         print("not up")
         return 0
     info = json.loads(info_path.read_text())
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(int(info["app_pid"]), signal.SIGTERM)
     runtime = select_runtime(info.get("runtime"), build=False)
-    subprocess.run(
-        runtime.command(["asterisk", "-C", info["conf"], "-rx", "core stop now"]),
-        capture_output=True,
-        check=False,
-        timeout=30,
-    )
+    stop_node(runtime, int(info["app_pid"]), info["conf"])
     deadline = time.monotonic() + APP_STOP_TIMEOUT_SECONDS
     while time.monotonic() < deadline and _alive(info):
         time.sleep(POLL_SECONDS)
