@@ -353,10 +353,10 @@ class CallSession:
     async def bot_entered_stasis(self, channel_id: str | None = None) -> None:
         """The bot answered: an originated channel enters the app only then. A leg of a bot
         the call already moved on from (it answered as it was let go) is hung up."""
-        assert self.bot_channel_id
         if channel_id is not None and channel_id != self.bot_channel_id:
             await _all(self.ari.hangup(channel_id))
             return
+        assert self.bot_channel_id
         if self.state is not CallState.BOT_DIALLING:
             # the caller left or the call failed while the bot was ringing
             await self._release_bot()
