@@ -582,13 +582,21 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 async def _db_upgrade(config: Config, args: argparse.Namespace) -> int:
+    return _db_migrate(config, args.revision, upgrade=True)
+
+
+def _db_migrate(config: Config, revision: str, *, upgrade: bool) -> int:
+    """db upgrade (may create the store) / db downgrade (an existing SQLite file only)."""
     from ari_app.store import open_store
 
+    if not upgrade:
+        _require_sqlite_file(config)
     store = open_store(config, migrate=False)
     try:
         before = store.revision()
-        print(f"upgrading {store!r} from {_revision_text(before)} to {args.revision} ...")
-        store.upgrade(args.revision)
+        verb = "upgrading" if upgrade else "downgrading"
+        print(f"{verb} {store!r} from {_revision_text(before)} to {revision} ...")
+        (store.upgrade if upgrade else store.downgrade)(revision)
         print(f"at {_revision_text(store.revision())}")
     finally:
         store.close()
@@ -611,18 +619,7 @@ async def _db_current(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _db_downgrade(config: Config, args: argparse.Namespace) -> int:
-    from ari_app.store import open_store
-
-    _require_sqlite_file(config)
-    store = open_store(config, migrate=False)
-    try:
-        before = store.revision()
-        print(f"downgrading {store!r} from {_revision_text(before)} to {args.revision} ...")
-        store.downgrade(args.revision)
-        print(f"at {_revision_text(store.revision())}")
-    finally:
-        store.close()
-    return 0
+    return _db_migrate(config, args.revision, upgrade=False)
 
 
 def _require_sqlite_file(config: Config) -> None:

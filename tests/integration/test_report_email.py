@@ -10,7 +10,6 @@ import email.policy
 import gc
 import io
 import re
-import shutil
 import ssl
 from collections import Counter
 from collections.abc import Iterator
@@ -33,10 +32,9 @@ from ari_app.reporting.reports import Period, build_report, render_csv
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
-from tests.integration.test_report_page_browser import read_png
+from tests.integration.test_report_page_browser import CHROMIUM, HEADLESS_FLAGS, read_png
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 USER, PASSWORD = "reports", "correct horse battery staple"
 RECIPIENTS = ["supervisor@example.com", "ops@example.com"]
@@ -300,17 +298,7 @@ async def _chromium(tmp_path: Path, *args: str) -> str:
     assert CHROMIUM is not None
     browser = await asyncio.create_subprocess_exec(
         CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--hide-scrollbars",
+        *HEADLESS_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         f"--window-size={EMAIL_WIDTH},{EMAIL_HEIGHT}",
         *args,

@@ -27,6 +27,20 @@ from ari_app.store import InteractionStore
 from devtools.stack import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# headless and offline: no sandbox (root in CI), no GPU, no network side traffic
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--hide-scrollbars",
+)
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
@@ -150,17 +164,7 @@ async def test_report_page_renders_in_chromium(tmp_path: Path, store: Interactio
     try:
         browser = await asyncio.create_subprocess_exec(
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--hide-scrollbars",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             f"--screenshot={screenshot}",
             f"--window-size={WIDTH},{HEIGHT}",
