@@ -29,6 +29,7 @@ import asyncio
 import functools
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 # what a failing database raises through the store (connection lost, disk full...)
 StoreError = SQLAlchemyError
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# pause between attempts to switch a new SQLite database to WAL while another connection has it
+SQLITE_WAL_RETRY_SECONDS = 0.05
 MIGRATIONS = "ari_app.store:migrations"
 # key of the PostgreSQL advisory lock that serialises schema upgrades of one database
 MIGRATION_LOCK_KEY = 0x626F7462  # "botb"
@@ -186,11 +189,26 @@ def make_engine(url: URL) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
-            cursor.execute("PRAGMA journal_mode=WAL")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] not in {"memory", "wal"}:
+            _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """PRAGMA journal_mode=WAL, retried: the switch needs the database to itself, and SQLite
+    answers "database is locked" at once (no busy timeout) while another connection, e.g.
+    a second node's first start, holds it."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(SQLITE_WAL_RETRY_SECONDS)
 
 
 class InteractionStore:
