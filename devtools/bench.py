@@ -320,10 +320,27 @@ class BenchInstance(AsteriskInstance):
             path.write_text(edit(path.read_text()))
 
 
-def ring_in_use(queues_conf: str) -> str:
-    """queues.conf with every queue ringing members in use: one SIPp agent answers every call
-    (the shipped single member with ringinuse = no would take one call at a time)."""
-    return re.sub(r"^(\s*ringinuse\s*=\s*)no\b", r"\1yes", queues_conf, flags=re.MULTILINE)
+# agents the bench's queues stand for: member lines of the one SIPp agent (see agent_pool)
+BENCH_AGENTS = 50
+
+
+def agent_pool(queues_conf: str, agents: int = BENCH_AGENTS) -> str:
+    """queues.conf with every queue a pool of ``agents`` members that all reach the one SIPp
+    agent, each rung while in use, one member per caller (``rrmemory``).
+
+    The shipped queues have one member (``PJSIP/agent1``, ``ringinuse = no``): one agent call
+    at a time. A single member with ``ringinuse = yes`` is not a pool either: app_queue lets a
+    waiting caller ring only when no caller ahead of it is still waiting to ring, otherwise
+    it rechecks after 1 s; under load the callers chain and each waits about a second
+    (docs/performance.md). Each member line is its own interface (``PJSIP/a<n>@agent1``: the
+    agent endpoint, request user ``a<n>``) with the endpoint's device state.
+    """
+    members = "".join(
+        f"member => PJSIP/a{n}@agent1,0,agent-{n},PJSIP/agent1\n" for n in range(1, agents + 1)
+    )
+    text = re.sub(r"^(\s*ringinuse\s*=\s*)no\b", r"\1yes", queues_conf, flags=re.MULTILINE)
+    text = re.sub(r"^(\s*strategy\s*=\s*)\w+", r"\1rrmemory", text, flags=re.MULTILINE)
+    return re.sub(r"^member\s*=>\s*PJSIP/agent1\s*$\n?", members, text, flags=re.MULTILINE)
 
 
 def reference_dialplan(stack: DevStack) -> Callable[[str], str]:
@@ -425,7 +442,7 @@ def make_target(
     )
     edits: dict[str, Callable[[str], str]] = {}
     if not shipped_queues:
-        edits["queues.conf"] = ring_in_use
+        edits["queues.conf"] = agent_pool
     with_app = name == "app"
     if not with_app:
         edits["extensions.conf"] = reference_dialplan(stack)

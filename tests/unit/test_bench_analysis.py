@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench import ring_in_use
+from devtools.bench import agent_pool
 from devtools.bench_analysis import (
     format_table,
     parse_rates,
@@ -173,7 +173,16 @@ def test_table_round_trip_and_rates() -> None:
         parse_rates("10,-1")
 
 
-def test_bench_queues_ring_members_in_use() -> None:
-    shipped = "[agents-queue]\nringinuse = no\nmember => PJSIP/agent1\n"
-    assert "ringinuse = yes" in ring_in_use(shipped)
-    assert "ringinuse = no" not in ring_in_use(shipped)
+def test_bench_queues_are_a_pool_of_members_rung_in_use() -> None:
+    shipped = (
+        "[agents-queue]\nstrategy = ringall\nringinuse = no\nmember => PJSIP/agent1\n"
+        "[billing-queue]\nstrategy = ringall\nringinuse = no\nmember => PJSIP/agent1\n"
+    )
+    pool = agent_pool(shipped, agents=3)
+    assert "ringinuse = no" not in pool and pool.count("ringinuse = yes") == 2
+    assert "ringall" not in pool and pool.count("strategy = rrmemory") == 2
+    members = [line for line in pool.splitlines() if line.startswith("member")]
+    assert members[:3] == [
+        f"member => PJSIP/a{n}@agent1,0,agent-{n},PJSIP/agent1" for n in (1, 2, 3)
+    ]
+    assert len(members) == 6 and "member => PJSIP/agent1\n" not in pool
