@@ -524,6 +524,21 @@ class LatencyResult:
         return percentile(self.samples, 99)
 
 
+def latency_added(
+    latencies: Sequence[LatencyResult],
+) -> list[tuple[str, float | None, float | None]]:
+    """Per measure taken on both targets: (measure, app p50 - reference p50, app p99 -
+    reference p99): the part of the interval the app path adds over Asterisk alone."""
+    by_key = {(lat.target, lat.measure): lat for lat in latencies}
+    added = []
+    for (target, measure), app in by_key.items():
+        ref = by_key.get(("reference", measure))
+        if target != "app" or ref is None:
+            continue
+        added.append((measure, _delta(app.p50, ref.p50), _delta(app.p99, ref.p99)))
+    return added
+
+
 @dataclass
 class HoldResult:
     target: str
@@ -990,6 +1005,18 @@ def render_report(report: Report) -> str:
                 ],
             )
         )
+        added = latency_added(report.latencies)
+        if added:
+            out.append(
+                "\nAdded by the app: app minus reference, same run (Asterisk's own part and "
+                "the machine's noise are in both)\n"
+            )
+            out.append(
+                format_table(
+                    ["measure", "p50 ms", "p99 ms"],
+                    [[measure, fmt(d50, 1), fmt(d99, 1)] for measure, d50, d99 in added],
+                )
+            )
     if report.holds:
         out.append("\nMemory with calls held (RSS, KB)\n")
         out.append(
@@ -1055,6 +1082,10 @@ def report_json(report: Report) -> str:
     for item in data["latencies"]:
         values = item["samples"]
         item["p50"], item["p99"] = percentile(values, 50), percentile(values, 99)
+    data["latency_added"] = [
+        {"measure": measure, "p50": d50, "p99": d99}
+        for measure, d50, d99 in latency_added(report.latencies)
+    ]
     return json.dumps(data, indent=2)
 
 

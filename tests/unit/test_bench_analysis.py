@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench import agent_pool
+from devtools.bench import LatencyResult, agent_pool, latency_added
 from devtools.bench_analysis import (
     format_table,
     parse_rates,
@@ -186,3 +186,19 @@ def test_bench_queues_are_a_pool_of_members_rung_in_use() -> None:
         f"member => PJSIP/a{n}@agent1,0,agent-{n},PJSIP/agent1" for n in (1, 2, 3)
     ]
     assert len(members) == 6 and "member => PJSIP/agent1\n" not in pool
+
+
+def test_latency_added_is_app_minus_reference_per_measure() -> None:
+    setup, refer = "carrier INVITE -> bot INVITE", "bot REFER -> agent INVITE"
+    app = [float(n) for n in range(1, 101)]  # p50 50.5, p99 99.01
+    ref = [n / 2 for n in range(1, 101)]  # p50 25.25, p99 49.505
+    results = [
+        LatencyResult("app", setup, app, 100),
+        LatencyResult("reference", setup, ref, 100),
+        LatencyResult("app", refer, app, 100),  # no reference measure: nothing added
+    ]
+    ((measure, d50, d99),) = latency_added(results)
+    assert measure == setup
+    assert d50 == pytest.approx(50.5 - 25.25)
+    assert d99 == pytest.approx(99.01 - 49.505)
+    assert latency_added([LatencyResult("app", setup, [], 0)]) == []
