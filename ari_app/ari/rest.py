@@ -30,11 +30,13 @@ logger = logging.getLogger(__name__)
 # wedged, and the call flow is better off failing the call than holding it.
 DEFAULT_REQUEST_TIMEOUT = 10.0
 # Concurrent kept-alive HTTP connections to ARI; each Asterisk HTTP session is a thread,
-# bounded by http.conf sessionlimit.
-DEFAULT_CONNECTIONS = 32
-# An idle pooled connection is closed after this long (Asterisk's own session_keep_alive
-# default is 15 s: close before it does, to never send on a socket it is closing).
-KEEPALIVE_SECONDS = 10.0
+# bounded by http.conf sessionlimit. At most 10: Asterisk listens with a backlog of 10, and
+# connections opened together beyond it have their SYNs dropped (1-3 s stalls).
+DEFAULT_CONNECTIONS = 8
+# An idle pooled connection is closed after this long: before Asterisk does (the shipped
+# http.conf session_keep_alive is 60 s), to never send on a socket it is closing, and long
+# enough that the pool is not reopened after every lull.
+KEEPALIVE_SECONDS = 50.0
 # Cap on how much of a non-JSON error body ends up in an exception message.
 MAX_ERROR_BODY_CHARS = 200
 _NO_CONTENT = 204

@@ -223,6 +223,12 @@ class _BridgeSchema(Schema):
         return BridgeSettings(**data)
 
 
+# Asterisk's HTTP server listens with a backlog of 10 (main/tcptls.c, not configurable): more
+# REST connections opened at once than that overflow it, and the kernel drops their SYNs (the
+# client retries after 1 s, then 3 s: requests of a load burst stalled 3 to 6 s)
+ASTERISK_HTTP_LISTEN_BACKLOG = 10
+
+
 class _LimitsSchema(Schema):
     max_active_calls = fields.Int(required=True, validate=validate.Range(1, 100000))
     max_new_calls_per_second = fields.Float(required=True, validate=validate.Range(0.1, 10000))
@@ -230,7 +236,10 @@ class _LimitsSchema(Schema):
     overload_action = fields.Str(
         required=True, validate=validate.OneOf(["fallback_queue", "refuse"])
     )
-    ari_connections = fields.Int(required=True, validate=validate.Range(1, 1000))
+    # at most Asterisk's HTTP listen backlog: connections opened together beyond it are dropped
+    ari_connections = fields.Int(
+        required=True, validate=validate.Range(1, ASTERISK_HTTP_LISTEN_BACKLOG)
+    )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> Limits:
@@ -605,7 +614,7 @@ DEFAULT_LIMITS = Limits(
     max_new_calls_per_second=200.0,
     max_pending_events=5000,
     overload_action="fallback_queue",
-    ari_connections=32,
+    ari_connections=8,
 )
 
 
