@@ -82,6 +82,8 @@ ESCALATION_CONTEXT = "escalate_to=agents-queue"
 BUSINESS_HOURS_CONTEXT = "business_hours=available"
 REQUESTS_METRIC = "botbridge_ari_requests_total"
 EVENTS_METRIC = "botbridge_ari_events_total"
+# new calls the app shed (admission control: fallback queue or 503 instead of the bot)
+SHED_METRIC = "botbridge_calls_shed_total"
 # Asterisk's maxcalls for both targets: the shipped 500 would refuse the memory hold's calls
 BENCH_MAX_CALLS = 10000
 DRAIN_TIMEOUT_SECONDS = 40
@@ -642,7 +644,11 @@ class Bench:
         self.say(f"{target.name} {label or flow} {rate:g} calls/s: {calls} calls ...", end="")
         app_pid, ast_pid = target.app_pid, target.asterisk_pid
         before = (cpu_seconds(app_pid), cpu_seconds(ast_pid))
-        metrics_before = (target.metric(REQUESTS_METRIC), target.metric(EVENTS_METRIC))
+        metrics_before = (
+            target.metric(REQUESTS_METRIC),
+            target.metric(EVENTS_METRIC),
+            target.metric(SHED_METRIC),
+        )
         begin = time.monotonic()
         parties: dict[str, Party] = {}
         try:
@@ -699,7 +705,11 @@ class Bench:
         seconds = time.monotonic() - begin
         left = target.drain()
         after = (cpu_seconds(app_pid), cpu_seconds(ast_pid))
-        metrics_after = (target.metric(REQUESTS_METRIC), target.metric(EVENTS_METRIC))
+        metrics_after = (
+            target.metric(REQUESTS_METRIC),
+            target.metric(EVENTS_METRIC),
+            target.metric(SHED_METRIC),
+        )
         result = self._result(
             target,
             flow,
@@ -711,6 +721,7 @@ class Bench:
             metrics=(
                 _delta(metrics_after[0], metrics_before[0]),
                 _delta(metrics_after[1], metrics_before[1]),
+                _delta(metrics_after[2], metrics_before[2]),
             ),
             left=left,
         )
@@ -734,10 +745,12 @@ class Bench:
         *,
         seconds: float,
         cpu: tuple[float | None, float | None],
-        metrics: tuple[float | None, float | None],
+        metrics: tuple[float | None, float | None, float | None],
         left: int | None,
     ) -> StepResult:
         notes: list[str] = []
+        if metrics[2]:  # shed calls never reach the bot: the bot's count shows them missing
+            notes.append(f"{metrics[2]:g} new calls shed by the app's admission control")
         caller = parties["caller"].counts()
         ok = caller.successful if caller else 0
         failed = calls - ok
