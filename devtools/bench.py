@@ -593,6 +593,8 @@ class Bench:
         self.sipp = SippLauncher(runtime, root / "sipp")
         self.started = time.monotonic()
         self.targets: dict[str, Target] = {}
+        # targets whose last step failed: restarted before their next step (see ready)
+        self.dirty: set[str] = set()
 
     def say(self, text: str, *, end: str = "\n") -> None:
         print(f"[{time.monotonic() - self.started:4.0f}s] {text}", end=end, flush=True)
@@ -616,6 +618,17 @@ class Bench:
             target.start()
             self.targets[name] = target
 
+    def ready(self, target: Target) -> None:
+        """Restart ``target`` if its last step failed. An overloaded step leaves callers in
+        the fallback queue ringing the agent, which the next step's SIPp agent then gets;
+        the next step starts from a fresh Asterisk and app instead."""
+        if target.name not in self.dirty:
+            return
+        self.dirty.discard(target.name)
+        self.say(f"restarting {target.name} after its failed step")
+        target.stop()
+        target.start()
+
     def stop_targets(self) -> None:
         for target in self.targets.values():
             with contextlib.suppress(Exception):
@@ -636,6 +649,7 @@ class Bench:
         kind: str = "ramp",
         on_running: Callable[[Party], None] | None = None,
     ) -> tuple[StepResult, dict[str, Party]]:
+        self.ready(target)
         stack = target.stack
         talk_ms = hold_seconds * 1000 if hold_seconds else self.options.talk_ms
         recv_timeout = RECV_TIMEOUT_MS + (hold_seconds or 0) * 1000
@@ -726,6 +740,8 @@ class Bench:
             left=left,
         )
         result.kind = kind
+        if not result.passed:
+            self.dirty.add(target.name)
         print(
             f" ok {result.ok} failed {result.failed}"
             + (f" (SIPp bot/agent errors {result.party_errors})" if result.party_errors else "")
@@ -847,6 +863,7 @@ class Bench:
     def hold(self, report: Report) -> None:
         opts = self.options
         for name, target in self.targets.items():
+            self.ready(target)
             app_pid, ast_pid = target.app_pid, target.asterisk_pid
             before = (rss_kb(app_pid), rss_kb(ast_pid))
             samples: list[tuple[int, int | None, int | None]] = []
