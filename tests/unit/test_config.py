@@ -352,3 +352,13 @@ def test_media_and_webhook_settings(tmp_path: Path) -> None:
     assert config.webhooks.enabled and config.webhooks.urls == ("http://127.0.0.1:9000/hook",)
     assert config.webhooks.outcomes == ("escalated",) and config.webhooks.max_attempts == 3
     assert not load_config(env=_env(tmp_path)).webhooks.enabled
+
+
+def test_ari_connections_stay_within_asterisks_listen_backlog(tmp_path: Path) -> None:
+    """More REST connections than Asterisk's HTTP listen backlog (10) would be opened in one
+    burst and have their SYNs dropped: the key is refused by name."""
+    ok = load_config(_toml(tmp_path, "[limits]\nari_connections = 10\n"), env=_env(tmp_path))
+    assert ok.limits.ari_connections == 10
+    assert load_config(None, env=_env(tmp_path)).limits.ari_connections == 8
+    with pytest.raises(ConfigError, match="ari_connections"):
+        load_config(_toml(tmp_path, "[limits]\nari_connections = 11\n"), env=_env(tmp_path))
