@@ -84,6 +84,9 @@ REQUESTS_METRIC = "botbridge_ari_requests_total"
 EVENTS_METRIC = "botbridge_ari_events_total"
 # new calls the app shed (admission control: fallback queue or 503 instead of the bot)
 SHED_METRIC = "botbridge_calls_shed_total"
+# read from the app's /metrics before and after each step, in this order (StepResult fields
+# requests, events; the shed count goes into the step's note)
+STEP_METRICS = (REQUESTS_METRIC, EVENTS_METRIC, SHED_METRIC)
 # Asterisk's maxcalls for both targets: the shipped 500 would refuse the memory hold's calls
 BENCH_MAX_CALLS = 10000
 DRAIN_TIMEOUT_SECONDS = 40
@@ -658,11 +661,7 @@ class Bench:
         self.say(f"{target.name} {label or flow} {rate:g} calls/s: {calls} calls ...", end="")
         app_pid, ast_pid = target.app_pid, target.asterisk_pid
         before = (cpu_seconds(app_pid), cpu_seconds(ast_pid))
-        metrics_before = (
-            target.metric(REQUESTS_METRIC),
-            target.metric(EVENTS_METRIC),
-            target.metric(SHED_METRIC),
-        )
+        metrics_before = [target.metric(name) for name in STEP_METRICS]
         begin = time.monotonic()
         parties: dict[str, Party] = {}
         try:
@@ -719,11 +718,7 @@ class Bench:
         seconds = time.monotonic() - begin
         left = target.drain()
         after = (cpu_seconds(app_pid), cpu_seconds(ast_pid))
-        metrics_after = (
-            target.metric(REQUESTS_METRIC),
-            target.metric(EVENTS_METRIC),
-            target.metric(SHED_METRIC),
-        )
+        metrics_after = [target.metric(name) for name in STEP_METRICS]
         result = self._result(
             target,
             flow,
@@ -732,11 +727,7 @@ class Bench:
             parties,
             seconds=seconds,
             cpu=(_delta(after[0], before[0]), _delta(after[1], before[1])),
-            metrics=(
-                _delta(metrics_after[0], metrics_before[0]),
-                _delta(metrics_after[1], metrics_before[1]),
-                _delta(metrics_after[2], metrics_before[2]),
-            ),
+            metrics=[_delta(a, b) for a, b in zip(metrics_after, metrics_before, strict=True)],
             left=left,
         )
         result.kind = kind
@@ -761,12 +752,13 @@ class Bench:
         *,
         seconds: float,
         cpu: tuple[float | None, float | None],
-        metrics: tuple[float | None, float | None, float | None],
+        metrics: Sequence[float | None],
         left: int | None,
     ) -> StepResult:
+        requests, events, shed = metrics  # STEP_METRICS
         notes: list[str] = []
-        if metrics[2]:  # shed calls never reach the bot: the bot's count shows them missing
-            notes.append(f"{metrics[2]:g} new calls shed by the app's admission control")
+        if shed:  # shed calls never reach the bot: the bot's count shows them missing
+            notes.append(f"{shed:g} new calls shed by the app's admission control")
         caller = parties["caller"].counts()
         ok = caller.successful if caller else 0
         failed = calls - ok
@@ -805,8 +797,8 @@ class Bench:
             app_cpu=cpu[0],
             asterisk_cpu=cpu[1],
             sipp_cpu=sum(p.cpu_seconds for p in parties.values()),
-            requests=metrics[0],
-            events=metrics[1],
+            requests=requests,
+            events=events,
             left_channels=left,
             note="; ".join(notes),
         )
