@@ -51,6 +51,7 @@ class DevStack:
     agent_port: int
     app_proc: subprocess.Popen[bytes] | None = None
     instance: AsteriskInstance = field(init=False)
+    _sipps: list[Sipp] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.instance = AsteriskInstance(self.runtime, self.config, self.root)
@@ -71,7 +72,11 @@ class DevStack:
         return ari_rest(self.config)
 
     def sipp(self) -> Sipp:
-        return Sipp(self.runtime, SCENARIOS_DIR, self.root / "sipp")
+        """SIPp parties against this stack; any still running when the stack stops (a test
+        that failed before stopping them) are stopped with it."""
+        sipp = Sipp(self.runtime, SCENARIOS_DIR, self.root / "sipp")
+        self._sipps.append(sipp)
+        return sipp
 
     def start(self, *, detach: bool = False) -> None:
         self.instance.start(detach=detach)
@@ -82,6 +87,9 @@ class DevStack:
             raise
 
     def stop(self) -> None:
+        for sipp in self._sipps:
+            sipp.stop_all()
+        self._sipps.clear()
         self.stop_app()
         self.instance.stop()
 

@@ -144,6 +144,7 @@ class Sipp:
         self.scenarios_dir = scenarios_dir
         self.run_root = run_root
         self.run_root.mkdir(parents=True, exist_ok=True)
+        self.runs: list[SippRun] = []
         self._tone = self.run_root / "tone.wav"
         if not self._tone.exists():
             write_tone(self._tone)
@@ -220,8 +221,14 @@ class Sipp:
             )
         run = SippRun(name=name, proc=proc, workdir=workdir, argv=argv)
         run._stdout_path = stdout_path
+        self.runs.append(run)
         time.sleep(0.05)  # let a UAS bind before a UAC is started against it
         return run
+
+    def stop_all(self) -> None:
+        """Stop every party this started that is still running."""
+        for run in self.runs:
+            run.stop()
 
 
 def parse_trace(text: str) -> list[SipMessage]:

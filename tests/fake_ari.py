@@ -25,6 +25,7 @@ def channel(
     number: str = "15550001111",
     exten: str = "s",
     context: str = "botbridge-queue",
+    app_data: str | None = None,
 ) -> Channel:
     return Channel(
         id=cid,
@@ -32,7 +33,7 @@ def channel(
         state="Up",
         caller=CallerId("", number),
         connected=CallerId("", ""),
-        dialplan=DialplanCEP(context, exten, 1, app_name=app_name),
+        dialplan=DialplanCEP(context, exten, 1, app_name=app_name, app_data=app_data),
         creationtime="",
         language="en",
     )

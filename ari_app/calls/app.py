@@ -126,6 +126,8 @@ class BridgeApp:
         self.records.start()
         try:
             await self.stream.run(self.dispatch)
+            if self.draining:
+                await self._pick_up_strays()
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dispatcher.idle(), STOP_GRACE_SECONDS)
@@ -133,6 +135,17 @@ class BridgeApp:
 
     def stop(self) -> None:
         self.stream.stop()
+
+    async def _pick_up_strays(self) -> None:
+        """Once a draining app's socket is closed (no caller can enter it any more), a caller
+        whose StasisStart came in the last moment and was never read still waits in the app:
+        it goes to the fallback queue like any call during the drain."""
+        try:
+            channels = await self.ari.channels()
+        except AriError as exc:
+            log.warning("callers left in the app not looked for (%s)", exc)
+            return
+        reconcile.pick_up_strays(self, channels)
 
     async def drain(self) -> None:
         """SIGTERM: take no new call (each goes straight to the fallback queue, recorded
@@ -226,6 +239,10 @@ class BridgeApp:
                 replaced.name,
             )
         elif args[:1] == ["inbound"]:
+            if channel.id in self.sessions:
+                # already taken up: reconciliation found it waiting (calls/reconcile.py)
+                log.info("caller %s is followed already; StasisStart ignored", channel.name)
+                return None
             reason = (
                 APP_DRAINING
                 if self.draining

@@ -23,6 +23,12 @@ of that connection is handled. Two cases (docs/records.md, "Reconciliation"):
      ``queued``/``resolved``/``error``/``bot_failed`` (caller in the dialplan): the app
      subscribes to the caller again, so the agent's answer and the end are recorded.
 
+3. A caller waiting in the app that nobody follows: its StasisStart was sent as the previous
+   connection closed (a drain's last moment, a crash) and never handled, so it would ring
+   until it hangs up. It is routed now as if its StasisStart had just come (``pick_up_strays``;
+   a draining app does the same once its socket is closed, sending such callers to the
+   fallback queue).
+
 Every record touched here gets ``reconciled_at``. A time the app could not observe (the bot
 leg ended while the app was down) is left empty rather than guessed.
 """
@@ -34,9 +40,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ari_app.ari import AriConflict, AriError, Channel
+from ari_app.ari import AriConflict, AriError, Channel, Event
 from ari_app.calls import billing
 from ari_app.calls.control import CallControl
 from ari_app.calls.routing import profile_for, queue_for
@@ -80,6 +87,8 @@ class CallsHost(Protocol):
     def adopt(self, session: CallSession) -> None: ...
 
     def forget(self, session: CallSession) -> None: ...
+
+    def dispatch(self, event: Event) -> None: ...
 
 
 log = logging.getLogger(__name__)
@@ -151,6 +160,7 @@ async def reconcile(app: CallsHost, connection: int) -> None:
         records = await app.store.aopen_interactions(app.store.node, include_unowned=True)
     except StoreError:
         log.exception("open records not readable; reconciliation skipped")
+        pick_up_strays(app, channels.values())  # a caller is never left ringing
         return
     adopted = closed = 0
     for record in records:
@@ -166,15 +176,50 @@ async def reconcile(app: CallsHost, connection: int) -> None:
                 adopted += 1
         except (AriError, StoreError) as exc:
             log.warning("call %s: reconciliation: %s", record["interaction_id"], exc)
+    # after the records: the caller of an open record is followed again by now
+    strays = pick_up_strays(app, channels.values())
     log.info(
         "ARI connection %d: %d calls followed, %d bypassed calls recorded, "
-        "%d open records re-adopted, %d closed",
+        "%d open records re-adopted, %d closed, %d unfollowed callers picked up",
         connection,
         len(app.sessions),
         bypassed,
         adopted,
         closed,
+        strays,
     )
+
+
+def waiting_args(channel: Channel, app_name: str) -> tuple[str, ...] | None:
+    """The Stasis() arguments of a caller the dialplan handed to the app (``inbound``, see
+    extensions.conf) and still in it, else None."""
+    dialplan = channel.dialplan
+    if (dialplan.app_name or "") != STASIS:
+        return None
+    app, *args = (dialplan.app_data or "").split(",")
+    if app != app_name or args[:1] != ["inbound"]:
+        return None
+    return tuple(args)
+
+
+def pick_up_strays(app: CallsHost, channels: Iterable[Channel]) -> int:
+    """Route every caller waiting in the app that no session follows as if its StasisStart
+    came now (the router ignores a StasisStart of a caller already followed, so one that
+    does arrive later is not handled twice). Returns how many were picked up."""
+    name = app.config.app_name
+    picked = 0
+    for channel in channels:
+        args = waiting_args(channel, name)
+        if args is None or channel.id in app.sessions:
+            continue
+        log.warning(
+            "caller %s waits in the app unfollowed (its StasisStart was never handled); "
+            "taking it now",
+            channel.name,
+        )
+        app.dispatch(Event(type="StasisStart", application=name, channel=channel, args=args))
+        picked += 1
+    return picked
 
 
 async def record_bypassed(app: CallsHost) -> int:

@@ -7,6 +7,7 @@ outcome ``bypassed`` (reason ``app_unavailable``) under the id the agent saw.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import aiohttp
 import pytest
 
 from ari_app.calls.session import BOT_LEFT_BEFORE_BRIDGED
+from ari_app.connect import event_stream
 from ari_app.reporting.reports import Period, report_from_store
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
@@ -226,6 +228,55 @@ async def test_rolling_restart_under_load_drops_no_caller(lonely: DevStack) -> N
     }
     assert outcomes <= {"resolved", "bypassed"}, outcomes
     assert "resolved" in outcomes
+
+
+async def test_a_caller_whose_stasis_start_was_never_handled_is_taken_up(
+    lonely: DevStack,
+) -> None:
+    """The race of a stop: Asterisk put a caller into the app and sent its StasisStart just as
+    the app's socket closed. Here a client that registers the app and reads nothing makes it
+    happen every time. The next app finds the caller waiting and gives it the bot."""
+    stack = lonely
+    stack.stop_app()
+    silent = event_stream(stack.config)
+    listening = asyncio.create_task(silent.run(lambda event: None))
+    await until(lambda: silent.connects >= 1, 10, "the silent client registered")
+    number = "18880001"
+    sipp = stack.sipp()
+    bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "1000"])
+    caller = sipp.start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_number": number},
+        timeout=40,
+    )
+    async with stack.rest() as ari:
+
+        async def waiting() -> bool:
+            return any(
+                c.caller.number == number and c.dialplan.app_name == "Stasis"
+                for c in await ari.channels()
+            )
+
+        await until(waiting, 15, "the caller waiting in the app")
+    silent.stop()
+    await listening
+    assert not bot.messages(), "nothing may reach the bot before the app is back"
+    stack.start_app()
+
+    assert await finished(caller, 30) == 0, caller.report()
+    assert await finished(bot, 10) == 0, bot.report()
+    invite = next(m for m in bot.messages() if m.method == "INVITE")
+
+    def ended() -> dict[str, Any] | None:
+        rows = [r for r in records(stack) if r["caller_number"] == number]
+        return rows[0] if len(rows) == 1 and rows[0]["ended_at"] else None
+
+    row = await until(ended, 10, f"the record of {number} closed")
+    assert row["interaction_id"] == invite.header("X-Interaction-Id")
+    assert row["outcome"] == "resolved", row
 
 
 async def readiness(stack: DevStack) -> int:

@@ -331,3 +331,57 @@ def test_orphan_bot_part(
     assert {k: got[k] for k in expected} == expected
     if "bot_seconds" not in got:
         assert "bot_ended_at" not in got
+
+
+# -- callers left waiting in the app (a StasisStart never handled) -------------------------
+
+
+def waiting_caller(cid: str, app_data: str = "botbridge,inbound,open") -> Channel:
+    return fake_channel(cid, context="botbridge-inbound", exten="5551000", app_data=app_data)
+
+
+async def test_a_caller_waiting_unfollowed_is_taken_up_once(
+    config: Config, store: InteractionStore
+) -> None:
+    """Its StasisStart went to the previous connection: reconciliation routes it now, and a
+    StasisStart that does come later is not a second call."""
+    caller = waiting_caller("stray-1")
+    others = [
+        waiting_caller("other-app", "someoneelse,inbound,open"),
+        waiting_caller("a-bot-leg", "botbridge,bot,x"),
+        fake_channel("in-queue", app_name="Queue"),
+    ]
+    ari = FakeAri([caller, *others])
+    app = make_app(config, store, ari)
+    await app.reconcile(1)
+    await app.dispatcher.idle()
+    assert set(app.sessions) == {"stray-1"}
+    session = app.sessions["stray-1"]
+    [bot] = ari.called("originate")
+    assert bot["new_channel_id"] == session.bot_channel_id
+    # the dialplan's business_hours argument is the one the bot is told
+    uui = bot["variables"]["PJSIP_HEADER(add,User-to-User)"]
+    assert b"business_hours=open".hex() in uui.lower()
+    await app.handle(Event("StasisStart", "botbridge", channel=caller, args=("inbound", "open")))
+    assert len(ari.called("originate")) == 1 and app.sessions["stray-1"] is session
+    await app.records.flush()
+    row = stored(store, session.interaction_id)
+    assert row["caller_channel"] == "stray-1" and row["state"] == "bot_dialling"
+
+
+async def test_a_draining_app_sends_a_caller_left_waiting_to_the_fallback_queue(
+    config: Config, store: InteractionStore
+) -> None:
+    ari = FakeAri([waiting_caller("late-1")])
+    app = make_app(config, store, ari)
+    app.draining = True
+    await app._pick_up_strays()
+    await app.dispatcher.idle()
+    await app.records.flush()
+    assert ari.called("originate") == []
+    [row] = store.all()
+    assert row["caller_channel"] == "late-1"
+    assert row["outcome"] == "bypassed" and row["error_reason"] == "app_draining"
+    assert row["queue"] == config.profiles["default"].fallback_queue
+    [sent] = ari.called("continue_in_dialplan")
+    assert sent["channel_id"] == "late-1" and sent["context"] == config.bridge.queue_context
