@@ -6,8 +6,10 @@ runtime's scratch area, holding a copy of the scenario, ``-trace_msg`` and error
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -20,6 +22,10 @@ from pathlib import Path
 from devtools.runtime import Runtime
 
 SIPP_DEFAULT_TIMEOUT_SECONDS = 60
+# a party with no remote (a UAS: bot, agent) must listen before anything calls it; SIPp in
+# the runtime can take a while to start on a loaded machine
+SIPP_BIND_TIMEOUT_SECONDS = 10.0
+SIPP_BIND_POLL_SECONDS = 0.02
 TONE_SECONDS = 4
 
 _DIRECTION = re.compile(r"message (?P<dir>sent|received)[^\n]*\n", re.IGNORECASE)
@@ -222,13 +228,33 @@ class Sipp:
         run = SippRun(name=name, proc=proc, workdir=workdir, argv=argv)
         run._stdout_path = stdout_path
         self.runs.append(run)
-        time.sleep(0.05)  # let a UAS bind before a UAC is started against it
+        if remote is None:
+            wait_bound(local_ip, local_port, udp=transport.startswith("u"), run=run)
         return run
 
     def stop_all(self) -> None:
         """Stop every party this started that is still running."""
         for run in self.runs:
             run.stop()
+
+
+def wait_bound(ip: str, port: int, *, udp: bool, run: SippRun) -> None:
+    """Return once something listens on ``ip:port`` (our own bind attempt is refused), so a
+    UAS is ready before a caller starts; raise if its SIPp exited or never bound."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    deadline = time.monotonic() + SIPP_BIND_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((ip, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return
+                raise
+        if not run.running:
+            raise RuntimeError(f"SIPp {run.name} exited before it listened:\n{run.report()}")
+        time.sleep(SIPP_BIND_POLL_SECONDS)
+    raise RuntimeError(f"SIPp {run.name} did not listen on {ip}:{port} within the bind timeout")
 
 
 def parse_trace(text: str) -> list[SipMessage]:

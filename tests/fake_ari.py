@@ -72,6 +72,10 @@ class FakeAri:
         self._record("channels")
         return list(self.live.values())
 
+    async def channel(self, channel_id: str) -> Channel:
+        self._record("channel", channel_id=channel_id)  # 404 for a gone channel
+        return self.live.get(channel_id) or channel(channel_id)
+
     async def bridges(self) -> list[Bridge]:
         self._record("bridges")
         return list(self.live_bridges)
@@ -119,6 +123,9 @@ class FakeAri:
             timeout=timeout,
         )
         return channel(channel_id or "new", name=endpoint)
+
+    async def dial(self, channel_id: str, timeout: int | None = None) -> None:
+        self._record("dial", channel_id=channel_id, timeout=timeout)
 
     async def ring(self, channel_id: str) -> None:
         self._record("ring", channel_id=channel_id)

@@ -207,6 +207,10 @@ class AriRest:
     async def answer(self, channel_id: str) -> None:
         await self.post(path_for("channels", channel_id, "answer"))
 
+    async def dial(self, channel_id: str, timeout: int | None = None) -> None:
+        """Dial a channel made with :meth:`create_channel`; ``timeout`` seconds to answer."""
+        await self.post(path_for("channels", channel_id, "dial"), params={"timeout": timeout})
+
     async def ring(self, channel_id: str) -> None:
         await self.post(path_for("channels", channel_id, "ring"))
 

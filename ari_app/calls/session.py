@@ -65,10 +65,6 @@ _CAUSE_DIALSTATUS = {
 }
 
 
-# the bot answered and was gone before the app could bridge it to the caller
-BOT_LEFT_BEFORE_BRIDGED = "bot_left_before_bridged"
-
-
 def dialstatus_for_cause(cause: int | None) -> str:
     return _CAUSE_DIALSTATUS.get(cause or 0, "congestion")
 
@@ -170,6 +166,7 @@ class CallSession:
     _attempts: list[dict[str, str | None]] = field(default_factory=list)
     _bot_deadline: float = 0.0
     _bot_variables: dict[str, str] = field(default_factory=dict)
+    _caller_bridged: bool = False  # the caller is in the call's bridge (a bot leg joins it)
     # the app subscribed to the caller: its events keep coming once it has left Stasis
     followed: bool = False
     # the channels of this call the app's index points at (caller, bot, transfer channel)
@@ -228,8 +225,13 @@ class CallSession:
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Record the call, then at once: originate the bot leg and create the call's bridge
-        (the dialplan already rang the caller). The bot leg enters the app when it answers."""
+        """Record the call, then at once: create the bot leg and the call's bridge (the
+        dialplan already rang the caller). When the leg has entered the app, both parties go
+        in the bridge, then the bot is dialled (``bot_entered_stasis``).
+
+        The bot is bridged before it is dialled, so its REFER always finds the caller
+        beside it, however late the app hears of the answer; and its answer crosses the
+        bridge to the caller in Asterisk (the caller is answered as the bot answers)."""
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
         self.records.create(
             self.interaction_id,
@@ -276,9 +278,10 @@ class CallSession:
         )
         if isinstance(created, AriError):
             await self.bot_failed(f"bot_channel_failed: {created.status}")
-        elif isinstance(created, BaseException):
+            return
+        if isinstance(created, BaseException):
             raise created
-        _raise_first(others)
+        _raise_first(others)  # the leg's StasisStart bridges and dials it (bot_entered_stasis)
 
     def _claim_next_bot(self) -> bool:
         """Claim the next eligible bot of the call's plan; bots passed over (unreachable, at a
@@ -304,17 +307,42 @@ class CallSession:
         self.bot_target = None
 
     async def _create_bot_leg(self) -> None:
-        """Originate the claimed bot's leg: dialled at once, in the app when it answers."""
+        """Create the claimed bot's leg (not dialled yet). It enters the app a moment later,
+        on a thread of its own: requests on it before its StasisStart can answer 422."""
         assert self.bot_channel_id and self.bot_target is not None
-        await self.ari.originate(
+        await self.ari.create_channel(
             self.profile.dial_string_for(self.bot_target.uri),
             self.config.app_name,
             app_args=f"bot,{self.interaction_id}",
             channel_id=self.bot_channel_id,
             originator=self.caller_id,
             variables=self._bot_variables,
-            timeout=self._attempt_timeout(),
         )
+
+    async def _dial_bot(self) -> None:
+        """Add the bot leg (and the caller, the first time) to the call's bridge, then dial
+        the leg. A leg that vanished meanwhile is a failed bot."""
+        assert self.bot_channel_id
+        if self.bridge_id is None:  # re-adopted after a restart
+            await self._create_bridge()
+        assert self.bridge_id
+        leg = self.bot_channel_id
+        joining = [leg] if self._caller_bridged else [self.caller_id, leg]
+        try:
+            await self.ari.add_to_bridge(self.bridge_id, joining)
+            self._caller_bridged = True
+            if self.state is CallState.BOT_DIALLING and leg == self.bot_channel_id:
+                await self.ari.dial(leg, timeout=self._attempt_timeout())
+        except (AriBadRequest, AriNotFound) as exc:
+            # "Channel not found": the caller left (its StasisEnd ends the call) or the leg
+            # vanished (the bot failed: the next bot or a human takes the caller)
+            log.warning("call %s: bot leg %s not dialled (%s)", self.interaction_id, leg, exc)
+            try:
+                await self.ari.channel(self.caller_id)
+            except AriNotFound:
+                return
+            if leg == self.bot_channel_id:
+                await self.bot_failed(f"bot_channel_failed: {exc.status}")
 
     def _attempt_timeout(self) -> int:
         """Dial timeout of this attempt: what is left of the answer timeout, and at most
@@ -351,41 +379,34 @@ class CallSession:
     # -- the bot leg ---------------------------------------------------------------------
 
     async def bot_entered_stasis(self, channel_id: str | None = None) -> None:
-        """The bot answered: an originated channel enters the app only then. A leg of a bot
-        the call already moved on from (it answered as it was let go) is hung up."""
+        """A bot leg entered the app (just created): bridge it with the caller, then dial it.
+        A leg of a bot the call already moved on from is hung up."""
         if channel_id is not None and channel_id != self.bot_channel_id:
             await _all(self.ari.hangup(channel_id))
             return
         assert self.bot_channel_id
         if self.state is not CallState.BOT_DIALLING:
-            # the caller left or the call failed while the bot was ringing
+            # the caller left or the call failed before the leg was dialled
             await self._release_bot()
             return
-        await self._connect_bot()
+        await self._dial_bot()
 
     async def bot_dial_result(self, dialstatus: str) -> None:
-        """The bot leg's Dial status. ``ANSWER`` is followed by the leg's StasisStart,
-        where the bot is connected; a failing status sends the caller to a human."""
+        """The bot leg's Dial status: ``ANSWER`` connects the bot; a failing status sends the
+        caller to the next bot or a human."""
         if self.state is not CallState.BOT_DIALLING or not dialstatus:
             return
-        if dialstatus not in {"ANSWER", "RINGING", "PROGRESS", "PROCEEDING"}:
+        if dialstatus == "ANSWER":
+            await self._connect_bot()
+        elif dialstatus not in {"RINGING", "PROGRESS", "PROCEEDING"}:
             await self.bot_failed(f"bot_{dialstatus.lower()}")
 
     async def _connect_bot(self) -> None:
+        """The bot answered, already in the bridge with the caller. The answer crossed the
+        bridge to the caller; answering it here as well covers a bridge technology that
+        does not pass it on (answering an answered channel changes nothing)."""
         assert self.bot_channel_id
         await self.ari.answer(self.caller_id)
-        if self.bridge_id is None:  # re-adopted after a restart
-            await self._create_bridge()
-        assert self.bridge_id
-        try:
-            await self.ari.add_to_bridge(self.bridge_id, [self.caller_id, self.bot_channel_id])
-        except (AriBadRequest, AriNotFound) as exc:
-            # "Channel not found": a channel of the pair vanished between the bot's answer and
-            # the bridge. The bot hung up at once (a caller that left ends the call through
-            # its own StasisEnd): the bot failed; the next bot or a human takes the caller.
-            log.warning("call %s: bot left before it was bridged (%s)", self.interaction_id, exc)
-            await self.bot_failed(BOT_LEFT_BEFORE_BRIDGED)
-            return
         self.bot_answered_at = time.time()
         answered: dict[str, object] = {}
         if self._attempts:

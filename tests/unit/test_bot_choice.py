@@ -119,7 +119,7 @@ async def test_every_bot_unreachable_sends_the_caller_to_the_fallback_queue_undi
     await contact_status(app, "botbridge-bot-1", "Unreachable")
     await contact_status(app, "botbridge-bot-2", "Unreachable")
     iid = await inbound(app, "c1")
-    assert not [c for c in ari.calls if c[0] == "originate"]
+    assert not [c for c in ari.calls if c[0] == "create_channel"]
     assert ("continue_in_dialplan", {"channel_id": "c1", "context": "botbridge-queue",
                                      "extension": "s"}) in ari.calls  # fmt: skip
     await app.records.flush()
@@ -142,7 +142,7 @@ async def test_a_limit_frees_up_when_the_call_with_the_bot_ends(
     app = BridgeApp(config, ari, store)
     await inbound(app, "c1")
     await inbound(app, "c2")
-    endpoints = [c[1]["endpoint"] for c in ari.calls if c[0] == "originate"]
+    endpoints = [c[1]["endpoint"] for c in ari.calls if c[0] == "create_channel"]
     assert endpoints == [f"PJSIP/voicebot/{A}", f"PJSIP/voicebot/{B}"]  # A holds 1 at most
     assert app.bot_active_calls() == {A: 1, B: 1}
     gone = parse_event(
@@ -152,7 +152,7 @@ async def test_a_limit_frees_up_when_the_call_with_the_bot_ends(
     await app.handle(gone)  # the caller hung up while A was ringing: abandoned
     assert app.bot_active_calls() == {A: 0, B: 1}
     await inbound(app, "c3")
-    assert [c[1]["endpoint"] for c in ari.calls if c[0] == "originate"][-1] == (
+    assert [c[1]["endpoint"] for c in ari.calls if c[0] == "create_channel"][-1] == (
         f"PJSIP/voicebot/{A}"
     )
 
