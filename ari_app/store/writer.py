@@ -91,7 +91,9 @@ class RecordWriter:
             await self._wake.wait()
             await asyncio.sleep(self.flush_interval)  # let a batch gather
             self._wake.clear()
-            if not await self.flush():
+            # shielded: close() cancels this task, and a batch already handed to the worker
+            # thread must finish (or go back to pending) before close() writes the rest
+            if not await asyncio.shield(self.flush()):
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
 
@@ -100,7 +102,8 @@ class RecordWriter:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="record-writer")
 
     async def close(self) -> None:
-        """Stop the task and write what is left (retrying once if the database failed)."""
+        """Stop the task and write what is left (retrying once if the database failed); a
+        flush in progress finishes first (``flush`` holds the lock)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,7 @@ and the batching record writer (on a real in-memory SQLite store)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -245,3 +246,40 @@ async def test_a_failed_batch_is_kept_and_newer_changes_win(
     assert await writer.flush() is True
     row = store.get("a")
     assert row is not None and row["state"] == "bot_connected"
+
+
+async def test_closing_while_a_batch_is_being_written_loses_nothing(
+    store: InteractionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shutdown's close() comes while the writer task has a batch in the worker thread,
+    and that write fails: the batch goes back to pending and close() writes it with the
+    rest (cancelling the task must not drop a batch in flight)."""
+    writer = RecordWriter(store, flush_interval=0.0)
+    real = store.write_batch
+    in_thread, release = threading.Event(), threading.Event()
+    calls = 0
+
+    def slow_then_failing(
+        creates: Mapping[str, Mapping[str, Any]],
+        updates: Mapping[str, Mapping[str, Any]],
+        **webhooks: Any,
+    ) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            in_thread.set()
+            release.wait(5)
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        real(creates, updates, **webhooks)
+
+    monkeypatch.setattr(store, "write_batch", slow_then_failing)
+    writer.start()
+    writer.create("a", profile="default", caller_channel="c-a", started_at=1.0)
+    assert await asyncio.to_thread(in_thread.wait, 5)
+    writer.create("b", profile="default", caller_channel="c-b", started_at=2.0)
+    closing = asyncio.create_task(writer.close())
+    await asyncio.sleep(0.05)  # close() has cancelled the task by now
+    release.set()
+    await closing
+    assert store.get("a") is not None and store.get("b") is not None
+    assert writer.backlog == 0
