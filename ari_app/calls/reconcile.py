@@ -350,7 +350,14 @@ async def adopt(
         bot_answered_at=record.get("bot_answered_at"),
         agent_answered_at=record.get("agent_answered_at"),
     )
-    if state in {CallState.BOT_CONNECTED, CallState.TRANSFERRING}:
+    if state in {
+        CallState.STARTED,
+        CallState.BOT_DIALLING,
+        CallState.BOT_CONNECTED,
+        CallState.TRANSFERRING,
+    }:
+        # the call's bridge exists from the start (the bot leg is bridged before it is
+        # dialled): released with the call like any other
         session.bridge_id = bridge_id_for(iid)
     app.adopt(session)
     app.records.update(iid, reconciled_at=time.time())

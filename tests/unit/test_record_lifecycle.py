@@ -280,6 +280,8 @@ async def test_live_caller_whose_dial_was_lost_goes_to_the_fallback_queue(
     assert {"channel_id": "bot-d1"} in ari.called("hangup")
     (moved,) = ari.called("continue_in_dialplan")
     assert (moved["channel_id"], moved["context"]) == ("caller-d1", "botbridge-queue")
+    # the caller waited in the call's bridge (the bot is bridged before it is dialled)
+    assert ari.called("destroy_bridge") == [{"bridge_id": "call-d1"}]
 
 
 async def test_live_bot_call_whose_bot_is_gone_is_resolved(
