@@ -58,8 +58,10 @@ from devtools.bench_analysis import (
     percentile,
     proc_cpu_ticks,
     proc_rss_kb,
+    proc_stat_steal,
     prometheus_total,
     setup_delays_ms,
+    steal_percent,
     transfer_delays_ms,
 )
 from devtools.devstack import DevStack, build_stack
@@ -467,6 +469,13 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
+def machine_steal() -> tuple[int, int] | None:
+    try:
+        return proc_stat_steal(Path("/proc/stat").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def rss_kb(pid: int | None) -> int | None:
     if pid is None:
         return None
@@ -499,6 +508,9 @@ class StepResult:
     requests: float | None
     events: float | None
     left_channels: int | None
+    # % of the machine's CPU time the hypervisor gave to other guests during the step: a
+    # shared host's noise, which makes steps with much of it slower for reasons of its own
+    steal: float | None = None
     kind: str = "ramp"  # ramp, latency or hold
     note: str = ""
 
@@ -661,6 +673,7 @@ class Bench:
         self.say(f"{target.name} {label or flow} {rate:g} calls/s: {calls} calls ...", end="")
         app_pid, ast_pid = target.app_pid, target.asterisk_pid
         before = (cpu_seconds(app_pid), cpu_seconds(ast_pid))
+        steal_before = machine_steal()
         metrics_before = [target.metric(name) for name in STEP_METRICS]
         begin = time.monotonic()
         parties: dict[str, Party] = {}
@@ -716,6 +729,7 @@ class Bench:
             for party in parties.values():
                 party.stop()
         seconds = time.monotonic() - begin
+        steal = steal_percent(steal_before, machine_steal())
         left = target.drain()
         after = (cpu_seconds(app_pid), cpu_seconds(ast_pid))
         metrics_after = [target.metric(name) for name in STEP_METRICS]
@@ -731,12 +745,14 @@ class Bench:
             left=left,
         )
         result.kind = kind
+        result.steal = steal
         if not result.passed:
             self.dirty.add(target.name)
         print(
             f" ok {result.ok} failed {result.failed}"
             + (f" (SIPp bot/agent errors {result.party_errors})" if result.party_errors else "")
             + f" in {seconds:.1f}s"
+            + (f", {steal:.0f}% steal" if steal is not None else "")
             + (f"; {result.note}" if result.note else ""),
             flush=True,
         )
@@ -945,7 +961,10 @@ def max_rates(report: Report) -> dict[tuple[str, str], tuple[float, bool]]:
 
 def render_report(report: Report) -> str:
     out: list[str] = []
-    out.append("Steps (CPU in seconds per 1,000 calls; REST requests and events per call)\n")
+    out.append(
+        "Steps (CPU in seconds per 1,000 calls; REST requests and events per call; steal: the"
+        " share of the machine's CPU time the hypervisor gave to other guests)\n"
+    )
     out.append(
         format_table(
             [
@@ -963,6 +982,7 @@ def render_report(report: Report) -> str:
                 "SIPp CPU",
                 "REST/call",
                 "events/call",
+                "steal %",
                 "note",
             ],
             [
@@ -981,6 +1001,7 @@ def render_report(report: Report) -> str:
                     fmt(s.per_1k(s.sipp_cpu), 2),
                     fmt(s.per_call(s.requests), 1),
                     fmt(s.per_call(s.events), 1),
+                    fmt(s.steal, 0),
                     s.note,
                 ]
                 for s in report.steps

@@ -178,6 +178,26 @@ def proc_cpu_ticks(stat_text: str) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def proc_stat_steal(stat_text: str) -> tuple[int, int]:
+    """(all ticks, steal ticks) of the machine from the text of /proc/stat: the time the
+    hypervisor gave this virtual machine's CPUs to someone else is in ``steal``."""
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time
+            # is already counted in user and nice
+            ticks = [int(v) for v in fields[1:9]]
+            return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the machine's CPU time stolen by the hypervisor between two readings."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return 100.0 * (after[1] - before[1]) / (after[0] - before[0])
+
+
 def proc_rss_kb(status_text: str) -> int | None:
     match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status_text, re.MULTILINE)
     return int(match.group(1)) if match else None

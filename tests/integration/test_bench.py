@@ -35,6 +35,8 @@ def test_bench_smoke_on_the_reference_configuration(runtime: Runtime) -> None:
     ], text
     assert all(s.passed for s in report.steps), text
     assert ramp[0].asterisk_cpu is not None and ramp[0].app_cpu is None
+    # the machine's steal time is read from /proc/stat for every step
+    assert all(s.steal is not None and 0 <= s.steal <= 100 for s in report.steps), text
 
     # every traced call was matched from the caller's trace to the bot's
     (setup,) = report.latencies

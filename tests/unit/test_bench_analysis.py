@@ -15,8 +15,10 @@ from devtools.bench_analysis import (
     percentile,
     proc_cpu_ticks,
     proc_rss_kb,
+    proc_stat_steal,
     prometheus_total,
     setup_delays_ms,
+    steal_percent,
     transfer_delays_ms,
 )
 from devtools.sipp import parse_trace
@@ -202,3 +204,15 @@ def test_latency_added_is_app_minus_reference_per_measure() -> None:
     assert d50 == pytest.approx(50.5 - 25.25)
     assert d99 == pytest.approx(99.01 - 49.505)
     assert latency_added([LatencyResult("app", setup, [], 0)]) == []
+
+
+def test_steal_is_read_from_the_machine_cpu_line() -> None:
+    stat = "cpu  100 5 50 800 10 1 4 30 7 0\ncpu0 50 2 25 400 5 0 2 15 0 0\nintr 12345\n"
+    total, steal = proc_stat_steal(stat)
+    assert (total, steal) == (1000, 30)  # guest time (7) is inside user already
+    later = proc_stat_steal("cpu  150 5 60 900 10 1 4 70 7 0\n")
+    assert steal_percent((total, steal), later) == pytest.approx(100 * 40 / 200)
+    assert steal_percent(None, later) is None
+    assert steal_percent(later, later) is None  # no time passed
+    with pytest.raises(ValueError):
+        proc_stat_steal("intr 1\n")
