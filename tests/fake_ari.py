@@ -124,8 +124,10 @@ class FakeAri:
         )
         return channel(channel_id or "new", name=endpoint)
 
-    async def dial(self, channel_id: str, timeout: int | None = None) -> None:
-        self._record("dial", channel_id=channel_id, timeout=timeout)
+    async def dial(
+        self, channel_id: str, *, caller: str | None = None, timeout: int | None = None
+    ) -> None:
+        self._record("dial", channel_id=channel_id, caller=caller, timeout=timeout)
 
     async def ring(self, channel_id: str) -> None:
         self._record("ring", channel_id=channel_id)

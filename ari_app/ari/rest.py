@@ -207,9 +207,14 @@ class AriRest:
     async def answer(self, channel_id: str) -> None:
         await self.post(path_for("channels", channel_id, "answer"))
 
-    async def dial(self, channel_id: str, timeout: int | None = None) -> None:
-        """Dial a channel made with :meth:`create_channel`; ``timeout`` seconds to answer."""
-        await self.post(path_for("channels", channel_id, "dial"), params={"timeout": timeout})
+    async def dial(
+        self, channel_id: str, *, caller: str | None = None, timeout: int | None = None
+    ) -> None:
+        """Dial a channel made with :meth:`create_channel`; ``timeout`` seconds to answer.
+        With ``caller`` (a channel id) Asterisk does what Dial() does: the dialled channel's
+        connected line (the From of its INVITE) is the caller's id."""
+        params: dict[str, ParamValue] = {"caller": caller, "timeout": timeout}
+        await self.post(path_for("channels", channel_id, "dial"), params=params)
 
     async def ring(self, channel_id: str) -> None:
         await self.post(path_for("channels", channel_id, "ring"))

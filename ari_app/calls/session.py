@@ -332,7 +332,10 @@ class CallSession:
             await self.ari.add_to_bridge(self.bridge_id, joining)
             self._caller_bridged = True
             if self.state is CallState.BOT_DIALLING and leg == self.bot_channel_id:
-                await self.ari.dial(leg, timeout=self._attempt_timeout())
+                # caller: the bot's INVITE carries the caller's id in From, as with Dial()
+                # (left to the bridge's connected-line update, it was now and then
+                # "anonymous": the INVITE went out first)
+                await self.ari.dial(leg, caller=self.caller_id, timeout=self._attempt_timeout())
         except (AriBadRequest, AriNotFound) as exc:
             # "Channel not found": the caller left (its StasisEnd ends the call) or the leg
             # vanished (the bot failed: the next bot or a human takes the caller)
