@@ -22,7 +22,7 @@ from ari_app.reporting.reports import Period, report_from_store
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
-from devtools.sipp import SippRun
+from devtools.sipp import Sipp, SippRun
 from devtools.stack import free_port
 from tests.harness import load_callers, until
 
@@ -126,6 +126,18 @@ async def restart_app_with(stack: DevStack, **env: str) -> None:
     stack.start_app()
 
 
+def waiting_caller(stack: DevStack, sipp: Sipp, number: str) -> SippRun:
+    """A caller from ``number`` to the bot service that waits for the far end's BYE."""
+    return sipp.start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_number": number},
+        timeout=40,
+    )
+
+
 async def bot_connected(stack: DevStack, number: str) -> dict[str, Any]:
     def connected() -> dict[str, Any] | None:
         rows = [r for r in records(stack) if r["caller_number"] == number]
@@ -155,14 +167,7 @@ async def test_sigterm_drains_calls_with_the_bot_and_exits_0(
     sipp = stack.sipp()
     bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", str(bot_talk_ms)])
     agent = sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "500"])
-    caller = sipp.start(
-        "common/caller_waits",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service="5551000",
-        keys={"caller_number": number},
-        timeout=40,
-    )
+    caller = waiting_caller(stack, sipp, number)
     row = await bot_connected(stack, number)
     assert terminate(stack) == 0, stack.app_log_text()[-2000:]
 
@@ -237,14 +242,7 @@ async def test_a_caller_whose_stasis_start_was_never_handled_is_taken_up(
     number = "18880001"
     sipp = stack.sipp()
     bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "1000"])
-    caller = sipp.start(
-        "common/caller_waits",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service="5551000",
-        keys={"caller_number": number},
-        timeout=40,
-    )
+    caller = waiting_caller(stack, sipp, number)
     async with stack.rest() as ari:
 
         async def waiting() -> bool:
@@ -287,17 +285,7 @@ async def test_asterisk_killed_and_restarted_under_calls(lonely: DevStack) -> No
     stack = lonely
     sipp = stack.sipp()
     bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "20000"], calls=3)
-    callers = [
-        sipp.start(
-            "common/caller_waits",
-            local_port=free_port(udp_too=True),
-            remote=stack.sip_remote,
-            service="5551000",
-            keys={"caller_number": f"1666{n}"},
-            timeout=40,
-        )
-        for n in range(3)
-    ]
+    callers = [waiting_caller(stack, sipp, f"1666{n}") for n in range(3)]
     for n in range(3):
         await bot_connected(stack, f"1666{n}")
     assert await readiness(stack) == 200
@@ -317,14 +305,7 @@ async def test_asterisk_killed_and_restarted_under_calls(lonely: DevStack) -> No
 
     # a new call works at once
     bot = sipp.start("bot_resolves/bot", local_port=stack.bot_port, extra=["-d", "500"])
-    caller = sipp.start(
-        "common/caller_waits",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service="5551000",
-        keys={"caller_number": "16669"},
-        timeout=30,
-    )
+    caller = waiting_caller(stack, sipp, "16669")
     assert await finished(caller, 30) == 0, caller.report()
     assert await finished(bot, 10) == 0, bot.report()
 
