@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -219,12 +219,11 @@ async def test_unknown_fields_are_refused_at_once(store: InteractionStore) -> No
         writer.update("a", outcome="made_up")
 
 
-async def test_a_failed_batch_is_kept_and_newer_changes_win(
-    store: InteractionStore, monkeypatch: pytest.MonkeyPatch
+def fail_first_write(
+    store: InteractionStore, monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], None]
 ) -> None:
-    writer = RecordWriter(store)
-    writer.create("a", profile="default", caller_channel="c-a", started_at=1.0)
-    writer.update("a", state="bot_dialling")
+    """The store's first batch write runs ``meanwhile`` and then fails as a locked database
+    does; later writes go through."""
     real = store.write_batch
     calls = 0
 
@@ -236,11 +235,21 @@ async def test_a_failed_batch_is_kept_and_newer_changes_win(
         nonlocal calls
         calls += 1
         if calls == 1:
-            writer.update("a", state="bot_connected")  # a change made while the write fails
+            meanwhile()
             raise OperationalError("INSERT", {}, Exception("database is locked"))
         real(creates, updates, **webhooks)
 
     monkeypatch.setattr(store, "write_batch", flaky)
+
+
+async def test_a_failed_batch_is_kept_and_newer_changes_win(
+    store: InteractionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = RecordWriter(store)
+    writer.create("a", profile="default", caller_channel="c-a", started_at=1.0)
+    writer.update("a", state="bot_dialling")
+    # a change made while the write fails
+    fail_first_write(store, monkeypatch, lambda: writer.update("a", state="bot_connected"))
     assert await writer.flush() is False
     assert writer.failures == 1 and writer.backlog == 1
     assert await writer.flush() is True
@@ -255,24 +264,13 @@ async def test_closing_while_a_batch_is_being_written_loses_nothing(
     and that write fails: the batch goes back to pending and close() writes it with the
     rest (cancelling the task must not drop a batch in flight)."""
     writer = RecordWriter(store, flush_interval=0.0)
-    real = store.write_batch
     in_thread, release = threading.Event(), threading.Event()
-    calls = 0
 
-    def slow_then_failing(
-        creates: Mapping[str, Mapping[str, Any]],
-        updates: Mapping[str, Mapping[str, Any]],
-        **webhooks: Any,
-    ) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            in_thread.set()
-            release.wait(5)
-            raise OperationalError("INSERT", {}, Exception("database is locked"))
-        real(creates, updates, **webhooks)
+    def in_flight() -> None:
+        in_thread.set()
+        release.wait(5)
 
-    monkeypatch.setattr(store, "write_batch", slow_then_failing)
+    fail_first_write(store, monkeypatch, in_flight)
     writer.start()
     writer.create("a", profile="default", caller_channel="c-a", started_at=1.0)
     assert await asyncio.to_thread(in_thread.wait, 5)
