@@ -16,8 +16,9 @@ alternating app / reference at each rate:
    ``transfer``: the bot REFERs after ~1 s, the caller is queued and an agent answers) place
    ``--calls`` calls; a target's ramp of a flow stops at its first step with a failed call.
    Each step records CPU (app, Asterisk, SIPp), ARI requests and events per call;
-2. latency: ``--latency-calls`` calls at ``--latency-rate`` with SIPp message traces: carrier
-   INVITE -> bot INVITE and bot REFER -> agent INVITE, p50/p99;
+2. latency: ``--latency-calls`` calls per target at ``--latency-rate`` with SIPp message
+   traces, in ``--latency-rounds`` rounds with the targets taking turns: carrier INVITE ->
+   bot INVITE and bot REFER -> agent INVITE, p50/p99, and the steal while they ran;
 3. memory: ``--hold-calls`` concurrent calls held ``--hold-seconds``; RSS per call.
 
 Figures are printed (and written with ``--json``), never asserted.
@@ -97,6 +98,9 @@ DRAIN_TIMEOUT_SECONDS = 40
 # Asterisk skips ports that are in use, so overlapping another stack's block is harmless.
 RTP_RANGES = {"app": (12000, 19999), "reference": (20000, 27999)}
 PARTY_GRACE_SECONDS = 15
+# the latency part's traced calls are placed in this many rounds per target, the targets
+# taking turns (Bench.latency): a shared machine's noise changes within seconds
+LATENCY_ROUNDS = 4
 RECV_TIMEOUT_MS = 20000
 # SIPp's socket buffers (capped by net.core.rmem_max): a burst must not overflow them
 SIPP_SOCKET_BUFFER = 4 * 1024 * 1024
@@ -531,6 +535,8 @@ class LatencyResult:
     measure: str
     samples: list[float]
     calls: int
+    # the machine's steal during the target's traced rounds (mean, weighted by time)
+    steal: float | None = None
 
     @property
     def p50(self) -> float | None:
@@ -539,6 +545,28 @@ class LatencyResult:
     @property
     def p99(self) -> float | None:
         return percentile(self.samples, 99)
+
+
+def latency_schedule(targets: Sequence[str], calls: int, rounds: int) -> list[tuple[int, str, int]]:
+    """(round, target, calls) for the latency part: ``calls`` per target split into
+    ``rounds`` nearly equal parts, the targets taking turns in an order that reverses every
+    round (app, reference, reference, app, ...), so neither always goes first."""
+    rounds = max(1, min(rounds, calls))
+    schedule: list[tuple[int, str, int]] = []
+    for index in range(rounds):
+        part = calls // rounds + (1 if index < calls % rounds else 0)
+        order = list(targets) if index % 2 == 0 else list(reversed(targets))
+        schedule.extend((index + 1, name, part) for name in order)
+    return [entry for entry in schedule if entry[2] > 0]
+
+
+def mean_steal(steps: Sequence[StepResult]) -> float | None:
+    """Steal over several steps: their steal % weighted by their length; None if unknown."""
+    known = [(s.steal, s.seconds) for s in steps if s.steal is not None and s.seconds > 0]
+    total = sum(seconds for _, seconds in known)
+    if not known or total <= 0:
+        return None
+    return sum(steal * seconds for steal, seconds in known) / total
 
 
 def latency_added(
@@ -583,6 +611,7 @@ class Options:
     agent_ms: int = 500
     latency_rate: float = 20
     latency_calls: int = 200
+    latency_rounds: int = LATENCY_ROUNDS
     hold_calls: int = 500
     hold_seconds: int = 30
     hold_rate: float = 50
@@ -838,34 +867,45 @@ class Bench:
                         stopped.add((name, flow))
 
     def latency(self, report: Report) -> None:
+        """The traced calls in rounds, the targets taking turns (``latency_schedule``): the
+        machine's noise (another guest's CPU, steal) comes and goes within seconds, so
+        each target meets about the same share of it and the app-minus-reference figures
+        compare like with like. Each round is a step of its own in the report."""
         opts = self.options
         flow = "transfer" if "transfer" in opts.flows else "resolve"
-        for name, target in self.targets.items():
+        measures = ["carrier INVITE -> bot INVITE"]
+        if flow == "transfer":
+            measures.append("bot REFER -> agent INVITE")
+        samples: dict[tuple[str, str], list[float]] = {
+            (name, m): [] for name in self.targets for m in measures
+        }
+        steps: dict[str, list[StepResult]] = {name: [] for name in self.targets}
+        schedule = latency_schedule(list(self.targets), opts.latency_calls, opts.latency_rounds)
+        rounds = max((number for number, _, _ in schedule), default=0)
+        for number, name, calls in schedule:
             result, parties = self.run_step(
-                target,
+                self.targets[name],
                 flow,
                 opts.latency_rate,
-                opts.latency_calls,
+                calls,
                 trace=True,
-                label=f"{flow} (traced, latency)",
+                label=f"{flow} (traced, latency round {number}/{rounds})",
                 kind="latency",
             )
             report.steps.append(result)
+            steps[name].append(result)
             caller, bot = parties["caller"].messages(), parties["bot"].messages()
-            report.latencies.append(
-                LatencyResult(
-                    name, "carrier INVITE -> bot INVITE", setup_delays_ms(caller, bot), result.calls
-                )
-            )
+            samples[(name, measures[0])] += setup_delays_ms(caller, bot)
             if "agent" in parties:
-                agent = parties["agent"].messages()
+                samples[(name, measures[-1])] += transfer_delays_ms(
+                    bot, parties["agent"].messages()
+                )
+        for name in self.targets:
+            calls = sum(s.calls for s in steps[name])
+            steal = mean_steal(steps[name])
+            for measure in measures:
                 report.latencies.append(
-                    LatencyResult(
-                        name,
-                        "bot REFER -> agent INVITE",
-                        transfer_delays_ms(bot, agent),
-                        result.calls,
-                    )
+                    LatencyResult(name, measure, samples[(name, measure)], calls, steal)
                 )
 
     def hold(self, report: Report) -> None:
@@ -1035,7 +1075,7 @@ def render_report(report: Report) -> str:
         out.append("\nLatency (ms, from SIPp message traces)\n")
         out.append(
             format_table(
-                ["measure", "target", "calls matched", "p50 ms", "p99 ms"],
+                ["measure", "target", "calls matched", "p50 ms", "p99 ms", "steal %"],
                 [
                     [
                         lat.measure,
@@ -1043,6 +1083,7 @@ def render_report(report: Report) -> str:
                         f"{len(lat.samples)}/{lat.calls}",
                         fmt(lat.p50, 1),
                         fmt(lat.p99, 1),
+                        fmt(lat.steal, 0),
                     ]
                     for lat in report.latencies
                 ],
@@ -1150,6 +1191,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
     parser.add_argument(
         "--latency-calls", type=int, default=200, help="traced calls, 0 = skip (200)"
     )
+    parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=LATENCY_ROUNDS,
+        help=f"traced calls in this many rounds, the targets taking turns ({LATENCY_ROUNDS})",
+    )
     parser.add_argument("--hold-calls", type=int, default=500, help="concurrent, 0 = skip (500)")
     parser.add_argument("--hold-seconds", type=int, default=30, help="hold time (30)")
     parser.add_argument("--hold-rate", type=float, default=50, help="calls/s to fill (50)")
@@ -1182,6 +1229,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         agent_ms=args.agent_ms,
         latency_rate=args.latency_rate,
         latency_calls=args.latency_calls,
+        latency_rounds=args.latency_rounds,
         hold_calls=args.hold_calls,
         hold_seconds=args.hold_seconds,
         hold_rate=args.hold_rate,

@@ -23,6 +23,7 @@ def test_bench_smoke_on_the_reference_configuration(runtime: Runtime) -> None:
         talk_ms=500,
         latency_rate=10,
         latency_calls=20,
+        latency_rounds=2,
         hold_calls=0,
     )
     report, _ = run_bench(options, runtime)
@@ -38,9 +39,13 @@ def test_bench_smoke_on_the_reference_configuration(runtime: Runtime) -> None:
     # the machine's steal time is read from /proc/stat for every step
     assert all(s.steal is not None and 0 <= s.steal <= 100 for s in report.steps), text
 
-    # every traced call was matched from the caller's trace to the bot's
+    # the traced calls ran in two rounds of 10; every one was matched from the caller's
+    # trace to the bot's
+    latency = [s for s in report.steps if s.kind == "latency"]
+    assert [(s.target, s.calls, s.ok) for s in latency] == [("reference", 10, 10)] * 2, text
     (setup,) = report.latencies
-    assert len(setup.samples) == 20, text
+    assert len(setup.samples) == 20 and setup.calls == 20, text
+    assert setup.steal is not None and 0 <= setup.steal <= 100, text
     assert setup.p50 is not None and setup.p99 is not None
     assert 0 < setup.p50 <= setup.p99 < 5000, text
 

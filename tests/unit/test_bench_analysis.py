@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench import LatencyResult, agent_pool, latency_added
+from devtools.bench import (
+    LatencyResult,
+    StepResult,
+    agent_pool,
+    latency_added,
+    latency_schedule,
+    mean_steal,
+)
 from devtools.bench_analysis import (
     format_table,
     parse_rates,
@@ -204,6 +211,44 @@ def test_latency_added_is_app_minus_reference_per_measure() -> None:
     assert d50 == pytest.approx(50.5 - 25.25)
     assert d99 == pytest.approx(99.01 - 49.505)
     assert latency_added([LatencyResult("app", setup, [], 0)]) == []
+
+
+def test_latency_rounds_alternate_the_targets_and_split_the_calls() -> None:
+    schedule = latency_schedule(["app", "reference"], 10, 4)
+    assert schedule == [
+        (1, "app", 3),
+        (1, "reference", 3),
+        (2, "reference", 3),
+        (2, "app", 3),
+        (3, "app", 2),
+        (3, "reference", 2),
+        (4, "reference", 2),
+        (4, "app", 2),
+    ]
+    for target in ("app", "reference"):
+        assert sum(calls for _, name, calls in schedule if name == target) == 10
+    # never more rounds than calls, at least one round, one target alone
+    assert latency_schedule(["app", "reference"], 2, 4) == [
+        (1, "app", 1),
+        (1, "reference", 1),
+        (2, "reference", 1),
+        (2, "app", 1),
+    ]
+    assert latency_schedule(["reference"], 5, 0) == [(1, "reference", 5)]
+
+
+def _step(seconds: float, steal: float | None) -> StepResult:
+    return StepResult(
+        "app", "transfer", 20, 10, 10, 0, 0, seconds, None, None, 0.0, None, None, None, steal
+    )
+
+
+def test_steal_of_several_rounds_is_weighted_by_their_length() -> None:
+    assert mean_steal([_step(10, 30.0), _step(30, 10.0)]) == pytest.approx(15.0)
+    # a round whose steal is unknown does not count; none known: unknown
+    assert mean_steal([_step(10, 30.0), _step(30, None)]) == pytest.approx(30.0)
+    assert mean_steal([_step(10, None)]) is None
+    assert mean_steal([]) is None
 
 
 def test_steal_is_read_from_the_machine_cpu_line() -> None:
