@@ -102,10 +102,7 @@ class AvailabilitySource(Protocol):
 # its Refer-To, this one included: a read that does not split into the expected number of
 # parts is redone one variable at a time.
 _EVAL_SEPARATOR = "\x1e"
-# the transfer channel's state comes first: "Up" once the [botbridge-transfer] half has
-# answered, i.e. once Asterisk has told the bot the transfer succeeded (NOTIFY 200)
 _REFER_FIELDS = (
-    "CHANNEL(state)",
     "HASH(TRANSFER_DATA,Refer-To)",
     "HASHKEYS(TRANSFER_DATA)",
     *(f"HASH(TRANSFER_DATA,{h})" for h in REFER_UUI_HEADERS),
@@ -537,7 +534,7 @@ class CallSession:
             return
         handling_started = time.monotonic()
         self._fire(Trigger.REFER_RECEIVED, transfer_at=time.time())
-        answered, refer_to, headers = await self._refer_data(local.id)
+        refer_to, headers = await self._refer_data(local.id)
         decision = decide_transfer(self.config, self.profile, refer_to, headers)
         log.info(
             "call %s: REFER to %r -> queue %s (escalate_to=%r, error=%s)",
@@ -553,25 +550,25 @@ class CallSession:
             error_reason=decision.error,
         )
         # Asterisk hangs the bot up itself once the transfer is done (core transfer mode):
-        # only the transfer's Local channel is the app's to release, and only once it is
-        # answered. Hung up before, it makes Asterisk end the bot's transfer with NOTIFY 503
-        # although the caller reached the queue; not yet answered, it is left to the
-        # [botbridge-transfer] half, which answers and hangs up after transfer_hold_seconds.
+        # only the transfer's Local channel is the app's to release, answered or not. The
+        # bot was told the outcome before the app saw the channel (NOTIFY 200, sent as the
+        # Local channel is made: the bot endpoint's refer_blind_progress = no), so its
+        # release changes nothing for the bot; left alone, it would hold two channels for
+        # transfer_hold_seconds.
         self.bot_channel_id = None
-        release = (local.id,) if answered else ()
+        release = (local.id,)
         await self.send_to_queue(decision, outcome=Outcome.ESCALATED, release=release)
         if self.observer is not None:
             self.observer.transfer_handled(time.monotonic() - handling_started)
 
-    async def _refer_data(self, channel_id: str) -> tuple[bool, str | None, dict[str, str]]:
-        """Whether the transfer channel is answered, the REFER's Refer-To and its
-        User-to-User headers, in one round trip."""
+    async def _refer_data(self, channel_id: str) -> tuple[str | None, dict[str, str]]:
+        """The REFER's Refer-To and its User-to-User headers, in one round trip."""
         expression = _EVAL_SEPARATOR.join(f"${{{name}}}" for name in _REFER_FIELDS)
         joined = await self.ari.get_var(channel_id, f"EVAL({expression})")
         parts = joined.split(_EVAL_SEPARATOR) if joined is not None else []
         if len(parts) != len(_REFER_FIELDS):
             parts = [await self.ari.get_var(channel_id, name) or "" for name in _REFER_FIELDS]
-        state, refer_to, keys, *values = parts
+        refer_to, keys, *values = parts
         read = dict(zip(REFER_UUI_HEADERS, values, strict=True))
         headers: dict[str, str] = {}
         for key in (k.strip() for k in keys.split(",")):
@@ -582,7 +579,7 @@ class CallSession:
                 value = await self.ari.get_var(channel_id, f"HASH(TRANSFER_DATA,{key})")
             if value:
                 headers[key] = value
-        return state == "Up", refer_to or None, headers
+        return refer_to or None, headers
 
     async def send_to_queue(
         self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()

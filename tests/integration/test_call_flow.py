@@ -226,6 +226,45 @@ async def test_escalation_carries_context_both_ways(stack: DevStack) -> None:
     assert row["billable_minutes"] == 1.0 and row["billing_rounding"] == "ceil_minute"
 
 
+async def test_a_transfer_channel_not_yet_answered_is_released_at_once(stack: DevStack) -> None:
+    """The app releases the transfer's Local channel as soon as the caller is on its way to
+    the queue, answered or not: the bot was told 200 when Asterisk made the channel
+    (refer_blind_progress = no). Here the [botbridge-transfer] half waits 3 s before its
+    Answer(), so the channel is still ringing when the app handles the REFER; left alone,
+    it would live 3 s + transfer_hold_seconds."""
+    pattern = "_[+0-9a-zA-Z*#]!"
+    stack.instance.cli(
+        f"dialplan add extension {pattern},1,Wait(3) into botbridge-transfer replace"
+    )
+    try:
+        shown = stack.instance.cli("dialplan show botbridge-transfer").stdout
+        assert "Wait(3)" in shown, shown
+        call = await place_call(
+            stack,
+            "escalate/bot",
+            bot_keys={
+                "refer_user": "escalation",
+                "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
+            },
+        )
+        async with stack.rest() as ari:
+            # the call is over on every party's side; the transfer channels went with it
+            left = [c.name for c in await ari.channels()]
+    finally:
+        stack.instance.cli("dialplan reload")
+    call.assert_parties_ok()
+    assert not [name for name in left if name.startswith("Local/")], left
+    assert call.bot is not None
+    notifies = all_of(call.bot, "NOTIFY")
+    assert [n.body.splitlines()[0] for n in notifies] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    assert call.variables["QUEUE"] == "agents-queue"
+    assert call.agent is not None
+    agent_invite = first(call.agent, method="INVITE", direction="received")
+    assert agent_invite.header("X-Escalate-To") == "agents-queue"
+    row = await final_record(stack, call.interaction_id, "escalated")
+    assert row["agent_answered_at"] and row["error_reason"] is None
+
+
 async def test_plain_text_context_routes_through_the_map(stack: DevStack) -> None:
     call = await place_call(
         stack,
