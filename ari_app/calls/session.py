@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ari_app.ari import AriBadRequest, AriError, AriNotFound, Bridge, Channel
+from ari_app.ari import AriBadRequest, AriError, AriNotFound, AriUnprocessable, Bridge, Channel
 from ari_app.calls import billing
 from ari_app.calls.bots import BotPool
 from ari_app.calls.bye_context import ByeContexts
@@ -222,13 +222,13 @@ class CallSession:
     # -- caller arrives ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Record the call, then at once: create the bot leg and the call's bridge (the
-        dialplan already rang the caller). When the leg has entered the app, both parties go
-        in the bridge, then the bot is dialled (``bot_entered_stasis``).
+        """Record the call, then at once: create the bot leg, and the call's bridge with the
+        caller in it (the dialplan already rang the caller). When the leg has entered the
+        app, it joins the bridge, then the bot is dialled (``bot_entered_stasis``).
 
         The bot is bridged before it is dialled, so its REFER always finds the caller
         beside it, however late the app hears of the answer; and its answer crosses the
-        bridge to the caller in Asterisk (the caller is answered as the bot answers)."""
+        bridge to the caller in Asterisk, which answers the caller then."""
         dialled = self.caller.dialplan.exten if self.caller.dialplan else ""
         self.records.create(
             self.interaction_id,
@@ -271,7 +271,7 @@ class CallSession:
             bots_tried=self._attempts_copy(),
         )
         created, *others = await asyncio.gather(
-            self._create_bot_leg(), self._create_bridge(), return_exceptions=True
+            self._create_bot_leg(), self._bridge_caller(), return_exceptions=True
         )
         if isinstance(created, AriError):
             await self.bot_failed(f"bot_channel_failed: {created.status}")
@@ -315,6 +315,19 @@ class CallSession:
             originator=self.caller_id,
             variables=self._bot_variables,
         )
+
+    async def _bridge_caller(self) -> None:
+        """The call's bridge, with the caller put in it while the bot leg is being made:
+        the leg then joins alone, one channel fewer to move on the set-up's path. A caller
+        that left meanwhile stays out; the leg's turn finds out (``_dial_bot``)."""
+        await self._create_bridge()
+        assert self.bridge_id
+        try:
+            await self.ari.add_to_bridge(self.bridge_id, [self.caller_id])
+        except (AriBadRequest, AriNotFound, AriUnprocessable) as exc:
+            log.info("call %s: caller not bridged (%s)", self.interaction_id, exc)
+            return
+        self._caller_bridged = True
 
     async def _dial_bot(self) -> None:
         """Add the bot leg (and the caller, the first time) to the call's bridge, then dial
@@ -402,11 +415,14 @@ class CallSession:
             await self.bot_failed(f"bot_{dialstatus.lower()}")
 
     async def _connect_bot(self) -> None:
-        """The bot answered, already in the bridge with the caller. The answer crossed the
-        bridge to the caller; answering it here as well covers a bridge technology that
-        does not pass it on (answering an answered channel changes nothing)."""
+        """The bot answered, already in the bridge with the caller: its answer crossed the
+        bridge and Asterisk answered the caller (``bridge_channel.c``: an ANSWER frame
+        reaching an unanswered member), as a two-party bridge passes it on. After a failed
+        bot the failed leg may not have left yet; with three members the bridge mixes
+        (softmix), which does not pass ANSWER on, so then the app answers the caller."""
         assert self.bot_channel_id
-        await self.ari.answer(self.caller_id)
+        if self._attempt > 1:
+            await self.ari.answer(self.caller_id)
         self.bot_answered_at = time.time()
         answered: dict[str, object] = {}
         if self._attempts:
