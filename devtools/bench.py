@@ -101,6 +101,9 @@ PARTY_GRACE_SECONDS = 15
 # the latency part's traced calls are placed in this many rounds per target, the targets
 # taking turns (Bench.latency): a shared machine's noise changes within seconds
 LATENCY_ROUNDS = 4
+# a latency round with at most this much steal (%) counts as quiet: the report gives the
+# figures of the quiet rounds beside those of all rounds (steal comes in bursts of seconds)
+QUIET_STEAL_PERCENT = 5.0
 RECV_TIMEOUT_MS = 20000
 # SIPp's socket buffers (capped by net.core.rmem_max): a burst must not overflow them
 SIPP_SOCKET_BUFFER = 4 * 1024 * 1024
@@ -537,6 +540,9 @@ class LatencyResult:
     calls: int
     # the machine's steal during the target's traced rounds (mean, weighted by time)
     steal: float | None = None
+    # the samples of the rounds the hypervisor left nearly alone (steal <= QUIET_STEAL_PERCENT)
+    quiet_samples: list[float] = field(default_factory=list)
+    quiet_calls: int = 0
 
     @property
     def p50(self) -> float | None:
@@ -570,17 +576,25 @@ def mean_steal(steps: Sequence[StepResult]) -> float | None:
 
 
 def latency_added(
-    latencies: Sequence[LatencyResult],
+    latencies: Sequence[LatencyResult], *, quiet: bool = False
 ) -> list[tuple[str, float | None, float | None]]:
     """Per measure taken on both targets: (measure, app p50 - reference p50, app p99 -
-    reference p99): the part of the interval the app path adds over Asterisk alone."""
+    reference p99): the part of the interval the app path adds over Asterisk alone. With
+    ``quiet``, from the samples of the quiet rounds only."""
     by_key = {(lat.target, lat.measure): lat for lat in latencies}
     added = []
     for (target, measure), app in by_key.items():
         ref = by_key.get(("reference", measure))
         if target != "app" or ref is None:
             continue
-        added.append((measure, _delta(app.p50, ref.p50), _delta(app.p99, ref.p99)))
+        a, r = (app.quiet_samples, ref.quiet_samples) if quiet else (app.samples, ref.samples)
+        added.append(
+            (
+                measure,
+                _delta(percentile(a, 50), percentile(r, 50)),
+                _delta(percentile(a, 99), percentile(r, 99)),
+            )
+        )
     return added
 
 
@@ -879,6 +893,7 @@ class Bench:
         samples: dict[tuple[str, str], list[float]] = {
             (name, m): [] for name in self.targets for m in measures
         }
+        quiet: dict[tuple[str, str], list[float]] = {key: [] for key in samples}
         steps: dict[str, list[StepResult]] = {name: [] for name in self.targets}
         schedule = latency_schedule(list(self.targets), opts.latency_calls, opts.latency_rounds)
         rounds = max((number for number, _, _ in schedule), default=0)
@@ -895,17 +910,33 @@ class Bench:
             report.steps.append(result)
             steps[name].append(result)
             caller, bot = parties["caller"].messages(), parties["bot"].messages()
-            samples[(name, measures[0])] += setup_delays_ms(caller, bot)
+            taken = {measures[0]: setup_delays_ms(caller, bot)}
             if "agent" in parties:
-                samples[(name, measures[-1])] += transfer_delays_ms(
-                    bot, parties["agent"].messages()
-                )
+                taken[measures[-1]] = transfer_delays_ms(bot, parties["agent"].messages())
+            calm = result.steal is not None and result.steal <= QUIET_STEAL_PERCENT
+            for measure, values in taken.items():
+                samples[(name, measure)] += values
+                if calm:
+                    quiet[(name, measure)] += values
         for name in self.targets:
             calls = sum(s.calls for s in steps[name])
+            quiet_calls = sum(
+                s.calls
+                for s in steps[name]
+                if s.steal is not None and s.steal <= QUIET_STEAL_PERCENT
+            )
             steal = mean_steal(steps[name])
             for measure in measures:
                 report.latencies.append(
-                    LatencyResult(name, measure, samples[(name, measure)], calls, steal)
+                    LatencyResult(
+                        name,
+                        measure,
+                        samples[(name, measure)],
+                        calls,
+                        steal,
+                        quiet[(name, measure)],
+                        quiet_calls,
+                    )
                 )
 
     def hold(self, report: Report) -> None:
@@ -1101,6 +1132,34 @@ def render_report(report: Report) -> str:
                     [[measure, fmt(d50, 1), fmt(d99, 1)] for measure, d50, d99 in added],
                 )
             )
+        quiet_added = latency_added(report.latencies, quiet=True)
+        out.append(
+            f"\nThe same from the quiet rounds only (steal <= {QUIET_STEAL_PERCENT:g}%; a"
+            " shared machine's steal comes in bursts of seconds)\n"
+        )
+        out.append(
+            format_table(
+                ["measure", "target", "calls matched", "p50 ms", "p99 ms"],
+                [
+                    [
+                        lat.measure,
+                        lat.target,
+                        f"{len(lat.quiet_samples)}/{lat.quiet_calls}",
+                        fmt(percentile(lat.quiet_samples, 50), 1),
+                        fmt(percentile(lat.quiet_samples, 99), 1),
+                    ]
+                    for lat in report.latencies
+                ],
+            )
+        )
+        if quiet_added:
+            out.append("\nAdded by the app, quiet rounds\n")
+            out.append(
+                format_table(
+                    ["measure", "p50 ms", "p99 ms"],
+                    [[m, fmt(d50, 1), fmt(d99, 1)] for m, d50, d99 in quiet_added],
+                )
+            )
     if report.holds:
         out.append("\nMemory with calls held (RSS, KB)\n")
         out.append(
@@ -1169,6 +1228,10 @@ def report_json(report: Report) -> str:
     data["latency_added"] = [
         {"measure": measure, "p50": d50, "p99": d99}
         for measure, d50, d99 in latency_added(report.latencies)
+    ]
+    data["latency_added_quiet_rounds"] = [
+        {"measure": measure, "p50": d50, "p99": d99}
+        for measure, d50, d99 in latency_added(report.latencies, quiet=True)
     ]
     return json.dumps(data, indent=2)
 

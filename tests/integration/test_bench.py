@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench import Options, render_report, run_bench
+from devtools.bench import QUIET_STEAL_PERCENT, Options, render_report, run_bench
 from devtools.bench_analysis import parse_table
 from devtools.runtime import Runtime
 
@@ -46,6 +46,10 @@ def test_bench_smoke_on_the_reference_configuration(runtime: Runtime) -> None:
     (setup,) = report.latencies
     assert len(setup.samples) == 20 and setup.calls == 20, text
     assert setup.steal is not None and 0 <= setup.steal <= 100, text
+    # the quiet rounds' samples are those of the rounds with little steal, a part of all
+    quiet_rounds = [s for s in latency if s.steal is not None and s.steal <= QUIET_STEAL_PERCENT]
+    assert setup.quiet_calls == sum(s.calls for s in quiet_rounds), text
+    assert len(setup.quiet_samples) == setup.quiet_calls, text
     assert setup.p50 is not None and setup.p99 is not None
     assert 0 < setup.p50 <= setup.p99 < 5000, text
 

@@ -213,6 +213,21 @@ def test_latency_added_is_app_minus_reference_per_measure() -> None:
     assert latency_added([LatencyResult("app", setup, [], 0)]) == []
 
 
+def test_latency_added_from_the_quiet_rounds_uses_their_samples_only() -> None:
+    setup = "carrier INVITE -> bot INVITE"
+    noisy = [float(n) for n in range(1, 101)]
+    app = LatencyResult("app", setup, noisy, 100, 20.0, [4.0, 6.0], 2)
+    ref = LatencyResult("reference", setup, [1.0] * 100, 100, 3.0, [1.0, 3.0], 2)
+    ((_, d50, d99),) = latency_added([app, ref], quiet=True)
+    assert d50 == pytest.approx(5.0 - 2.0)
+    assert d99 == pytest.approx((4.0 + 2.0 * 0.99) - (1.0 + 2.0 * 0.99))
+    ((_, all50, _),) = latency_added([app, ref])
+    assert all50 == pytest.approx(50.5 - 1.0)
+    # no quiet round on one side: nothing to compare
+    app_only_noisy = LatencyResult("app", setup, noisy, 100, 20.0, [], 0)
+    assert latency_added([app_only_noisy, ref], quiet=True) == [(setup, None, None)]
+
+
 def test_latency_rounds_alternate_the_targets_and_split_the_calls() -> None:
     schedule = latency_schedule(["app", "reference"], 10, 4)
     assert schedule == [
