@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -89,11 +90,24 @@ async def run_app(config: Config) -> None:
             await app.bye_contexts.start()
         try:
             async with side_services(config, store, app, metrics):
+                frozen = freeze_startup_heap()
+                log.info("%d objects of the start-up kept out of garbage collection", frozen)
                 await app.run()
         finally:
             if app.bye_contexts is not None:
                 app.bye_contexts.close()
     store.close()
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then move every object alive (modules, configuration, the clients' and
+    the store's machinery: about 90,000) to the collector's permanent generation
+    (``gc.freeze``); how many. A full collection under load then walks only what calls
+    made since: measured at 50 calls/s, 1.8 ms instead of 53-76 ms, during which the event
+    loop, and every call, waited (docs/performance.md, series 5)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 @contextlib.asynccontextmanager
