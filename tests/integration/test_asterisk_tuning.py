@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.devstack import DevStack
-from tests.integration.test_call_flow import SEED_ESCALATION_HEX, place_call
+from tests.integration.test_call_flow import place_seed_escalation
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +21,7 @@ async def test_an_escalated_call_makes_asterisk_look_up_no_names(stack: DevStack
     log = stack.instance.messages_log
     offset = log.stat().st_size if log.exists() else 0
     # caller, bot and agent legs: three RTP sessions, each one used to trigger two lookups
-    call = await place_call(
-        stack,
-        "escalate/bot",
-        bot_keys={
-            "refer_user": "escalation",
-            "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
-        },
-    )
+    call = await place_seed_escalation(stack)
     call.assert_parties_ok()
     with log.open(errors="replace") as fh:
         fh.seek(offset)

@@ -125,6 +125,19 @@ async def place_call(
     return call
 
 
+async def place_seed_escalation(stack: DevStack) -> Call:
+    """The seed's escalation: the bot REFERs to ``escalation`` with
+    ``escalate_to=agents-queue`` as hex User-to-User in the Refer-To; an agent answers."""
+    return await place_call(
+        stack,
+        "escalate/bot",
+        bot_keys={
+            "refer_user": "escalation",
+            "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
+        },
+    )
+
+
 def record(stack: DevStack, interaction_id: str) -> dict[str, Any]:
     store = InteractionStore(stack.config.store_path)
     try:
@@ -165,14 +178,7 @@ async def nothing_left_behind(stack: DevStack) -> AsyncIterator[None]:
 
 
 async def test_escalation_carries_context_both_ways(stack: DevStack) -> None:
-    call = await place_call(
-        stack,
-        "escalate/bot",
-        bot_keys={
-            "refer_user": "escalation",
-            "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
-        },
-    )
+    call = await place_seed_escalation(stack)
     call.assert_parties_ok()
     iid = call.interaction_id
     assert re.fullmatch(r"[0-9a-f]{32}", iid)
@@ -239,14 +245,7 @@ async def test_a_transfer_channel_not_yet_answered_is_released_at_once(stack: De
     try:
         shown = stack.instance.cli("dialplan show botbridge-transfer").stdout
         assert "Wait(3)" in shown, shown
-        call = await place_call(
-            stack,
-            "escalate/bot",
-            bot_keys={
-                "refer_user": "escalation",
-                "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
-            },
-        )
+        call = await place_seed_escalation(stack)
         async with stack.rest() as ari:
             # the call is over on every party's side; the transfer channels went with it
             left = [c.name for c in await ari.channels()]

@@ -12,7 +12,10 @@ import pytest
 
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
-from tests.integration.test_call_flow import SEED_ESCALATION_HEX, final_record, place_call
+from tests.integration.test_call_flow import (
+    final_record,
+    place_seed_escalation,
+)
 
 pytestmark = pytest.mark.integration
 # calls/session.py logs each move as "call <id>: <from> -(<trigger>)-> <to>"
@@ -35,14 +38,7 @@ def json_stack(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> It
 
 async def test_a_calls_log_lines_carry_its_id_and_state(json_stack: DevStack) -> None:
     offset = len(json_stack.app_log_text())
-    call = await place_call(
-        json_stack,
-        "escalate/bot",
-        bot_keys={
-            "refer_user": "escalation",
-            "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
-        },
-    )
+    call = await place_seed_escalation(json_stack)
     call.assert_parties_ok()
     iid = call.interaction_id
     await final_record(json_stack, iid, "escalated")

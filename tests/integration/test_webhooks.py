@@ -16,7 +16,10 @@ from ari_app.store import InteractionStore
 from devtools.devstack import build_stack
 from devtools.runtime import Runtime
 from tests.harness import until
-from tests.integration.test_call_flow import SEED_ESCALATION_HEX, final_record, place_call
+from tests.integration.test_call_flow import (
+    final_record,
+    place_seed_escalation,
+)
 from tests.webhook_receiver import SECRET, Receiver
 
 pytestmark = pytest.mark.integration
@@ -59,14 +62,7 @@ async def test_every_escalation_reaches_the_webhook_after_it_was_down(
         # the receiver is down: the calls escalate and reach the agent all the same
         iids = []
         for _ in range(CALLS):
-            call = await place_call(
-                stack,
-                "escalate/bot",
-                bot_keys={
-                    "refer_user": "escalation",
-                    "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
-                },
-            )
+            call = await place_seed_escalation(stack)
             call.assert_parties_ok()
             assert call.variables["OUTCOME"] == "escalated"
             iids.append(call.interaction_id)
