@@ -101,29 +101,6 @@ class FakeAri:
         )
         return channel(channel_id or "new", name=endpoint)
 
-    async def originate(
-        self,
-        endpoint: str,
-        app: str,
-        *,
-        app_args: str | None = None,
-        channel_id: str | None = None,
-        originator: str | None = None,
-        variables: Mapping[str, str] | None = None,
-        timeout: int | None = None,
-    ) -> Channel:
-        self._record(
-            "originate",
-            endpoint=endpoint,
-            app=app,
-            app_args=app_args,
-            new_channel_id=channel_id,
-            originator=originator,
-            variables=dict(variables or {}),
-            timeout=timeout,
-        )
-        return channel(channel_id or "new", name=endpoint)
-
     async def dial(
         self, channel_id: str, *, caller: str | None = None, timeout: int | None = None
     ) -> None:

@@ -179,31 +179,6 @@ class AriRest:
         }
         return load_channel(await self.post("/channels/create", params=params, json=body))
 
-    async def originate(
-        self,
-        endpoint: str,
-        app: str,
-        *,
-        app_args: str | None = None,
-        channel_id: str | None = None,
-        originator: str | None = None,
-        variables: Mapping[str, str] | None = None,
-        timeout: int | None = None,
-    ) -> Channel:
-        """Create and dial a channel at once (``POST /channels``); it enters Stasis app
-        ``app`` when it answers. Asterisk subscribes ``app`` to it from the start, so its
-        ``Dial`` events and, if it fails, its ``ChannelDestroyed`` arrive before that."""
-        body = {"variables": dict(variables)} if variables else None
-        params: dict[str, ParamValue] = {
-            "endpoint": endpoint,
-            "app": app,
-            "appArgs": app_args,
-            "channelId": channel_id,
-            "originator": originator,
-            "timeout": timeout,
-        }
-        return load_channel(await self.post("/channels", params=params, json=body))
-
     async def answer(self, channel_id: str) -> None:
         await self.post(path_for("channels", channel_id, "answer"))
 

@@ -35,18 +35,6 @@ class CallControl(Protocol):
         variables: Mapping[str, str] | None = None,
     ) -> Channel: ...
 
-    async def originate(
-        self,
-        endpoint: str,
-        app: str,
-        *,
-        app_args: str | None = None,
-        channel_id: str | None = None,
-        originator: str | None = None,
-        variables: Mapping[str, str] | None = None,
-        timeout: int | None = None,
-    ) -> Channel: ...
-
     async def dial(
         self, channel_id: str, *, caller: str | None = None, timeout: int | None = None
     ) -> None: ...
