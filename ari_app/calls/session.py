@@ -117,6 +117,11 @@ MIN_ATTEMPT_SECONDS = 1.0
 BOT_ANSWERED_RESULT = "answered"
 
 
+# what Asterisk answers an addChannel naming a channel that is gone or no longer in the
+# app: "Channel not found" (400), 404, "Channel not in Stasis application" (422)
+_CHANNEL_LEFT = (AriBadRequest, AriNotFound, AriUnprocessable)
+
+
 def bot_channel_id_for(interaction_id: str, attempt: int = 1) -> str:
     """``bot-<iid>`` for the first bot dialled, ``bot-<iid>-<n>`` for the n-th."""
     return f"bot-{interaction_id}" if attempt == 1 else f"bot-{interaction_id}-{attempt}"
@@ -324,7 +329,7 @@ class CallSession:
         assert self.bridge_id
         try:
             await self.ari.add_to_bridge(self.bridge_id, [self.caller_id])
-        except (AriBadRequest, AriNotFound, AriUnprocessable) as exc:
+        except _CHANNEL_LEFT as exc:
             log.info("call %s: caller not bridged (%s)", self.interaction_id, exc)
             return
         self._caller_bridged = True
@@ -346,7 +351,7 @@ class CallSession:
                 # (left to the bridge's connected-line update, it was now and then
                 # "anonymous": the INVITE went out first)
                 await self.ari.dial(leg, caller=self.caller_id, timeout=self._attempt_timeout())
-        except (AriBadRequest, AriNotFound) as exc:
+        except _CHANNEL_LEFT as exc:
             # "Channel not found": the caller left (its StasisEnd ends the call) or the leg
             # vanished (the bot failed: the next bot or a human takes the caller)
             log.warning("call %s: bot leg %s not dialled (%s)", self.interaction_id, leg, exc)
