@@ -67,7 +67,7 @@ from devtools.bench_analysis import (
 )
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
-from devtools.sipp import SipMessage, parse_trace
+from devtools.sipp import SipMessage, parse_trace, wait_bound
 from devtools.stack import AsteriskInstance, StackError, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -140,6 +140,10 @@ class Party:
     @property
     def running(self) -> bool:
         return self.poll() is None
+
+    def report(self) -> str:
+        """The end of its output (what SIPp printed before it exited)."""
+        return (self.workdir / "stdout.log").read_text(errors="replace")[-1500:]
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -304,10 +308,15 @@ class SippLauncher:
                 preexec_fn=_raise_nofile,
             )
         party = Party(name, proc, workdir, control_port, trace)
-        time.sleep(0.1)  # let a UAS bind before the caller starts
+        if uas:  # the bot and the agent listen before the caller starts
+            try:
+                wait_bound("127.0.0.1", local_port, udp=True, run=party)
+            except (RuntimeError, OSError) as exc:
+                raise StackError(str(exc)) from exc
+        else:
+            time.sleep(0.1)
         if party.poll() is not None:
-            out = (workdir / "stdout.log").read_text(errors="replace")[-1500:]
-            raise StackError(f"SIPp {name} exited at once ({party.returncode}):\n{out}")
+            raise StackError(f"SIPp {name} exited at once ({party.returncode}):\n{party.report()}")
         return party
 
 

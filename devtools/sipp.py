@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from devtools.runtime import Runtime
 
@@ -238,7 +239,18 @@ class Sipp:
             run.stop()
 
 
-def wait_bound(ip: str, port: int, *, udp: bool, run: SippRun) -> None:
+class SippProcess(Protocol):
+    """A started SIPp party, as ``wait_bound`` watches it (SippRun; the bench's Party)."""
+
+    name: str
+
+    @property
+    def running(self) -> bool: ...
+
+    def report(self) -> str: ...
+
+
+def wait_bound(ip: str, port: int, *, udp: bool, run: SippProcess) -> None:
     """Return once something listens on ``ip:port`` (our own bind attempt is refused), so a
     UAS is ready before a caller starts; raise if its SIPp exited or never bound."""
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
