@@ -1,17 +1,18 @@
 # Bot bridge: operator and developer targets. `make demo` and `make test` work from a clean
-# clone: each installs what it needs (virtualenv, Python packages, the Asterisk runtime).
+# clone: each installs what it needs (the tools of devtools/prerequisites.py as root with
+# apt-get, virtualenv, Python packages, the Asterisk runtime).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup runtime up down restart status logs demo bench test unit integration lint format certs clean cluster-up cluster-down cluster-status cluster-records
+.PHONY: help setup tools runtime up down restart status logs demo bench test unit integration lint format certs clean cluster-up cluster-down cluster-status cluster-records
 
 help:
 	@echo "make demo    run the bridge end to end (caller -> bot -> REFER -> agent) and print the timeline"
 	@echo "make test    lint, type-check and run every test against a real Asterisk 22"
-	@echo "make setup   virtualenv + packages + Asterisk runtime (idempotent)"
+	@echo "make setup   missing tools (apt-get, as root) + virtualenv + packages + Asterisk runtime (idempotent)"
 	@echo "make up/down start/stop Asterisk and the app in the background; make logs, make status"
 	@echo "make restart restart the app without dropping a call (drain, fail open, ready again)"
 	@echo "make certs   development CA and TLS certificates under var/tls"
@@ -24,10 +25,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) runtime
+# tools first, with the system python3: the virtualenv itself may need python3-venv
+setup: tools $(STAMP) runtime
 	@$(PY) -c "from ari_app.config import load_config, ensure_password_file; print('ARI secret:', ensure_password_file(load_config()))"
 
-runtime: $(STAMP)
+tools:
+	$(PYTHON) -m devtools.prerequisites install
+
+runtime: tools $(STAMP)
 	$(PY) -m devtools.runtime ensure
 
 up: setup

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -33,6 +34,7 @@ from typing import Any
 
 from ari_app.config import EdgeSettings, load_config
 from ari_app.store import InteractionStore
+from devtools import prerequisites
 from devtools.certs import ensure_dev_certs
 from devtools.devstack import DevStack, build_stack, free_rtp_range, stop_node
 from devtools.edge import EdgeError, KamailioEdge, TlsPair, render_edge, stop_process_group
@@ -56,6 +58,13 @@ POLL_SECONDS = 0.2
 RUN_INFO = "cluster.json"
 ACTIVE = "AP"  # dispatcher flags of a node that answers its probes
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
+# what the cluster runs besides the Asterisk runtime (devtools/prerequisites.py)
+CLUSTER_TOOLS = ("kamailio", "kamailio TLS module", "PostgreSQL server")
+
+
+class ClusterNotReady(StackError):
+    """A prerequisite of the cluster is missing; nothing was started."""
+
 
 Progress = Callable[[str], None]
 
@@ -100,12 +109,41 @@ class Cluster:
     # -- life ----------------------------------------------------------------------------------
 
     def start(self, progress: Progress = _quiet, *, detach: bool = False) -> None:
+        """Check every prerequisite, then start PostgreSQL, the nodes and the edge; on a
+        failure midway, stop what started. ClusterNotReady before anything starts."""
+        problems = self.prerequisite_problems()
+        if problems:
+            raise ClusterNotReady(
+                "the cluster cannot start, nothing was started:\n- " + "\n- ".join(problems)
+            )
         try:
             self._start(progress, detach)
         except BaseException:
             progress("a part did not come up: stopping what started")
             self.stop()
             raise
+
+    def prerequisite_problems(self) -> list[str]:
+        """Every missing tool, an unusable runtime and every address taken, each a sentence."""
+        problems = [
+            prerequisites.TOOLS[name].hint()
+            for name in CLUSTER_TOOLS
+            if prerequisites.TOOLS[name].locate() is None
+        ]
+        try:
+            self.runtime.asterisk_version()
+        except RuntimeUnavailable as exc:
+            problems.append(str(exc))
+        edge = self.edge_settings
+        wanted = [(edge.host, edge.port, "udp"), (edge.host, edge.port, "tcp")]
+        wanted.append((edge.host, edge.tls_port, "tcp"))
+        if not self.free_ports:  # with free ports the nodes' ports are chosen as they start
+            for host in self.node_hosts:
+                wanted += [(host, FIXED_SIP_PORT, "udp"), (host, FIXED_SIP_PORT, "tcp")]
+                wanted += [(host, port, "tcp") for port in (FIXED_TLS_PORT, FIXED_ARI_PORT)]
+                wanted.append((host, FIXED_HTTP_PORT, "tcp"))
+        problems += [problem for w in wanted if (problem := _unbindable(*w))]
+        return problems
 
     def _start(self, progress: Progress, detach: bool) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -224,6 +262,19 @@ class Cluster:
 
     def records(self) -> list[dict[str, Any]]:
         return all_records(self.database_url)
+
+
+def _unbindable(host: str, port: int, proto: str) -> str | None:
+    """None when ``host:port`` can be bound for ``proto``, else why not."""
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if proto == "tcp":  # as the servers do: a closed connection's TIME_WAIT is no owner
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return f"{host}:{port}/{proto} cannot be bound ({exc.strerror}): is it in use?"
+    return None
 
 
 def all_records(database_url: str) -> list[dict[str, Any]]:

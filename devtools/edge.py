@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ari_app.config import EdgeSettings, load_config
+from devtools import prerequisites
 from devtools.certs import ensure_dev_certs
 
 KAMAILIO_CFG = Path(__file__).resolve().parent.parent / "kamailio" / "kamailio.cfg"
@@ -41,14 +42,10 @@ class EdgeError(RuntimeError):
 
 
 def kamailio_binary() -> str:
-    found = shutil.which("kamailio") or (
-        "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
-    )
-    if not found:
-        raise EdgeError(
-            "no kamailio binary: apt-get install -y kamailio kamailio-tls-modules (.ci/run does)"
-        )
-    return found
+    try:
+        return prerequisites.TOOLS["kamailio"].require()
+    except prerequisites.MissingTool as exc:
+        raise EdgeError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ server instead. Each test gets its own database (``create_database``).
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -22,10 +21,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from devtools import prerequisites
 from devtools.stack import free_port
 
-ENV_URL = "BOTBRIDGE_TEST_POSTGRES_URL"
-ENV_BIN = "BOTBRIDGE_TEST_POSTGRES_BIN"
+ENV_URL = prerequisites.POSTGRES_URL_ENV
 RUN_AS = "postgres"
 START_TIMEOUT_SECONDS = 60
 START_ATTEMPTS = 3
@@ -37,18 +36,10 @@ class PostgresUnavailable(RuntimeError):
 
 def find_bin_dir() -> Path:
     """Directory of initdb/pg_ctl: $BOTBRIDGE_TEST_POSTGRES_BIN or the newest Debian one."""
-    given = os.environ.get(ENV_BIN)
-    candidates = [given] if given else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-    )[::-1]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    raise PostgresUnavailable(
-        "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb): "
-        "apt-get install -y postgresql (.ci/run does)"
-    )
+    for candidate in prerequisites.postgres_bin_dirs():
+        if (candidate / "initdb").exists():
+            return candidate
+    raise PostgresUnavailable(prerequisites.TOOLS["PostgreSQL server"].hint())
 
 
 @dataclass

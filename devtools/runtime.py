@@ -4,8 +4,9 @@ Three providers, chosen automatically or by ``BOTBRIDGE_RUNTIME`` (auto|system|r
 
 - ``system``: ``asterisk`` (>= 22.8) and ``sipp`` already on PATH.
 - ``rootfs``: a Debian sid root filesystem with asterisk, asterisk-modules and sip-tester,
-  built once with mmdebstrap into a cache directory and reused; programs run through chroot
-  (root only). Files the programs must read live under the root filesystem's ``/srv``.
+  built once with mmdebstrap (from the host's Debian mirror, devtools/apt_sources.py) into a
+  cache directory and reused; programs run through chroot (root only). Files the programs
+  must read live under the root filesystem's ``/srv``.
 - ``docker``: an Asterisk 22 container (testcontainers) sharing the host network; only where a
   Docker engine answers.
 
@@ -26,11 +27,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ari_app.asterisk import RenderError, find_module_dir
+from devtools import prerequisites
+from devtools.apt_sources import NoMirror, debian_mirror
 
 MIN_ASTERISK_VERSION = (22, 8)
 ROOTFS_PACKAGES = ("asterisk", "asterisk-modules", "sip-tester")
 ROOTFS_SUITE = "sid"
-ROOTFS_MIRROR_DEFAULT = "http://deb.debian.org/debian"
 DOCKER_IMAGE_DEFAULT = "botbridge-asterisk:22"
 VERSION_PROBE_TIMEOUT_SECONDS = 30
 ROOTFS_BUILD_TIMEOUT_SECONDS = 1800
@@ -162,16 +164,17 @@ class RootfsRuntime(Runtime):
                 "(chroot); run as root, or install asterisk >= 22.8 and sipp and set "
                 "BOTBRIDGE_RUNTIME=system"
             )
-        if shutil.which("mmdebstrap") is None:
-            log("rootfs runtime: installing mmdebstrap (apt-get)")
-            _run_logged(["apt-get", "install", "-y", "-q", "mmdebstrap"], log)
+        try:
+            mirror = debian_mirror()
+            prerequisites.install({"mmdebstrap": prerequisites.TOOLS["mmdebstrap"]}, log=log)
+        except (NoMirror, prerequisites.MissingTool) as exc:
+            raise RuntimeUnavailable(f"rootfs runtime: {exc}") from exc
         build_dir = self.root.with_name(self.root.name + ".partial")
         shutil.rmtree(build_dir, ignore_errors=True)
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        mirror = os.environ.get("BOTBRIDGE_DEBIAN_MIRROR", ROOTFS_MIRROR_DEFAULT)
         log(
             f"rootfs runtime: building Debian {ROOTFS_SUITE} with {', '.join(ROOTFS_PACKAGES)} "
-            f"into {self.root} (about a minute, ~400 MB)"
+            f"from {mirror} into {self.root} (about a minute, ~400 MB)"
         )
         _run_logged(
             [

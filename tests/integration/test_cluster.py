@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from devtools.cluster import Cluster, build_cluster
-from devtools.edge import EdgeError, kamailio_binary
+from devtools.cluster import Cluster, ClusterNotReady, build_cluster
 from devtools.postgres import PostgresUnavailable
 from devtools.runtime import Runtime
 from devtools.sipp import SipMessage, SippRun
@@ -41,10 +40,6 @@ ESCALATION_CONTEXT = "escalate_to=agents-queue"
 
 @pytest.fixture(scope="module")
 def cluster(runtime: Runtime) -> Iterator[Cluster]:
-    try:
-        kamailio_binary()
-    except EdgeError as exc:
-        pytest.fail(str(exc))
     root = runtime.scratch_root() / f"test-cluster-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True)
     config = root / "botbridge.toml"
@@ -61,7 +56,7 @@ def cluster(runtime: Runtime) -> Iterator[Cluster]:
     )
     try:
         built.start()
-    except PostgresUnavailable as exc:
+    except (ClusterNotReady, PostgresUnavailable) as exc:
         pytest.fail(str(exc))
     yield built
     built.stop()

@@ -32,7 +32,8 @@ from ari_app.reporting.reports import Period, build_report, render_csv
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
-from tests.integration.test_report_page_browser import CHROMIUM, HEADLESS_FLAGS, read_png
+from tests.integration.test_report_page_browser import HEADLESS_FLAGS, read_png
+from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -247,8 +248,7 @@ async def test_report_email_html_renders_in_chromium(
 ) -> None:
     """The HTML part of a delivered report email, rendered by headless Chromium: the headline
     figures are in the rendered document, and the chart's bars and line are on screen."""
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium)")
+    require_tool("chromium")  # fails, saying how to install it, before a mail is sent
     config = _config(tmp_path, smtp_server)
     scheduler = ReportScheduler(config, store, clock=lambda: FIRE_AT.timestamp())
     assert await scheduler.tick(FIRE_AT) == ["daily-supervisors"]
@@ -295,9 +295,8 @@ BROWSER_TIMEOUT = 120.0
 
 async def _chromium(tmp_path: Path, *args: str) -> str:
     """Run headless Chromium with ``args`` offline; its stdout (``--dump-dom``: the DOM)."""
-    assert CHROMIUM is not None
     browser = await asyncio.create_subprocess_exec(
-        CHROMIUM,
+        require_tool("chromium"),
         *HEADLESS_FLAGS,
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         f"--window-size={EMAIL_WIDTH},{EMAIL_HEIGHT}",

@@ -25,8 +25,8 @@ from ari_app.reporting.report_html import BAR_COLOUR, LINE_COLOUR
 from ari_app.reporting.web import WebSettings, start_http_server, store_records
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
+from tests.tools import require_tool
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # headless and offline: no sandbox (root in CI), no GPU, no network side traffic
 HEADLESS_FLAGS = (
     "--headless",
@@ -41,12 +41,7 @@ HEADLESS_FLAGS = (
     "--no-default-browser-check",
     "--hide-scrollbars",
 )
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install -y chromium)"
-    ),
-]
+pytestmark = pytest.mark.integration
 
 WIDTH, HEIGHT = 1200, 900
 TOKEN = "browser-test-token"
@@ -142,7 +137,7 @@ def store(tmp_path: Path) -> Iterator[InteractionStore]:
 
 
 async def test_report_page_renders_in_chromium(tmp_path: Path, store: InteractionStore) -> None:
-    assert CHROMIUM is not None
+    browser_path = require_tool("chromium")
     port = free_port()
     config = load_config(
         env={"BOTBRIDGE_STATE_DIR": str(tmp_path / "state"), "BOTBRIDGE_HTTP_PORT": str(port)}
@@ -163,7 +158,7 @@ async def test_report_page_renders_in_chromium(tmp_path: Path, store: Interactio
     )
     try:
         browser = await asyncio.create_subprocess_exec(
-            CHROMIUM,
+            browser_path,
             *HEADLESS_FLAGS,
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             f"--screenshot={screenshot}",

@@ -13,20 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.tools import require_tool
 
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
-ANALYZE = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not installed (Debian: apt-get install systemd)"
-)
 
 
 def verify(directory: Path) -> subprocess.CompletedProcess[str]:
-    assert ANALYZE is not None
+    analyze = require_tool("systemd-analyze")
     units = sorted(str(p) for p in directory.glob("*.service"))
     return subprocess.run(
-        [ANALYZE, "verify", *units], capture_output=True, text=True, timeout=60, check=False
+        [analyze, "verify", *units], capture_output=True, text=True, timeout=60, check=False
     )
 
 
