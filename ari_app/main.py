@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
 
+from ari_app.asterisk import no_ari_password
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.bye_context import ByeContexts
 from ari_app.config import Config, hep_password
@@ -64,7 +65,7 @@ class StoreCheck:
 
 async def run_app(config: Config) -> None:
     if not config.ari_password:
-        raise SystemExit("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
+        raise SystemExit(no_ari_password(config))
     store = await asyncio.to_thread(open_store, config)  # migrates the schema to head
     log.info("interaction store %r, node %s", store, store.node)
     metrics = Metrics()

@@ -162,9 +162,9 @@ TOOLS: dict[str, Tool] = {
 }
 
 
-def install_hint(packages: Sequence[str]) -> str:
+def install_hint(packages: Sequence[str], *, root: bool | None = None) -> str:
     """The command a person runs to install ``packages``."""
-    sudo = "" if os.geteuid() == 0 else "sudo "
+    sudo = "" if (os.geteuid() == 0 if root is None else root) else "sudo "
     return f"{sudo}{APT_GET} update && {sudo}{APT_GET} install -y {shlex.join(packages)}"
 
 
@@ -212,7 +212,8 @@ def install(
     root = os.geteuid() == 0 if is_root is None else is_root
     if not root:
         raise MissingTool(
-            f"missing: {listing}. Installing them needs root; run: {install_hint(packages)}"
+            f"missing: {listing}. Installing them needs root; run: "
+            + install_hint(packages, root=False)
         )
     if shutil.which(APT_GET) is None:
         raise MissingTool(

@@ -175,6 +175,21 @@ def bot_health_sections(config: Config) -> str:
     return "\n".join(sections) or "; no bot URI is probed ([bot_health], docs/configuration.md)\n"
 
 
+# where an installed bridge keeps its ARI password (docs/deployment.md, contrib/systemd)
+DEPLOYED_ARI_PASSWORD_FILE = "/etc/botbridge/ari-password"
+
+
+def no_ari_password(config: Config) -> str:
+    """What to do when there is no ARI password, said to the user of an installed wheel."""
+    return (
+        "no ARI password (BOTBRIDGE_ARI_PASSWORD is unset and "
+        f"{config.state_path(config.ari.password_file)} cannot be read): set "
+        f"BOTBRIDGE_ARI_PASSWORD, or write the password to {DEPLOYED_ARI_PASSWORD_FILE} "
+        f"(mode 0600, docs/deployment.md) and set "
+        f"BOTBRIDGE_ARI_PASSWORD_FILE={DEPLOYED_ARI_PASSWORD_FILE}"
+    )
+
+
 def render_instance(
     config: Config, root: Path, *, module_dir: str, path_of: Callable[[Path], str] = str
 ) -> None:
@@ -183,7 +198,7 @@ def render_instance(
     ``path_of`` maps a host path to the path Asterisk sees (a chroot sees its own tree).
     """
     if not config.ari_password:
-        raise RenderError("no ARI password: set BOTBRIDGE_ARI_PASSWORD or run `make setup`")
+        raise RenderError(no_ari_password(config))
     dirs: dict[str, str] = {}
     for key, sub in (
         ("ETC_DIR", "etc"),
