@@ -95,7 +95,9 @@ CASES = [
     ),
     pytest.param(
         {
-            "sources.list": "deb cdrom:[Debian 12]/ bookworm main\ndeb file:/srv/debian stable main\n"
+            "sources.list": (
+                "deb cdrom:[Debian 12]/ bookworm main\ndeb file:/srv/debian stable main\n"
+            )
         },
         "file:/srv/debian",
         id="alias-suite-and-only-fetchable-schemes",
