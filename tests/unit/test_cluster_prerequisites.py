@@ -12,6 +12,8 @@ import pytest
 from devtools import cluster as cluster_module
 from devtools import prerequisites
 from devtools.cluster import CLUSTER_TOOLS, Cluster, ClusterNotReady, build_cluster
+from devtools.edge import KamailioEdge
+from devtools.postgres import PostgresServer
 from devtools.runtime import Runtime, RuntimeUnavailable
 
 
@@ -50,9 +52,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return start
 
-    monkeypatch.setattr(cluster_module.PostgresServer, "start", record("postgres"))
+    monkeypatch.setattr(PostgresServer, "start", record("postgres"))
     monkeypatch.setattr(cluster_module, "build_stack", record("node"))
-    monkeypatch.setattr(cluster_module.KamailioEdge, "start", record("edge"))
+    monkeypatch.setattr(KamailioEdge, "start", record("edge"))
     return parts
 
 
