@@ -141,7 +141,7 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "chromium",
-            "the report page and email rendering tests (headless)",
+            "the headless report page and email rendering tests",
             ("chromium",),
             _chromium,
         ),
