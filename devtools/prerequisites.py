@@ -135,7 +135,7 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "PostgreSQL server",
-            "a throwaway server for tests/store and make cluster-up (devtools/postgres.py)",
+            "the throwaway server of tests/store and make cluster-up, devtools/postgres.py",
             ("postgresql",),
             _postgres,
         ),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from devtools import prerequisites
+from devtools import runtime as runtime_module
+from devtools.apt_sources import MIRROR_ENV, NoMirror
 from devtools.runtime import (
     MIN_ASTERISK_VERSION,
     DockerRuntime,
@@ -166,3 +170,39 @@ def test_rootfs_runtime_is_reused(runtime: Runtime) -> None:
     assert not rootfs.root.with_name(rootfs.root.name + ".partial").exists()
     assert rootfs.command(["asterisk", "-V"]) == ["chroot", str(rootfs.root), "asterisk", "-V"]
     assert rootfs.asterisk_version()[:2] >= MIN_ASTERISK_VERSION
+
+
+@pytest.fixture
+def building(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """A root process about to build a root filesystem; the commands it would run."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(prerequisites, "install", lambda *a, **k: [])  # mmdebstrap is there
+    monkeypatch.setattr(runtime_module, "_run_logged", lambda argv, log: commands.append(argv))
+    return commands
+
+
+def test_the_rootfs_is_built_from_the_given_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, building: list[list[str]]
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV, "http://mirror.example/debian")
+    root = tmp_path / "rootfs-sid"
+    with pytest.raises(FileNotFoundError):  # the stand-in build makes nothing to rename
+        RootfsRuntime(root).ensure(log=lambda line: None)
+    (mmdebstrap,) = building
+    assert mmdebstrap[0] == "mmdebstrap"
+    assert mmdebstrap[-3:] == ["sid", str(root) + ".partial", "http://mirror.example/debian"]
+
+
+def test_without_a_mirror_the_build_stops_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, building: list[list[str]]
+) -> None:
+    def no_mirror() -> str:
+        raise NoMirror(f"no Debian mirror in the apt sources; set {MIRROR_ENV}")
+
+    monkeypatch.setattr(runtime_module, "debian_mirror", no_mirror)
+    root = tmp_path / "rootfs-sid"
+    with pytest.raises(RuntimeUnavailable, match=rf"^rootfs runtime: no Debian .* {MIRROR_ENV}$"):
+        RootfsRuntime(root).ensure(log=lambda line: None)
+    assert building == []
+    assert not root.with_name("rootfs-sid.partial").exists()
