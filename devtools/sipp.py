@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 import wave
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +81,94 @@ class SipMessage:
     def describe(self) -> str:
         arrow = "->" if self.direction == "sent" else "<-"
         return f"{arrow} {self.start_line}"
+
+
+@dataclass(frozen=True)
+class SippCommand:
+    """What a SIPp party is started with. ``argv`` is the one place a SIPp command line is
+    written: the tests' and the demo's parties (``Sipp.start``) and the bench's
+    (``devtools.bench_parties``) all go through it. An option left at ``None`` is not given."""
+
+    scenario: Path
+    local_port: int
+    local_ip: str = "127.0.0.1"
+    transport: str = "u1"
+    calls: int = 1
+    timeout_seconds: int = SIPP_DEFAULT_TIMEOUT_SECONDS
+    # (first, last) RTP port of the party's media
+    media_ports: tuple[int, int] | None = None
+    control_port: int | None = None  # -cp: the UDP port SIPp takes commands on ("q")
+    recv_timeout_ms: int | None = None
+    socket_buffer: int | None = None  # -buff_size, bytes
+    message_file: Path | None = None  # -trace_msg: every message sent and received
+    error_file: Path | None = None  # -trace_err
+    stat_file: Path | None = None  # -trace_stat, every second (-fd 1)
+    screen_file: Path | None = None  # -trace_screen: the screen when SIPp exits
+    auto_answer: bool = False  # -aa: a stray NOTIFY/INFO/UPDATE gets 200, not a failed call
+    rate: float | None = None  # calls per second (-r, per -rp 1000 ms)
+    limit: int | None = None  # -l: calls open at once
+    pause_ms: int | None = None  # -d: the scenario's default pause
+    service: str | None = None  # -s: the request user of the calls placed
+    keys: Mapping[str, str] = field(default_factory=dict)  # -key: [name] in the scenario
+    extra: Sequence[str] = ()
+    remote: str | None = None  # host:port called; None for a party that only answers
+
+    def argv(self, runtime_path: Callable[[Path], str]) -> list[str]:
+        """The command line, with paths as the runtime sees them (``runtime_path``)."""
+        argv = ["sipp", "-sf", runtime_path(self.scenario), "-i", self.local_ip]
+        argv += ["-p", str(self.local_port), "-t", self.transport, "-m", str(self.calls)]
+        argv += ["-nostdin", "-timeout", f"{self.timeout_seconds}s", "-timeout_error"]
+        if self.media_ports is not None:
+            argv += ["-min_rtp_port", str(self.media_ports[0])]
+            argv += ["-max_rtp_port", str(self.media_ports[1])]
+        if self.control_port is not None:
+            argv += ["-cp", str(self.control_port)]
+        if self.recv_timeout_ms is not None:
+            argv += ["-recv_timeout", str(self.recv_timeout_ms)]
+        if self.socket_buffer is not None:
+            argv += ["-buff_size", str(self.socket_buffer)]
+        if self.message_file is not None:
+            argv += ["-trace_msg", "-message_file", runtime_path(self.message_file)]
+        if self.error_file is not None:
+            argv += ["-trace_err", "-error_file", runtime_path(self.error_file)]
+        if self.stat_file is not None:
+            argv += ["-trace_stat", "-stf", runtime_path(self.stat_file), "-fd", "1"]
+        if self.screen_file is not None:
+            argv += ["-trace_screen", "-screen_file", runtime_path(self.screen_file)]
+        if self.auto_answer:
+            argv.append("-aa")
+        if self.rate is not None:
+            argv += ["-r", f"{self.rate:g}", "-rp", "1000"]
+        if self.limit is not None:
+            argv += ["-l", str(self.limit)]
+        if self.pause_ms is not None:
+            argv += ["-d", str(self.pause_ms)]
+        if self.service:
+            argv += ["-s", self.service]
+        for key, value in self.keys.items():
+            argv += ["-key", key, value]
+        argv += list(self.extra)
+        if self.remote:
+            argv.append(self.remote)
+        return argv
+
+
+def spawn(
+    runtime: Runtime,
+    argv: Sequence[str],
+    stdout_path: Path,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start SIPp in the runtime, its output (stdout and stderr) in ``stdout_path``."""
+    # the child keeps its own copy of the descriptor; ours is closed once it has started
+    with stdout_path.open("wb") as stdout:
+        return subprocess.Popen(
+            runtime.command(list(argv)),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=preexec_fn,
+        )
 
 
 @dataclass
@@ -168,9 +256,12 @@ class Sipp:
         transport: str = "u1",
         extra: Sequence[str] = (),
         calls: int = 1,
+        rate: float | None = None,
+        limit: int | None = None,
         timeout: float = SIPP_DEFAULT_TIMEOUT_SECONDS,
     ) -> SippRun:
-        """Start ``<scenarios_dir>/<scenario>.xml`` (e.g. ``escalate/bot``) in the background."""
+        """Start ``<scenarios_dir>/<scenario>.xml`` (e.g. ``escalate/bot``) in the background;
+        ``rate`` (calls/s) and ``limit`` (calls open at once) for a party placing calls."""
         source = self.scenarios_dir / f"{scenario}.xml"
         if not source.exists():
             raise FileNotFoundError(f"no SIPp scenario {source}")
@@ -179,53 +270,26 @@ class Sipp:
         workdir.mkdir(parents=True)
         shutil.copy(source, workdir / "scenario.xml")
         shutil.copy(self._tone, workdir / "tone.wav")
-        rp = self.runtime.runtime_path
-        argv = [
-            "sipp",
-            "-sf",
-            rp(workdir / "scenario.xml"),
-            "-i",
-            local_ip,
-            "-p",
-            str(local_port),
-            "-t",
-            transport,
-            "-m",
-            str(calls),
-            "-nostdin",
-            "-timeout",
-            f"{int(timeout)}s",
-            "-timeout_error",
-            "-trace_msg",
-            "-message_file",
-            rp(workdir / f"{name}_messages.log"),
-            "-trace_err",
-            "-error_file",
-            rp(workdir / f"{name}_errors.log"),
-            "-key",
-            "tone",
-            rp(workdir / "tone.wav"),
-            "-min_rtp_port",
-            str(local_port + 1000),
-            "-max_rtp_port",
-            str(local_port + 1100),
-        ]
-        if service:
-            argv += ["-s", service]
-        for key, value in (keys or {}).items():
-            argv += ["-key", key, value]
-        argv += list(extra)
-        if remote:
-            argv.append(remote)
+        command = SippCommand(
+            scenario=workdir / "scenario.xml",
+            local_ip=local_ip,
+            local_port=local_port,
+            transport=transport,
+            calls=calls,
+            rate=rate,
+            limit=limit,
+            timeout_seconds=int(timeout),
+            media_ports=(local_port + 1000, local_port + 1100),
+            message_file=workdir / f"{name}_messages.log",
+            error_file=workdir / f"{name}_errors.log",
+            service=service,
+            keys={"tone": self.runtime.runtime_path(workdir / "tone.wav"), **(keys or {})},
+            extra=tuple(extra),
+            remote=remote,
+        )
         stdout_path = workdir / "stdout.log"
-        # the child keeps its own copy of the descriptor; ours is closed once it has started
-        with stdout_path.open("wb") as stdout:
-            proc = subprocess.Popen(
-                self.runtime.command(argv),
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        argv = command.argv(self.runtime.runtime_path)
+        proc = spawn(self.runtime, argv, stdout_path)
         run = SippRun(name=name, proc=proc, workdir=workdir, argv=argv)
         run._stdout_path = stdout_path
         self.runs.append(run)

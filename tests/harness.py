@@ -115,7 +115,8 @@ def load_callers(
         remote=stack.sip_remote,
         service=service,
         keys={"caller_prefix": prefix},
-        extra=["-r", f"{rate:g}", "-l", str(calls)],
         calls=calls,
+        rate=rate,
+        limit=calls,
         timeout=timeout,
     )

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench import QUIET_STEAL_PERCENT, Options, render_report, run_bench
+from devtools.bench import run_bench
 from devtools.bench_analysis import parse_table
+from devtools.bench_report import QUIET_STEAL_PERCENT, render_report
+from devtools.bench_run import Options
 from devtools.runtime import Runtime
 
 # load, restart and benchmark runs last minutes: a longer per-test limit than the default

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench import (
-    LatencyResult,
-    StepResult,
-    agent_pool,
-    latency_added,
-    latency_schedule,
-    mean_steal,
-)
 from devtools.bench_analysis import (
     format_table,
     parse_rates,
@@ -28,6 +20,9 @@ from devtools.bench_analysis import (
     steal_percent,
     transfer_delays_ms,
 )
+from devtools.bench_report import LatencyResult, StepResult, latency_added, mean_steal
+from devtools.bench_run import latency_schedule
+from devtools.bench_targets import agent_pool
 from devtools.sipp import parse_trace
 
 
