@@ -7,7 +7,11 @@ import pytest
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
 from devtools.stack import free_port
+from tests.harness import until
 from tests.webhook_receiver import Receiver
+
+# how long Asterisk may take, after a call-flow test, to be rid of its channels and bridges
+NOTHING_LEFT_TIMEOUT_SECONDS = 20
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +40,25 @@ async def receiver() -> AsyncIterator[Receiver]:
     receiver = Receiver(free_port())
     yield receiver
     await receiver.stop()
+
+
+@pytest.fixture
+def checked_stack(stack: DevStack) -> DevStack:
+    """The stack ``nothing_left_behind`` looks at; a module with a stack of its own
+    overrides this fixture with it."""
+    return stack
+
+
+@pytest.fixture
+async def nothing_left_behind(checked_stack: DevStack) -> AsyncIterator[None]:
+    """After the test, Asterisk has no channel and no bridge left (a module asks for it with
+    ``pytest.mark.usefixtures("nothing_left_behind")``)."""
+    yield
+    async with checked_stack.rest() as ari:
+
+        async def empty() -> bool:
+            return not await ari.channels() and not await ari.bridges()
+
+        await until(
+            empty, NOTHING_LEFT_TIMEOUT_SECONDS, "no channels and no bridges left in Asterisk"
+        )

@@ -11,32 +11,57 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ari_app.ari import AriBadRequest, AriNotFound, Bridge, CallerId, Channel, DialplanCEP
+from ari_app.ari import AriBadRequest, AriNotFound, Bridge, Channel, load_channel
 from ari_app.calls.control import CallControl
 
 Request = tuple[str, dict[str, Any]]
 
 
-def channel(
+TIMESTAMP = "2026-12-01T10:00:00.000+0000"
+
+
+def channel_json(
     cid: str,
     *,
     name: str = "PJSIP/carrier-1",
-    app_name: str | None = "Stasis",
+    state: str = "Up",
     number: str = "15550001111",
-    exten: str = "s",
+    caller_name: str = "",
     context: str = "botbridge-queue",
+    exten: str = "s",
+    priority: int = 1,
+    app_name: str | None = "Stasis",
     app_data: str | None = None,
-) -> Channel:
-    return Channel(
-        id=cid,
-        name=name,
-        state="Up",
-        caller=CallerId("", number),
-        connected=CallerId("", ""),
-        dialplan=DialplanCEP(context, exten, 1, app_name=app_name, app_data=app_data),
-        creationtime="",
-        language="en",
-    )
+    protocol_id: str = "",
+    creationtime: str = TIMESTAMP,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A channel as Asterisk 22's ARI sends it (events and REST replies): the one way the
+    tests build a channel (``channel`` loads it through the real schema)."""
+    return {
+        "id": cid,
+        "name": name,
+        "state": state,
+        "protocol_id": protocol_id,
+        "caller": {"name": caller_name, "number": number},
+        "connected": {"name": "", "number": ""},
+        "accountcode": "",
+        "dialplan": {
+            "context": context,
+            "exten": exten,
+            "priority": priority,
+            "app_name": app_name,
+            "app_data": app_data,
+        },
+        "creationtime": creationtime,
+        "language": "en",
+        **extra,
+    }
+
+
+def channel(cid: str, **fields: Any) -> Channel:
+    """The ``Channel`` of ``channel_json(cid, **fields)``."""
+    return load_channel(channel_json(cid, **fields))
 
 
 def bridge(bid: str, *channels: str) -> Bridge:

@@ -1,8 +1,12 @@
-"""Test helper: a stored interaction record that must exist."""
+"""Test helpers: the node the unit tests' store and config name, a stored record that must
+exist."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+# the node the unit tests' in-memory store writes new records as (and their config names)
+NODE = "node-a"
 
 
 class RecordGetter(Protocol):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from devtools.sipp import SippRun
 from devtools.stack import free_port
 from tests.harness import all_of, first, queued_caller, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_behind")]
 
 SEED_ESCALATION_HEX = "657363616c6174655f746f3d6167656e74732d7175657565"  # escalate_to=agents-queue
 CALL_TIMEOUT = 40
@@ -161,17 +160,6 @@ def decode_uui_header(value: str) -> str:
     data, _, params = value.partition(";")
     assert params.lower() == "encoding=hex", value
     return bytes.fromhex(data).decode()
-
-
-@pytest.fixture(autouse=True)
-async def nothing_left_behind(stack: DevStack) -> AsyncIterator[None]:
-    yield
-    async with stack.rest() as ari:
-
-        async def empty() -> bool:
-            return not await ari.channels() and not await ari.bridges()
-
-        await until(empty, 20, "no channels and no bridges left in Asterisk")
 
 
 # -- the escalation path -------------------------------------------------------------------

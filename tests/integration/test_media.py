@@ -21,7 +21,7 @@ from devtools.stack import free_port
 from tests.harness import first, sipp_finished, until
 from tests.media import RtpListener, dtmf_packets, write_rtp_pcap
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_behind")]
 
 TELEPHONE_EVENT = 101
 G722 = 9
@@ -29,17 +29,6 @@ PCMU = 0
 CALL_TIMEOUT = 40
 G722_FRAMES = 100  # two seconds of 20 ms frames
 G722_FRAME_BYTES = 160  # 64 kbit/s for 20 ms
-
-
-@pytest.fixture(autouse=True)
-async def nothing_left_behind(stack: DevStack) -> AsyncIterator[None]:
-    yield
-    async with stack.rest() as ari:
-
-        async def empty() -> bool:
-            return not await ari.channels() and not await ari.bridges()
-
-        await until(empty, 20, "no channels and no bridges left in Asterisk")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ limits released when a call's part with its bot ends (fake ARI, in-memory store)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +12,7 @@ from ari_app.calls.app import BridgeApp
 from ari_app.config import Config, load_config
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri
+from tests.fake_ari import channel_json as fake_channel_json
 
 A, B = "sip:a@127.0.0.1:5080", "sip:b@127.0.0.1:5081"
 APP = "botbridge"
@@ -30,32 +30,17 @@ def config() -> Config:
     )
 
 
-@pytest.fixture
-def store() -> Iterator[InteractionStore]:
-    store = InteractionStore(":memory:")
-    yield store
-    store.close()
-
-
 def channel_json(cid: str) -> dict[str, object]:
-    return {
-        "id": cid,
-        "name": f"PJSIP/carrier-{cid}",
-        "state": "Ring",
-        "protocol_id": "",
-        "caller": {"name": "", "number": "15550001111"},
-        "connected": {"name": "", "number": ""},
-        "accountcode": "",
-        "dialplan": {
-            "context": "botbridge-inbound",
-            "exten": "5551000",
-            "priority": 2,
-            "app_name": "Stasis",
-            "app_data": "",
-        },
-        "creationtime": TS,
-        "language": "en",
-    }
+    return fake_channel_json(
+        cid,
+        name=f"PJSIP/carrier-{cid}",
+        state="Ring",
+        context="botbridge-inbound",
+        exten="5551000",
+        priority=2,
+        app_data="",
+        creationtime=TS,
+    )
 
 
 async def inbound(app: BridgeApp, cid: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from ari_app.calls.dispatch import Dispatcher
 from ari_app.config import DEFAULT_LIMITS
 from ari_app.store import InteractionStore
 from ari_app.store.writer import RecordWriter
+from tests.records import NODE
 
 # -- dispatch ------------------------------------------------------------------------------
 
@@ -182,13 +183,6 @@ async def test_a_failed_read_reaches_every_waiter_and_is_not_cached() -> None:
 # -- record writer -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store() -> Iterator[InteractionStore]:
-    store = InteractionStore(":memory:", node="n1")
-    yield store
-    store.close()
-
-
 async def test_changes_are_merged_and_committed_in_one_batch(store: InteractionStore) -> None:
     writer = RecordWriter(store, flush_interval=0.01)
     writer.create("a", profile="default", caller_channel="c-a", started_at=1.0)
@@ -206,7 +200,7 @@ async def test_changes_are_merged_and_committed_in_one_batch(store: InteractionS
         await writer.close()
     row = store.get("a")
     assert row is not None and row["state"] == "bot_connected" and row["bot_answered_at"] == 2.0
-    assert row["node"] == "n1"
+    assert row["node"] == NODE
     assert store.get("b") is not None
     assert writer.batches == 1
 

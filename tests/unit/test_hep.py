@@ -20,6 +20,8 @@ from devtools.stack import free_port
 
 PASSWORD = "capture-secret"
 SIP_PORT = 5060
+# the User-to-User header of BYE below, its folded line joined
+BYE_UUI = "657363616c6174655f746f3d62696c6c696e67; encoding=hex"
 BYE = (
     "BYE sip:asterisk@127.0.0.1:5060 SIP/2.0\r\n"
     "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\n"
@@ -52,14 +54,31 @@ def hep(payload: str, *, password: str = PASSWORD, dst_port: int = SIP_PORT) -> 
 
 def test_parse_hep3_and_the_sip_message() -> None:
     packet = parse_hep3(hep(BYE))
+    # every generic chunk by type, with its data; the other vendor's chunk (0x0099) left out
+    assert dict(packet.chunks) == {
+        0x0001: b"\x02",
+        0x0007: struct.pack("!H", 5080),
+        0x0008: struct.pack("!H", SIP_PORT),
+        0x000E: PASSWORD.encode(),
+        0x0011: b"call-1@127.0.0.1",  # the correlation id: the SIP Call-ID
+        0x000F: BYE.encode(),
+    }
     assert packet.auth_key == PASSWORD.encode()
+    assert packet.payload == BYE.encode()
     assert packet.port(0x0008) == SIP_PORT and packet.port(0x0007) == 5080
+    assert packet.port(0x0001) is None  # one byte is not a port
     message = parse_sip_message(packet.payload)
+    assert message.start_line == "BYE sip:asterisk@127.0.0.1:5060 SIP/2.0"
     assert message.method == "BYE"
-    assert message.header("call-id") == "call-1@127.0.0.1"  # compact "i" expanded
-    assert message.header("User-to-User") == (
-        "657363616c6174655f746f3d62696c6c696e67; encoding=hex"  # folded line joined
+    assert message.headers == (
+        ("Via", "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1"),
+        ("Call-ID", "call-1@127.0.0.1"),  # compact "i" expanded
+        ("CSeq", "3 BYE"),
+        ("User-to-User", BYE_UUI),  # folded line joined
+        ("Content-Length", "0"),
     )
+    assert message.header("call-id") == "call-1@127.0.0.1"  # names match in any case
+    assert message.header("Contact") is None
 
 
 @pytest.mark.parametrize(
@@ -97,7 +116,7 @@ def send(contexts: ByeContexts, data: bytes, source: str = "127.0.0.1") -> None:
 async def test_a_bye_copy_is_found_by_its_call_id(receiver: ByeContexts) -> None:
     send(receiver, hep(BYE))
     headers = await receiver.headers_of("call-1@127.0.0.1")
-    assert headers == {"User-to-User": "657363616c6174655f746f3d62696c6c696e67; encoding=hex"}
+    assert headers == {"User-to-User": BYE_UUI}
     assert await receiver.headers_of("call-1@127.0.0.1") is None  # taken once
 
 
@@ -105,7 +124,7 @@ async def test_the_session_may_ask_before_the_copy_arrives(receiver: ByeContexts
     waiting = asyncio.create_task(receiver.headers_of("call-1@127.0.0.1"))
     await asyncio.sleep(0.05)
     send(receiver, hep(BYE))
-    assert (await waiting) is not None
+    assert await waiting == {"User-to-User": BYE_UUI}
 
 
 @pytest.mark.parametrize(
@@ -133,7 +152,7 @@ async def test_at_most_max_entries_are_kept(receiver: ByeContexts) -> None:
         send(receiver, hep(BYE.replace("call-1@", f"call-{n}@")))
     await asyncio.sleep(0.2)
     assert await receiver.headers_of("call-0@127.0.0.1") is None  # the oldest were dropped
-    assert await receiver.headers_of("call-14@127.0.0.1") is not None
+    assert await receiver.headers_of("call-14@127.0.0.1") == {"User-to-User": BYE_UUI}
 
 
 def test_the_capture_address_must_be_loopback(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ driven with a fake ARI client and an in-memory store."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +17,7 @@ from ari_app.config import Config, load_config
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri, bridge
 from tests.fake_ari import channel as fake_channel
-from tests.records import stored
-
-NODE = "node-a"
+from tests.records import NODE, stored
 
 
 def channel(cid: str, app_name: str | None = "Stasis", name: str = "PJSIP/carrier-1") -> Channel:
@@ -30,13 +27,6 @@ def channel(cid: str, app_name: str | None = "Stasis", name: str = "PJSIP/carrie
 @pytest.fixture
 def config() -> Config:
     return load_config(env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": NODE})
-
-
-@pytest.fixture
-def store() -> Iterator[InteractionStore]:
-    store = InteractionStore(":memory:", node=NODE)
-    yield store
-    store.close()
 
 
 def open_record(store: InteractionStore, iid: str, state: str, **fields: Any) -> None:

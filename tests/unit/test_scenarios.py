@@ -11,7 +11,6 @@ stands for the interaction id the app chose.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,19 @@ from ari_app.ari import parse_event
 from ari_app.calls.app import BridgeApp
 from ari_app.config import load_config
 from ari_app.store import InteractionStore
-from tests.fake_ari import FakeAri, Request
+from tests.fake_ari import FakeAri, Request, channel_json
+from tests.records import NODE
 
 SCRIPTS = sorted((Path(__file__).parent.parent / "scenarios" / "ari").glob("*.json"))
 APP = "botbridge"
 TIMESTAMP = "2026-12-01T10:00:00.000+0000"
 
 
-@pytest.fixture
-def store() -> Iterator[InteractionStore]:
-    store = InteractionStore(":memory:", node="node-a")
-    yield store
-    store.close()
-
-
 @pytest.mark.parametrize("script_path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 async def test_scenario(script_path: Path, store: InteractionStore) -> None:
     script = json.loads(script_path.read_text())
     config = load_config(
-        env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": "node-a"},
+        env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": NODE},
         overrides=script.get("config"),
     )
     ari = FakeAri(variables=script.get("variables", {}))
@@ -109,24 +102,16 @@ def event_json(script: dict[str, Any], step: dict[str, Any], iid: str) -> dict[s
 
     def channel(role: str) -> dict[str, Any]:
         spec = fill(channels[role], iid)
-        return {
-            "id": spec["id"],
-            "name": spec["name"],
-            "state": "Up",
-            "protocol_id": "",
-            "caller": {"name": "", "number": spec.get("number", "")},
-            "connected": {"name": "", "number": ""},
-            "accountcode": "",
-            "dialplan": {
-                "context": "botbridge-inbound",
-                "exten": spec.get("exten", "s"),
-                "priority": 2,
-                "app_name": "Stasis",
-                "app_data": "",
-            },
-            "creationtime": TIMESTAMP,
-            "language": "en",
-        }
+        return channel_json(
+            spec["id"],
+            name=spec["name"],
+            number=spec.get("number", ""),
+            context="botbridge-inbound",
+            exten=spec.get("exten", "s"),
+            priority=2,
+            app_data="",
+            creationtime=TIMESTAMP,
+        )
 
     event: dict[str, Any] = {"type": step["event"], "application": APP, "timestamp": TIMESTAMP}
     if "channel" in step:
