@@ -29,6 +29,9 @@ SERVICE_NUMBER = "5551000"
 RECV_TIMEOUT_MS = 20000
 # SIPp's socket buffers (capped by net.core.rmem_max): a burst must not overflow them
 SIPP_SOCKET_BUFFER = 4 * 1024 * 1024
+# a caller is checked this long after its start: one that exits at once (bad option, port
+# taken) fails the step there
+CALLER_START_CHECK_SECONDS = 0.1
 
 
 @dataclass
@@ -187,7 +190,7 @@ class SippLauncher:
             except (RuntimeError, OSError) as exc:
                 raise StackError(str(exc)) from exc
         else:
-            time.sleep(0.1)
+            time.sleep(CALLER_START_CHECK_SECONDS)
         if party.poll() is not None:
             raise StackError(f"SIPp {name} exited at once ({party.returncode}):\n{party.report()}")
         return party
