@@ -415,7 +415,7 @@ async def _render_config(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _records(config: Config, args: argparse.Namespace) -> int:
-    from ari_app.reporting.reports import ReportError, timezone_named
+    from ari_app.reporting.periods import ReportError, timezone_named
     from ari_app.store import open_existing_store
 
     try:
@@ -448,7 +448,7 @@ async def _records(config: Config, args: argparse.Namespace) -> int:
 
 def _since(text: str, tz: tzinfo) -> datetime:
     """``--since``: a date, a date-time or a duration back from now."""
-    from ari_app.reporting.reports import ReportError, parse_duration
+    from ari_app.reporting.periods import ReportError, parse_duration
 
     if text.strip()[-1:].isalpha():
         return datetime.now(tz) - parse_duration(text, "--since")
@@ -462,7 +462,8 @@ def _since(text: str, tz: tzinfo) -> datetime:
 
 
 def _report_parser(sub: Any) -> None:
-    from ari_app.reporting.reports import FORMATS, GROUP_BYS
+    from ari_app.reporting.periods import GROUP_BYS
+    from ari_app.reporting.rendering import FORMATS
 
     p = _command(
         sub,
@@ -504,14 +505,9 @@ def _report_parser(sub: Any) -> None:
 
 
 async def _report(config: Config, args: argparse.Namespace) -> int:
-    from ari_app.reporting.reports import (
-        Period,
-        ReportError,
-        last_period,
-        render,
-        report_from_store,
-        timezone_named,
-    )
+    from ari_app.reporting.aggregation import report_from_store
+    from ari_app.reporting.periods import Period, ReportError, last_period, timezone_named
+    from ari_app.reporting.rendering import render
     from ari_app.store import open_existing_store
 
     try:

@@ -16,11 +16,13 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ari_app.reporting.cron import CronError, CronSchedule
-from ari_app.reporting.reports import GROUP_BYS, PERIODS, ReportError, timezone_named
+from ari_app.reporting.periods import GROUP_BYS, PERIODS, ReportError, timezone_named
 
 _NO_LINE_BREAKS = validate.Regexp(r"^[^\r\n]*$", error="must be a single line")
 DEFAULT_SUBJECT = "Bot bridge report {from} .. {to} by {group_by}"
 _CRON_PROBE = datetime(2000, 1, 1)
+# each report being built holds its period's records in memory: a handful, not hundreds
+MAX_CONCURRENT_REPORTS = 16
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class HttpSettings:
     host: IPv4Address | IPv6Address
     port: int
     token_file: str  # state-relative
+    max_concurrent_reports: int  # reports built at once; more requests get 503
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class HttpSchema(Schema):
     host = fields.IP(required=True)
     port = fields.Int(required=True, validate=validate.Range(1, 65535))
     token_file = fields.Str(required=True, validate=validate.Length(min=1))
+    max_concurrent_reports = fields.Int(
+        required=True, validate=validate.Range(1, MAX_CONCURRENT_REPORTS)
+    )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> HttpSettings:

@@ -2,7 +2,8 @@
 both generated here, the same figures, chart and table in both.
 
 No script, no external resource: the page works under ``default-src 'none'``. Every value
-that reaches the markup goes through ``html.escape`` (escalation targets come from bots).
+that reaches the markup goes through ``html.escape`` (escalation targets come from bots), and
+names in the table's list cells are quoted as in the text table (``rendering.quoted_name``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import quote
 
-from ari_app.reporting.reports import (
-    GROUP_BYS,
+from ari_app.reporting.aggregation import GroupStats, Report
+from ari_app.reporting.periods import GROUP_BYS
+from ari_app.reporting.rendering import (
     NULL_TEXT,
     TABLE_HEADERS,
-    GroupStats,
-    Report,
     minutes_value,
+    quoted_name,
     render_csv,
     render_json,
     table_cells,
@@ -274,7 +275,8 @@ def report_summary(report: Report, daily: Report) -> str:
         cells = "".join(f"<td>{escape(c)}</td>" for c in table_cells(row))
         body_rows.append(f"<tr{cls}>{cells}</tr>")
     usage = ", ".join(
-        f"{escape(k)}: {minutes_value(v)}" for k, v in sorted(total.usage_minutes.items())
+        f"{escape(quoted_name(k))}: {minutes_value(v)}"
+        for k, v in sorted(total.usage_minutes.items())
     )
     avg = NULL_TEXT if total.avg_bot_seconds is None else f"{total.avg_bot_seconds:.1f} s"
     return f"""<div class="cards">

@@ -21,19 +21,13 @@ from email.message import EmailMessage
 
 from ari_app.config import Config
 from ari_app.config import ReportSchedule as ConfiguredSchedule
+from ari_app.reporting.aggregation import RecordSource, Report, report_from_store
 from ari_app.reporting.cron import CronSchedule
 from ari_app.reporting.mail import MailError, build_message, send_message
 from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.periods import named_period, timezone_named
+from ari_app.reporting.rendering import render_csv, render_table
 from ari_app.reporting.report_html import report_email
-from ari_app.reporting.reports import (
-    RecordSource,
-    Report,
-    named_period,
-    render_csv,
-    render_table,
-    report_from_store,
-    timezone_named,
-)
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,10 @@ Endpoints (docs/reports.md):
 - ``GET /healthz`` -- liveness: the same, except that draining is not a reason (a draining
   app is alive and must not be restarted before its calls are done).
 
+Reports are built off the event loop that the ARI reader shares: reading the records,
+summing the figures and rendering run in worker threads of their own, at most ``[http]
+max_concurrent_reports`` at once; a report request beyond that gets 503 with Retry-After.
+
 Authentication: ``Authorization: Bearer <token>``, compared in constant time; the HTML page
 also takes ``?token=`` so that a browser can open it. ``/metrics`` needs the token unless
 the server listens on a loopback address only.
@@ -20,45 +24,44 @@ the server listens on a loopback address only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
+from ari_app.reporting.aggregation import RecordSource, Report, build_report, records_between
+from ari_app.reporting.periods import (
+    Period,
+    ReportError,
+    check_group_by,
+    parse_day,
+    timezone_named,
+)
+from ari_app.reporting.rendering import render_csv, render_json
 
 from ari_app.config import Config, ensure_secret_file
 from ari_app.reporting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.report_html import report_page
-from ari_app.reporting.reports import (
-    GROUP_BYS,
-    Period,
-    RecordSource,
-    Report,
-    ReportError,
-    build_report,
-    parse_day,
-    records_between,
-    render_csv,
-    render_json,
-    timezone_named,
-)
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "BOTBRIDGE_HTTP_TOKEN"
 TOKEN_BYTES = 32
 DEFAULT_DAYS = 7
-MAX_PERIOD_DAYS = 3660  # ten years: a bound on the work one request can ask for
+# what a report request refused for the concurrency limit is told to wait (docs/reports.md)
+REPORT_RETRY_AFTER_SECONDS = 5
 TOKEN_QUERY = "token"  # accepted by the HTML page only
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -71,7 +74,9 @@ _PAGE_CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-Records = Callable[[float, float], Awaitable[list[dict[str, Any]]]]
+# the records started in [start_ts, end_ts): called in a report worker thread
+Records = Callable[[float, float], Sequence[Mapping[str, Any]]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,13 +84,54 @@ class WebSettings:
     token: str
     records: Records
     tz: tzinfo
+    max_concurrent_reports: int
     metrics: Metrics | None = None
     metrics_public: bool = False
     health: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
     clock: Callable[[], float] = time.time
 
 
+class ReportWorkers:
+    """Worker threads that build reports, at most ``limit`` reports at once.
+
+    A report is read, summed and rendered in one of these threads, never on the event loop.
+    A request beyond the limit is refused at once (503, ``Retry-After``) rather than queued:
+    a queue would hold its records in memory while it waits.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_concurrent_reports must be at least 1, got {limit}")
+        self.limit = limit
+        self.running = 0
+        self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="report")
+
+    async def run(self, job: Callable[[], T]) -> T:
+        if self.running >= self.limit:
+            raise web.HTTPServiceUnavailable(
+                text=f"503: {self.limit} reports are being built; try again later\n",
+                headers={"Retry-After": str(REPORT_RETRY_AFTER_SECONDS)},
+            )
+        loop = asyncio.get_running_loop()
+        self.running += 1
+        future = self._pool.submit(job)
+        # the slot is free when the thread is done, even if the request went away before
+        future.add_done_callback(functools.partial(self._finished, loop))
+        return await asyncio.wrap_future(future)
+
+    def _finished(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._release)
+
+    def _release(self) -> None:
+        self.running -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 SETTINGS = web.AppKey("settings", WebSettings)
+WORKERS = web.AppKey("report_workers", ReportWorkers)
 
 
 # -- the token -----------------------------------------------------------------------------
@@ -144,59 +190,71 @@ def report_query(query: Mapping[str, str], today: date, tz: tzinfo) -> tuple[Per
     if query.get("from"):
         first = parse_day(query["from"], "from")
     else:
-        first = last - timedelta(days=DEFAULT_DAYS - 1)
-    period = Period(first, last, tz)
-    if len(period.days()) > MAX_PERIOD_DAYS:
-        raise ReportError(f"the period is longer than {MAX_PERIOD_DAYS} days")
-    group_by = query.get("group_by") or "day"
-    if group_by not in GROUP_BYS:
-        raise ReportError(f"group_by must be one of {', '.join(GROUP_BYS)}, got {group_by!r}")
-    return period, group_by
+        try:
+            first = last - timedelta(days=DEFAULT_DAYS - 1)
+        except OverflowError as exc:  # the default start is before the first day there is
+            raise ReportError(f"to ({last}) is out of range") from exc
+    period = Period(first, last, tz)  # its length checked from the two dates alone
+    return period, check_group_by(query.get("group_by") or "day")
 
 
-async def _reports(request: web.Request) -> tuple[Report, list[dict[str, Any]]]:
+# renders a report; also given the records, for a second grouping of the same period
+Renderer = Callable[[Report, Sequence[Mapping[str, Any]]], str]
+
+
+async def _rendered(request: web.Request, render: Renderer) -> tuple[Period, str, str]:
+    """The period, grouping and rendered report the query asks for, built in a worker."""
     settings = request.app[SETTINGS]
     today = datetime.fromtimestamp(settings.clock(), settings.tz).date()
     try:
         period, group_by = report_query(request.query, today, settings.tz)
     except ReportError as exc:
         raise web.HTTPBadRequest(text=f"400: {exc}\n") from exc
-    records = await settings.records(period.start_ts, period.end_ts)
-    return build_report(records, period, group_by), records
+
+    def job() -> str:
+        records = settings.records(period.start_ts, period.end_ts)
+        return render(build_report(records, period, group_by), records)
+
+    return period, group_by, await request.app[WORKERS].run(job)
 
 
-def _filename(report: Report, extension: str) -> str:
-    p = report.period
-    return f"botbridge-report-{p.first_day}-{p.last_day}-{report.group_by}.{extension}"
+def _filename(period: Period, group_by: str, extension: str) -> str:
+    return f"botbridge-report-{period.first_day}-{period.last_day}-{group_by}.{extension}"
 
 
 async def reports_csv(request: web.Request) -> web.StreamResponse:
     if not _authorized(request):
         return _unauthorized()
-    report, _ = await _reports(request)
+    period, group_by, text = await _rendered(request, lambda report, _: render_csv(report))
+    name = _filename(period, group_by, "csv")
     return web.Response(
-        text=render_csv(report),
+        text=text,
         content_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{_filename(report, "csv")}"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
 async def reports_json(request: web.Request) -> web.StreamResponse:
     if not _authorized(request):
         return _unauthorized()
-    report, _ = await _reports(request)
-    return web.Response(text=render_json(report), content_type="application/json")
+    _, _, text = await _rendered(request, lambda report, _: render_json(report))
+    return web.Response(text=text, content_type="application/json")
 
 
 async def reports_page(request: web.Request) -> web.StreamResponse:
     if not _authorized(request, query_token=True):
         return _unauthorized()
-    report, records = await _reports(request)
-    daily = report if report.group_by == "day" else build_report(records, report.period, "day")
     # keep the token in the page's form only when it came in the URL (a browser has no header)
     token = request.query.get(TOKEN_QUERY) if _bearer(request) is None else None
+
+    def page(report: Report, records: Sequence[Mapping[str, Any]]) -> str:
+        by_day = report.group_by == "day"
+        daily = report if by_day else build_report(records, report.period, "day")
+        return report_page(report, daily, token=token)
+
+    _, _, text = await _rendered(request, page)
     return web.Response(
-        text=report_page(report, daily, token=token),
+        text=text,
         content_type="text/html",
         headers={"Content-Security-Policy": _PAGE_CSP},
     )
@@ -275,6 +333,12 @@ class _AccessLogger(AbstractAccessLogger):
 def create_web_app(settings: WebSettings) -> web.Application:
     app = web.Application(middlewares=[_headers_and_counts])
     app[SETTINGS] = settings
+    app[WORKERS] = ReportWorkers(settings.max_concurrent_reports)
+
+    async def close_workers(app: web.Application) -> None:
+        app[WORKERS].close()
+
+    app.on_cleanup.append(close_workers)
     app.router.add_get("/reports.csv", reports_csv)
     app.router.add_get("/reports.json", reports_json)
     app.router.add_get("/reports", reports_page)
@@ -285,12 +349,8 @@ def create_web_app(settings: WebSettings) -> web.Application:
 
 
 def store_records(store: RecordSource) -> Records:
-    """Read records in a worker thread: a long report never stalls call handling."""
-
-    async def records(start_ts: float, end_ts: float) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(records_between, store, start_ts, end_ts)
-
-    return records
+    """The store's records of a period, read in the report worker thread that asks."""
+    return functools.partial(records_between, store)
 
 
 def is_loopback(host: Any) -> bool:
@@ -310,6 +370,7 @@ def settings_for(
         token=http_token(config),
         records=store_records(store),
         tz=timezone_named(config.reports.timezone),
+        max_concurrent_reports=config.http.max_concurrent_reports,
         metrics=metrics,
         metrics_public=is_loopback(config.http.host),
         health=health,

@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 
 from ari_app.connect import event_stream
-from ari_app.reporting.reports import Period, report_from_store
+from ari_app.reporting.aggregation import report_from_store
+from ari_app.reporting.periods import Period
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime

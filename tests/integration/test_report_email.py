@@ -25,10 +25,12 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from ari_app.asterisk import make_self_signed
 from ari_app.config import Config, load_config
+from ari_app.reporting.aggregation import build_report
 from ari_app.reporting.mail import MailError, build_message, send_message
 from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.periods import Period
+from ari_app.reporting.rendering import render_csv
 from ari_app.reporting.report_html import BAR_COLOUR, LINE_COLOUR
-from ari_app.reporting.reports import Period, build_report, render_csv
 from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.store import InteractionStore
 from devtools.stack import free_port

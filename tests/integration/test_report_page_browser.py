@@ -146,6 +146,7 @@ async def test_report_page_renders_in_chromium(tmp_path: Path, store: Interactio
         token=TOKEN,
         records=store_records(store),
         tz=UTC,
+        max_concurrent_reports=config.http.max_concurrent_reports,
         metrics=Metrics(process=False),
         metrics_public=True,
     )

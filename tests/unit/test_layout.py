@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
 # with the reporting layer's own pure parsers (cron expressions, period and grouping names),
 # which import nothing of the app's.
 ALLOWED_MODULES = {
-    "ari_app.config.reporting": {"ari_app.reporting.cron", "ari_app.reporting.reports"},
+    "ari_app.config.reporting": {"ari_app.reporting.cron", "ari_app.reporting.periods"},
 }
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from ari_app import cli
 from ari_app.config import load_config
-from ari_app.reporting.reports import Period, build_report, render
+from ari_app.reporting.aggregation import build_report
+from ari_app.reporting.periods import Period
+from ari_app.reporting.rendering import render
 from ari_app.store import InteractionStore
 
 

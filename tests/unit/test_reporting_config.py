@@ -39,7 +39,11 @@ def test_defaults(tmp_path: Path) -> None:
     config = load_config(env=_env(tmp_path))
     assert config.reports == ReportsSettings(timezone="UTC")
     assert config.http == HttpSettings(
-        enabled=True, host=ip_address("127.0.0.1"), port=8090, token_file="http-token"
+        enabled=True,
+        host=ip_address("127.0.0.1"),
+        port=8090,
+        token_file="http-token",
+        max_concurrent_reports=2,
     )
     assert config.smtp == SmtpSettings(
         host="",

@@ -15,9 +15,11 @@ import pytest
 
 from ari_app.config import Config, load_config
 from ari_app.config import reporting as reporting_config
+from ari_app.reporting.aggregation import build_report
 from ari_app.reporting.mail import MailError
 from ari_app.reporting.metrics import Metrics
-from ari_app.reporting.reports import Period, build_report, render_csv
+from ari_app.reporting.periods import Period
+from ari_app.reporting.rendering import render_csv
 from ari_app.reporting.scheduler import ReportSchedule, ReportScheduler
 
 WED_0700 = datetime(2024, 5, 8, 7, 0, tzinfo=UTC)

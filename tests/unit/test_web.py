@@ -18,9 +18,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ari_app.config import load_config
+from ari_app.reporting.aggregation import build_report
 from ari_app.reporting.metrics import Metrics
+from ari_app.reporting.periods import Period
+from ari_app.reporting.rendering import report_dict
 from ari_app.reporting.report_html import chart_svg
-from ari_app.reporting.reports import Period, build_report
 from ari_app.reporting.web import (
     TOKEN_ENV,
     WebSettings,
@@ -85,6 +87,7 @@ def _settings(store: InteractionStore, **extra: Any) -> WebSettings:
         "token": TOKEN,
         "records": store_records(store),
         "tz": UTC,
+        "max_concurrent_reports": load_config(env={}).http.max_concurrent_reports,
         "metrics": Metrics(process=False),
         "metrics_public": True,
         "health": lambda: {"ari_connected": True},
@@ -195,7 +198,7 @@ async def test_csv_download(client: TestClient[Any, Any]) -> None:
     # 40 70 20 20 130 5 61 59 30 s -> 1 2 1 1 3 1 2 1 1 minutes
     assert total["billable_minutes"] == "13"
     assert total["usage_minutes_by_profile"] == "default=8;sales=5"
-    assert total["escalation_targets"] == f"agents-queue=2;{HOSTILE}=1;billing=1"
+    assert total["escalation_targets"] == f'agents-queue=2;"{HOSTILE}"=1;billing=1'
 
 
 async def test_json_by_profile(client: TestClient[Any, Any], store: InteractionStore) -> None:
@@ -205,7 +208,7 @@ async def test_json_by_profile(client: TestClient[Any, Any], store: InteractionS
     assert response.content_type == "application/json"
     data = await response.json()
     expected = build_report(store.all(), Period.parse("2024-05-01", "2024-05-31"), "profile")
-    assert data == json.loads(json.dumps(expected.as_dict()))
+    assert data == json.loads(json.dumps(report_dict(expected)))
     assert [r["key"] for r in data["rows"]] == ["default", "sales"]
     assert data["total"]["total"] == 11
 
