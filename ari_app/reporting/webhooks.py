@@ -57,17 +57,30 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify(secret: bytes, header: str, body: bytes, *, now: float, tolerance: float) -> bool:
-    """A receiver's check (docs/webhooks.md): signature matches, timestamp recent enough."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+def verify(
+    secret: bytes, header: str | bytes, body: bytes, *, now: float, tolerance: float
+) -> bool:
+    """A receiver's check (docs/webhooks.md): signature matches, timestamp recent enough.
+
+    False, never an exception, for any header that is not a valid signature: missing parts,
+    a timestamp that is not decimal ASCII digits, a digest of the wrong length or not hex,
+    non-ASCII text. The digests are compared as bytes, in constant time.
+    """
+    if isinstance(header, bytes):
+        header = header.decode("ascii", errors="replace")
+    parts = dict(item.strip().split("=", 1) for item in header.split(",") if "=" in item)
+    stamp, given = parts.get("t", ""), parts.get("v1", "")
+    if not (stamp.isascii() and stamp.isdigit() and given.isascii()):
+        return False
     try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
+        timestamp = int(stamp)
+    except ValueError:  # more digits than int() converts
         return False
-    if abs(now - timestamp) > tolerance:
+    # int-float comparisons are exact in Python: a huge timestamp cannot overflow a float
+    if not now - tolerance <= timestamp <= now + tolerance:
         return False
-    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    expected = hmac.new(secret, stamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest().encode("ascii"), given.encode("ascii"))
 
 
 def backoff_seconds(settings: WebhookSettings, attempts: int) -> float:
