@@ -67,7 +67,12 @@ def test_report_defaults_to_a_table_by_day(state: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize(
     ("first", "last", "message"),
-    [("2024-05-03", "2024-05-01", "ends"), ("May 1", "2024-05-01", "from must be a date")],
+    [
+        ("2024-05-03", "2024-05-01", "ends"),
+        ("May 1", "2024-05-01", "from must be a date"),
+        ("0001-01-01", "9999-12-31", "longer than"),
+        ("9999-12-31", "9999-12-31", "out of range"),
+    ],
 )
 def test_report_bad_dates(
     state: Path, capsys: pytest.CaptureFixture[str], first: str, last: str, message: str

@@ -6,7 +6,8 @@ import csv
 import io
 import json
 import math
-from datetime import UTC, date, datetime
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,8 +35,10 @@ from ari_app.reporting.figures import (
 )
 from ari_app.reporting.periods import (
     GROUP_BYS,
+    MAX_PERIOD_DAYS,
     Period,
     ReportError,
+    last_period,
     named_period,
     timezone_named,
 )
@@ -47,6 +50,7 @@ from ari_app.reporting.rendering import (
     render_json,
     render_table,
 )
+from ari_app.reporting.report_html import report_summary
 
 PARIS = ZoneInfo("Europe/Paris")
 MAY_1 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()
@@ -228,11 +232,32 @@ def test_period_in_a_time_zone_follows_daylight_saving() -> None:
         ("2024-05-01", "tomorrow", "to must be a date"),
         ("2024-02-30", "2024-03-01", "from must be a date"),
         ("", "2024-03-01", "from must be a date"),
+        ("0001-01-01", "9999-12-31", f"longer than {MAX_PERIOD_DAYS} days"),
+        ("9999-12-31", "9999-12-31", r"to \(9999-12-31\) is out of range"),
     ],
 )
 def test_period_rejects(first: str, last: str, message: str) -> None:
     with pytest.raises(ReportError, match=message):
         Period.parse(first, last)
+
+
+def test_period_length_limit_is_exact() -> None:
+    first = date(2020, 1, 1)
+    longest = Period(first, first + timedelta(days=MAX_PERIOD_DAYS - 1))
+    assert len(longest.days()) == MAX_PERIOD_DAYS
+    with pytest.raises(ReportError, match="longer than"):
+        Period(first, first + timedelta(days=MAX_PERIOD_DAYS))
+    # the first and the last day there are, when the period is short enough
+    assert (
+        Period(date.min, date.min).start_ts
+        < Period(date.max - timedelta(days=1), date.max - timedelta(days=1)).end_ts
+    )
+
+
+@pytest.mark.parametrize("span", ["9999999999d", "99999999w"])
+def test_last_period_out_of_range_is_a_report_error(span: str) -> None:
+    with pytest.raises(ReportError, match="--last"):
+        last_period(span, datetime(2024, 5, 8, tzinfo=UTC))
 
 
 NAMED_PERIOD_CASES = [
@@ -569,6 +594,69 @@ def test_render_dispatch(fmt: str) -> None:
 def test_render_rejects_unknown_format() -> None:
     with pytest.raises(ReportError, match="format"):
         render(build_report([], MAY), "xlsx")
+
+
+# names in list cells: the bot's escalate_to, written so that one name reads as one name
+_PAIR = re.compile(r'("(?:[^"\\]|\\.)*"|[^"=;\s]+)=([0-9.]+)')
+TRICKY_TARGETS = {"sales": 3, "billing=9999;sales": 1, "a b": 1, 'say "hi"': 1, "ünï": 1}
+
+
+def _read_pairs(cell: str, separator: str) -> dict[str, int]:
+    """Parse a list cell back: quoted names as JSON strings; the whole cell must be used."""
+    pairs = [_PAIR.fullmatch(item) for item in _split_pairs(cell, separator)]
+    assert all(pairs), cell
+    return {(json.loads(m[1]) if m[1].startswith('"') else m[1]): int(m[2]) for m in pairs if m}
+
+
+def _split_pairs(cell: str, separator: str) -> list[str]:
+    """Split at separators outside quotes."""
+    items, current, quoted, escaped = [], "", False, False
+    for char in cell:
+        if char == separator and not quoted:
+            items.append(current)
+            current = ""
+            continue
+        current += char
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+    return [*items, current]
+
+
+def _tricky_report() -> Any:
+    records = [
+        rec("escalated", escalate_to=name, transfer_at=MAY_1 + 5)
+        for name, count in TRICKY_TARGETS.items()
+        for _ in range(count)
+    ]
+    return build_report(records, MAY, "profile")
+
+
+def test_bot_supplied_names_are_quoted_in_text_and_csv() -> None:
+    report = _tricky_report()
+    # CSV: the csv module quotes the cell; inside it, every name reads back as one name
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    cell = rows[-1]["escalation_targets"]
+    assert cell == 'sales=3;"a b"=1;"billing=9999;sales"=1;"say \\"hi\\""=1;"ünï"=1'
+    assert _read_pairs(cell, ";") == TRICKY_TARGETS
+    # text: the same names, space-separated
+    total_line = render_table(report).splitlines()[-3]
+    cell = total_line.split("  ")[-1]
+    assert cell == 'sales=3 "a b"=1 "billing=9999;sales"=1 "say \\"hi\\""=1 "ünï"=1'
+    assert _read_pairs(cell, " ") == TRICKY_TARGETS
+    # JSON keeps names as object keys
+    assert json.loads(render_json(report))["total"]["escalation_targets"] == TRICKY_TARGETS
+
+
+def test_bot_supplied_names_are_quoted_and_escaped_in_html() -> None:
+    report = _tricky_report()
+    html = report_summary(report, build_report([], MAY, "day"))
+    assert "&quot;billing=9999;sales&quot;=1" in html
+    assert "billing=9999;sales=1" not in html
+    assert "&quot;a b&quot;=1" in html and "sales=3" in html
 
 
 # -- where records come from ---------------------------------------------------------------
