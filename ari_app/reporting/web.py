@@ -13,7 +13,7 @@ Endpoints (docs/reports.md):
   app is alive and must not be restarted before its calls are done).
 
 Reports are built off the event loop that the ARI reader shares: reading the records,
-summing the figures and rendering run in worker threads of their own, at most ``[http]
+summing the figures and rendering run in worker processes (``jobs.py``), at most ``[http]
 max_concurrent_reports`` at once; a report request beyond that gets 503 with Retry-After.
 
 Authentication: ``Authorization: Bearer <token>``, compared in constant time; the HTML page
@@ -28,19 +28,25 @@ import functools
 import hmac
 import ipaddress
 import logging
+import multiprocessing
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
-from ari_app.reporting.aggregation import RecordSource, Report, build_report, records_between
+
+from ari_app.config import Config, ensure_secret_file
+from ari_app.reporting.jobs import PAGE, Records, ReportJob, store_records
+from ari_app.reporting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.periods import (
     Period,
     ReportError,
@@ -48,12 +54,7 @@ from ari_app.reporting.periods import (
     parse_day,
     timezone_named,
 )
-from ari_app.reporting.rendering import render_csv, render_json
-
-from ari_app.config import Config, ensure_secret_file
-from ari_app.reporting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ari_app.reporting.metrics import Metrics
-from ari_app.reporting.report_html import report_page
+from ari_app.store import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,7 @@ _PAGE_CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-# the records started in [start_ts, end_ts): called in a report worker thread
-Records = Callable[[float, float], Sequence[Mapping[str, Any]]]
-T = TypeVar("T")
+__all__ = ["Records", "ReportWorkers", "WebSettings", "start_http_server", "store_records"]
 
 
 @dataclass
@@ -92,11 +91,12 @@ class WebSettings:
 
 
 class ReportWorkers:
-    """Worker threads that build reports, at most ``limit`` reports at once.
+    """Worker processes that build reports, at most ``limit`` reports at once.
 
-    A report is read, summed and rendered in one of these threads, never on the event loop.
-    A request beyond the limit is refused at once (503, ``Retry-After``) rather than queued:
-    a queue would hold its records in memory while it waits.
+    A report is read, summed and rendered in one of these processes, never in the app's
+    process. A request beyond the limit is refused at once (503, ``Retry-After``) rather
+    than queued. Processes are started on first use (``spawn``: a fresh interpreter, not a
+    fork of a process with threads) and kept for later reports.
     """
 
     def __init__(self, limit: int) -> None:
@@ -104,22 +104,31 @@ class ReportWorkers:
             raise ValueError(f"max_concurrent_reports must be at least 1, got {limit}")
         self.limit = limit
         self.running = 0
-        self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="report")
+        self._pool = self._new_pool()
 
-    async def run(self, job: Callable[[], T]) -> T:
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.limit, mp_context=multiprocessing.get_context("spawn"))
+
+    async def run(self, job: ReportJob) -> str:
         if self.running >= self.limit:
-            raise web.HTTPServiceUnavailable(
-                text=f"503: {self.limit} reports are being built; try again later\n",
-                headers={"Retry-After": str(REPORT_RETRY_AFTER_SECONDS)},
-            )
+            raise _busy(f"{self.limit} reports are being built; try again later")
         loop = asyncio.get_running_loop()
+        try:
+            future = self._pool.submit(job)
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
+            raise _busy("the report workers restarted; try again") from None
         self.running += 1
-        future = self._pool.submit(job)
-        # the slot is free when the thread is done, even if the request went away before
+        # the slot is free when the worker is done, even if the request went away before
         future.add_done_callback(functools.partial(self._finished, loop))
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start anew
+            log.error("a report worker process died building %r; restarting the workers", job)
+            self._pool = self._new_pool()
+            raise _busy("the report worker failed; try again") from None
 
-    def _finished(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
+    def _finished(self, loop: asyncio.AbstractEventLoop, _: Future[str]) -> None:
         if not loop.is_closed():
             loop.call_soon_threadsafe(self._release)
 
@@ -127,7 +136,14 @@ class ReportWorkers:
         self.running -= 1
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers once their reports are done; reports not started are dropped."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _busy(reason: str) -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(
+        text=f"503: {reason}\n", headers={"Retry-After": str(REPORT_RETRY_AFTER_SECONDS)}
+    )
 
 
 SETTINGS = web.AppKey("settings", WebSettings)
@@ -198,11 +214,7 @@ def report_query(query: Mapping[str, str], today: date, tz: tzinfo) -> tuple[Per
     return period, check_group_by(query.get("group_by") or "day")
 
 
-# renders a report; also given the records, for a second grouping of the same period
-Renderer = Callable[[Report, Sequence[Mapping[str, Any]]], str]
-
-
-async def _rendered(request: web.Request, render: Renderer) -> tuple[Period, str, str]:
+async def _rendered(request: web.Request, fmt: str) -> tuple[Period, str, str]:
     """The period, grouping and rendered report the query asks for, built in a worker."""
     settings = request.app[SETTINGS]
     today = datetime.fromtimestamp(settings.clock(), settings.tz).date()
@@ -210,11 +222,9 @@ async def _rendered(request: web.Request, render: Renderer) -> tuple[Period, str
         period, group_by = report_query(request.query, today, settings.tz)
     except ReportError as exc:
         raise web.HTTPBadRequest(text=f"400: {exc}\n") from exc
-
-    def job() -> str:
-        records = settings.records(period.start_ts, period.end_ts)
-        return render(build_report(records, period, group_by), records)
-
+    # the page keeps the token in its form only when it came in the URL (no header)
+    token = request.query.get(TOKEN_QUERY) if fmt == PAGE and _bearer(request) is None else None
+    job = ReportJob(settings.records, period, group_by, fmt, token)
     return period, group_by, await request.app[WORKERS].run(job)
 
 
@@ -225,7 +235,7 @@ def _filename(period: Period, group_by: str, extension: str) -> str:
 async def reports_csv(request: web.Request) -> web.StreamResponse:
     if not _authorized(request):
         return _unauthorized()
-    period, group_by, text = await _rendered(request, lambda report, _: render_csv(report))
+    period, group_by, text = await _rendered(request, "csv")
     name = _filename(period, group_by, "csv")
     return web.Response(
         text=text,
@@ -237,22 +247,14 @@ async def reports_csv(request: web.Request) -> web.StreamResponse:
 async def reports_json(request: web.Request) -> web.StreamResponse:
     if not _authorized(request):
         return _unauthorized()
-    _, _, text = await _rendered(request, lambda report, _: render_json(report))
+    _, _, text = await _rendered(request, "json")
     return web.Response(text=text, content_type="application/json")
 
 
 async def reports_page(request: web.Request) -> web.StreamResponse:
     if not _authorized(request, query_token=True):
         return _unauthorized()
-    # keep the token in the page's form only when it came in the URL (a browser has no header)
-    token = request.query.get(TOKEN_QUERY) if _bearer(request) is None else None
-
-    def page(report: Report, records: Sequence[Mapping[str, Any]]) -> str:
-        by_day = report.group_by == "day"
-        daily = report if by_day else build_report(records, report.period, "day")
-        return report_page(report, daily, token=token)
-
-    _, _, text = await _rendered(request, page)
+    _, _, text = await _rendered(request, PAGE)
     return web.Response(
         text=text,
         content_type="text/html",
@@ -336,7 +338,7 @@ def create_web_app(settings: WebSettings) -> web.Application:
     app[WORKERS] = ReportWorkers(settings.max_concurrent_reports)
 
     async def close_workers(app: web.Application) -> None:
-        app[WORKERS].close()
+        await asyncio.to_thread(app[WORKERS].close)
 
     app.on_cleanup.append(close_workers)
     app.router.add_get("/reports.csv", reports_csv)
@@ -348,11 +350,6 @@ def create_web_app(settings: WebSettings) -> web.Application:
     return app
 
 
-def store_records(store: RecordSource) -> Records:
-    """The store's records of a period, read in the report worker thread that asks."""
-    return functools.partial(records_between, store)
-
-
 def is_loopback(host: Any) -> bool:
     try:
         return ipaddress.ip_address(str(host)).is_loopback
@@ -362,7 +359,7 @@ def is_loopback(host: Any) -> bool:
 
 def settings_for(
     config: Config,
-    store: RecordSource,
+    store: InteractionStore,
     metrics: Metrics | None,
     health: Callable[[], Mapping[str, Any]] = lambda: {},
 ) -> WebSettings:

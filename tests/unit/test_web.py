@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import logging
 import stat
+import time
+import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +23,15 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ari_app.config import load_config
 from ari_app.reporting.aggregation import build_report
+from ari_app.reporting.jobs import StoreRecords
 from ari_app.reporting.metrics import Metrics
-from ari_app.reporting.periods import Period
+from ari_app.reporting.periods import Period, ReportError
 from ari_app.reporting.rendering import report_dict
 from ari_app.reporting.report_html import chart_svg
 from ari_app.reporting.web import (
+    REPORT_RETRY_AFTER_SECONDS,
     TOKEN_ENV,
+    ReportWorkers,
     WebSettings,
     create_web_app,
     ensure_token_file,
@@ -227,6 +234,10 @@ async def test_default_period_is_the_last_seven_days(client: TestClient[Any, Any
         ({"from": "2024-05-05", "to": "2024-05-01"}, "ends"),
         ({"group_by": "agent"}, "group_by must be one of"),
         ({"from": "1900-01-01", "to": "2024-01-01"}, "longer than"),
+        ({"from": "0001-01-01", "to": "9999-12-31"}, "longer than"),
+        ({"to": "9999-12-31"}, "to (9999-12-31) is out of range"),
+        ({"from": "9999-12-31", "to": "9999-12-31"}, "to (9999-12-31) is out of range"),
+        ({"to": "0001-01-03"}, "to (0001-01-03) is out of range"),  # its default start is not
     ],
 )
 async def test_bad_queries(
@@ -236,6 +247,81 @@ async def test_bad_queries(
     assert response.status == 400
     assert message in await response.text()
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# what deciding on a period may allocate; a list of every day of 0001..9999 takes ~150 MB
+QUERY_MEMORY_BYTES = 1_000_000
+
+
+def test_a_maximal_period_is_refused_before_its_days_are_built() -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ReportError, match="longer than"):
+            report_query({"from": "0001-01-01", "to": "9999-12-31"}, date(2024, 5, 8), UTC)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < QUERY_MEMORY_BYTES
+
+
+# how long a test waits for a report worker to reach a point, and how often it looks
+WORKER_WAIT_SECONDS = 30.0
+POLL_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class GatedRecords:
+    """Reads the store like ``StoreRecords`` (in a worker process), once ``gate`` exists;
+    ``reading`` is created when it starts waiting."""
+
+    url: str
+    reading: Path
+    gate: Path
+
+    def __call__(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+        self.reading.touch()
+        deadline = time.monotonic() + WORKER_WAIT_SECONDS
+        while not self.gate.exists() and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        return StoreRecords(self.url)(start_ts, end_ts)
+
+
+async def _appears(path: Path) -> bool:
+    deadline = time.monotonic() + WORKER_WAIT_SECONDS
+    while not path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_SECONDS)
+    return path.exists()
+
+
+async def test_reports_beyond_the_limit_get_503_with_retry_after(
+    store: InteractionStore, tmp_path: Path
+) -> None:
+    reading, gate = tmp_path / "reading", tmp_path / "gate"
+    records = GatedRecords(store_records(store).url, reading, gate)
+    settings = _settings(store, records=records, max_concurrent_reports=1)
+    async with TestClient(TestServer(create_web_app(settings))) as client:
+        first = asyncio.ensure_future(client.get("/reports.json", headers=AUTH))
+        assert await _appears(reading)
+        for path in ("/reports.json", "/reports.csv", "/reports"):
+            busy = await client.get(path, headers=AUTH)
+            assert busy.status == 503, path
+            assert busy.headers["Retry-After"] == str(REPORT_RETRY_AFTER_SECONDS)
+            assert "reports are being built" in await busy.text()
+        assert (await client.get("/healthz")).status == 200  # the rest of the server answers
+        gate.touch()
+        response = await first
+        assert response.status == 200
+        assert (await response.json())["total"]["total"] == 10
+        # the slot is free again once the build is done
+        again = await client.get("/reports.json", headers=AUTH)
+        assert again.status == 200
+        text = await (await client.get("/metrics")).text()
+        assert 'botbridge_http_requests_total{endpoint="/reports.json",status="503"} 1.0' in text
+
+
+def test_report_workers_need_at_least_one_process() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ReportWorkers(0)
 
 
 async def test_page_with_a_token_in_the_url(client: TestClient[Any, Any]) -> None:

@@ -61,7 +61,7 @@ def _malformed() -> list[Any]:
         "non-ASCII digest only": f"t={now},v1=ééé",
         "non-ASCII timestamp digits": f"t={''.join(chr(0x660 + int(d)) for d in str(now))},"
         f"v1={digest}",
-        "non-ASCII timestamp": f"t=１２３,v1={digest}",
+        "fullwidth timestamp digits": f"t=\uff11\uff12\uff13,v1={digest}",
         "thousands of digits": f"t={'9' * 4000},v1={digest}",
         "more digits than int() reads": f"t={'9' * 5000},v1={digest}",
         "negative timestamp": f"t=-{now},v1={digest}",

@@ -1,0 +1,158 @@
+"""A maximal report request through the real HTTP server does not stall the event loop.
+
+The loop that serves HTTP is the one the ARI event reader and every call's handling run
+on: while it is blocked, no ARI event is read (Asterisk drops a WebSocket that is not read).
+A probe task sleeps ``PROBE_SECONDS`` again and again and records how late it wakes: the
+event-loop lag. The test builds the same report twice over a store of ``RECORDS`` records,
+over a period of ``MAX_PERIOD_DAYS`` days:
+
+- *before*: ``build_report`` called on the loop (what the server did until reports moved to
+  worker threads): the probe is late by about the whole build, which shows that the probe
+  sees a blocked loop;
+- *after*: ``GET /reports`` from the real server (two reports: the table's grouping and the
+  daily chart): the probe's worst lateness must stay a small share (``LAG_SHARE``) of both
+  the request's duration and the lag measured before.
+
+The comparison is relative, not against a fixed time, so a slow machine does not decide it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ari_app.config import load_config
+from ari_app.reporting.aggregation import build_report, records_between
+from ari_app.reporting.periods import MAX_PERIOD_DAYS, Period
+from ari_app.reporting.web import WebSettings, start_http_server, store_records
+from ari_app.store import InteractionStore
+from devtools.stack import free_port
+
+RECORDS = 50_000
+PROBE_SECONDS = 0.005
+# the loop may be late by at most this share of the report's build (the lag before: ~1)
+LAG_SHARE = 0.25
+TOKEN = "load-test-token"
+FIRST_DAY = datetime(2020, 1, 1, tzinfo=UTC)
+OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned")
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractionStore]:
+    """``RECORDS`` records spread evenly over ``MAX_PERIOD_DAYS`` days, written in one batch."""
+    store = InteractionStore(tmp_path_factory.mktemp("load") / "interactions.sqlite3")
+    step = MAX_PERIOD_DAYS * 86400 / RECORDS
+    creates: dict[str, dict[str, Any]] = {}
+    for i in range(RECORDS):
+        start = FIRST_DAY.timestamp() + i * step
+        outcome = OUTCOMES[i % len(OUTCOMES)]
+        escalated = outcome == "escalated"
+        creates[f"call{i}"] = {
+            "started_at": start,
+            "profile": f"profile{i % 3}",
+            "caller_channel": f"c{i}",
+            "state": outcome,
+            "outcome": outcome,
+            "queue": "agents-queue" if escalated else None,
+            "escalate_to": f"target{i % 7}" if escalated else None,
+            "bot_answered_at": start + 1,
+            "transfer_at": start + 30 if escalated else None,
+            "ended_at": start + 90,
+        }
+    store.write_batch(creates, {})
+    yield store
+    store.close()
+
+
+class LoopLag:
+    """The worst lateness of a task sleeping ``PROBE_SECONDS`` at a time, while inside."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._stop = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._probe())
+        await asyncio.sleep(2 * PROBE_SECONDS)  # the probe is asleep: a stall now counts
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.sleep(2 * PROBE_SECONDS)  # the probe wakes and measures a last time
+        self._stop = True
+        assert self._task is not None
+        await self._task
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop:
+            before = loop.time()
+            await asyncio.sleep(PROBE_SECONDS)
+            self.worst = max(self.worst, loop.time() - before - PROBE_SECONDS)
+
+
+async def test_a_maximal_report_does_not_stall_the_event_loop(
+    tmp_path: Path, big_store: InteractionStore
+) -> None:
+    last_day = FIRST_DAY.date() + timedelta(days=MAX_PERIOD_DAYS - 1)
+    period = Period(FIRST_DAY.date(), last_day, UTC)
+    records = records_between(big_store, period.start_ts, period.end_ts)
+    assert len(records) == RECORDS
+
+    # before: the report built on the loop
+    async with LoopLag() as before:
+        started = time.perf_counter()
+        on_loop = build_report(records, period, "queue")
+        build_seconds = time.perf_counter() - started
+    assert on_loop.total.total == RECORDS
+    assert before.worst >= 0.5 * build_seconds, (before.worst, build_seconds)
+
+    # the app's process holds no records: neither may this one while it measures the app
+    del records, on_loop
+    gc.collect()
+
+    # after: the same period through the real server, which also builds the daily chart
+    port = free_port()
+    config = load_config(
+        env={"BOTBRIDGE_STATE_DIR": str(tmp_path / "state"), "BOTBRIDGE_HTTP_PORT": str(port)}
+    )
+    settings = WebSettings(
+        token=TOKEN,
+        records=store_records(big_store),
+        tz=UTC,
+        max_concurrent_reports=config.http.max_concurrent_reports,
+    )
+    runner = await start_http_server(config, settings)
+    try:
+        async with aiohttp.ClientSession() as session, LoopLag() as after:
+            started = time.perf_counter()
+            async with session.get(
+                f"http://127.0.0.1:{port}/reports",
+                params={"from": str(period.first_day), "to": str(last_day), "group_by": "queue"},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as response:
+                status, page = response.status, await response.text()
+            request_seconds = time.perf_counter() - started
+    finally:
+        await runner.cleanup()
+    assert status == 200
+    assert f'<div class="v">{RECORDS}</div><div class="k">interactions</div>' in page
+    assert request_seconds >= build_seconds  # it did (at least) the same work
+    figures = (after.worst, request_seconds, before.worst)
+    print(f"lag {after.worst:.3f} s in {request_seconds:.2f} s; on the loop {before.worst:.3f} s")
+    assert after.worst < LAG_SHARE * request_seconds, figures
+    assert after.worst < LAG_SHARE * before.worst, figures
