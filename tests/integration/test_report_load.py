@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -33,7 +34,7 @@ import pytest
 from ari_app.config import load_config
 from ari_app.reporting.aggregation import build_report, records_between
 from ari_app.reporting.periods import MAX_PERIOD_DAYS, Period
-from ari_app.reporting.web import WebSettings, start_http_server, store_records
+from ari_app.reporting.web import settings_for, start_http_server
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
 
@@ -41,7 +42,6 @@ RECORDS = 50_000
 PROBE_SECONDS = 0.005
 # the loop may be late by at most this share of the report's build (the lag before: ~1)
 LAG_SHARE = 0.25
-TOKEN = "load-test-token"
 FIRST_DAY = datetime(2020, 1, 1, tzinfo=UTC)
 OUTCOMES = ("resolved", "escalated", "bot_failed", "abandoned")
 
@@ -73,36 +73,31 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractionS
     store.close()
 
 
-class LoopLag:
+@dataclass
+class Lag:
+    worst: float = 0.0  # seconds
+
+
+@asynccontextmanager
+async def loop_lag() -> AsyncIterator[Lag]:
     """The worst lateness of a task sleeping ``PROBE_SECONDS`` at a time, while inside."""
+    lag, stop = Lag(), asyncio.Event()
 
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._stop = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._probe())
-        await asyncio.sleep(2 * PROBE_SECONDS)  # the probe is asleep: a stall now counts
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.sleep(2 * PROBE_SECONDS)  # the probe wakes and measures a last time
-        self._stop = True
-        assert self._task is not None
-        await self._task
-
-    async def _probe(self) -> None:
+    async def probe() -> None:
         loop = asyncio.get_running_loop()
-        while not self._stop:
+        while not stop.is_set():
             before = loop.time()
             await asyncio.sleep(PROBE_SECONDS)
-            self.worst = max(self.worst, loop.time() - before - PROBE_SECONDS)
+            lag.worst = max(lag.worst, loop.time() - before - PROBE_SECONDS)
+
+    task = asyncio.create_task(probe())
+    await asyncio.sleep(2 * PROBE_SECONDS)  # the probe is asleep: a stall now counts
+    try:
+        yield lag
+    finally:
+        await asyncio.sleep(2 * PROBE_SECONDS)  # the probe wakes and measures a last time
+        stop.set()
+        await task
 
 
 async def test_a_maximal_report_does_not_stall_the_event_loop(
@@ -114,7 +109,7 @@ async def test_a_maximal_report_does_not_stall_the_event_loop(
     assert len(records) == RECORDS
 
     # before: the report built on the loop
-    async with LoopLag() as before:
+    async with loop_lag() as before:
         started = time.perf_counter()
         on_loop = build_report(records, period, "queue")
         build_seconds = time.perf_counter() - started
@@ -130,20 +125,15 @@ async def test_a_maximal_report_does_not_stall_the_event_loop(
     config = load_config(
         env={"BOTBRIDGE_STATE_DIR": str(tmp_path / "state"), "BOTBRIDGE_HTTP_PORT": str(port)}
     )
-    settings = WebSettings(
-        token=TOKEN,
-        records=store_records(big_store),
-        tz=UTC,
-        max_concurrent_reports=config.http.max_concurrent_reports,
-    )
+    settings = settings_for(config, big_store, metrics=None)  # as ari-app run makes them
     runner = await start_http_server(config, settings)
     try:
-        async with aiohttp.ClientSession() as session, LoopLag() as after:
+        async with aiohttp.ClientSession() as session, loop_lag() as after:
             started = time.perf_counter()
             async with session.get(
                 f"http://127.0.0.1:{port}/reports",
                 params={"from": str(period.first_day), "to": str(last_day), "group_by": "queue"},
-                headers={"Authorization": f"Bearer {TOKEN}"},
+                headers={"Authorization": f"Bearer {settings.token}"},
             ) as response:
                 status, page = response.status, await response.text()
             request_seconds = time.perf_counter() - started
