@@ -12,6 +12,7 @@ store itself, once per process.
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,12 @@ from ari_app.store import InteractionStore
 Records = Callable[[float, float], Sequence[Mapping[str, Any]]]
 PAGE = "page"  # the /reports HTML page; "csv" and "json" are the downloads
 JOB_FORMATS = ("csv", "json", PAGE)
+
+
+def worker_started() -> None:
+    """In each worker process: Ctrl-C (SIGINT to the process group) is the app's to handle;
+    the app stops its workers itself when it shuts down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from ari_app.config import Config, ensure_secret_file
-from ari_app.reporting.jobs import PAGE, Records, ReportJob, store_records
+from ari_app.reporting.jobs import PAGE, Records, ReportJob, store_records, worker_started
 from ari_app.reporting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.periods import (
@@ -107,9 +107,14 @@ class ReportWorkers:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.limit, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            self.limit,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker_started,
+        )
 
-    async def run(self, job: ReportJob) -> str:
+    async def run(self, job: Callable[[], str]) -> str:
+        """``job()`` in a worker process (``job`` is pickled: a ``ReportJob``)."""
         if self.running >= self.limit:
             raise _busy(f"{self.limit} reports are being built; try again later")
         loop = asyncio.get_running_loop()

@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import logging
+import os
+import signal
 import stat
 import time
 import tracemalloc
@@ -317,6 +319,34 @@ async def test_reports_beyond_the_limit_get_503_with_retry_after(
         assert again.status == 200
         text = await (await client.get("/metrics")).text()
         assert 'botbridge_http_requests_total{endpoint="/reports.json",status="503"} 1.0' in text
+
+
+def _sigint_handler() -> str:
+    return repr(signal.getsignal(signal.SIGINT))
+
+
+def _die() -> str:
+    os._exit(1)
+
+
+async def test_report_workers_leave_ctrl_c_to_the_app() -> None:
+    workers = ReportWorkers(1)
+    try:
+        assert await workers.run(_sigint_handler) == repr(signal.SIG_IGN)
+    finally:
+        await asyncio.to_thread(workers.close)
+
+
+async def test_a_worker_that_dies_is_a_503_and_the_workers_start_anew() -> None:
+    workers = ReportWorkers(1)
+    try:
+        with pytest.raises(aiohttp.web.HTTPServiceUnavailable) as refused:
+            await workers.run(_die)
+        assert refused.value.headers["Retry-After"] == str(REPORT_RETRY_AFTER_SECONDS)
+        assert workers.running == 0
+        assert await workers.run(_sigint_handler) == repr(signal.SIG_IGN)
+    finally:
+        await asyncio.to_thread(workers.close)
 
 
 def test_report_workers_need_at_least_one_process() -> None:
