@@ -7,11 +7,12 @@ event-loop lag. The test builds the same report twice over a store of ``RECORDS`
 over a period of ``MAX_PERIOD_DAYS`` days:
 
 - *before*: ``build_report`` called on the loop (what the server did until reports moved to
-  worker threads): the probe is late by about the whole build, which shows that the probe
-  sees a blocked loop;
+  worker processes): the probe is late by about the whole build, which shows that the
+  probe sees a blocked loop;
 - *after*: ``GET /reports`` from the real server (two reports: the table's grouping and the
-  daily chart): the probe's worst lateness must stay a small share (``LAG_SHARE``) of both
-  the request's duration and the lag measured before.
+  daily chart, over the same records): the probe's worst lateness must stay a small share
+  (``LAG_SHARE``) of that one build's time and of the request's duration. Built on the loop,
+  as before, the request stalls it for about two builds.
 
 The comparison is relative, not against a fixed time, so a slow machine does not decide it.
 """
@@ -38,7 +39,7 @@ from ari_app.reporting.web import settings_for, start_http_server
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
 
-RECORDS = 50_000
+RECORDS = 100_000
 PROBE_SECONDS = 0.005
 # the loop may be late by at most this share of the report's build (the lag before: ~1)
 LAG_SHARE = 0.25
@@ -141,8 +142,7 @@ async def test_a_maximal_report_does_not_stall_the_event_loop(
         await runner.cleanup()
     assert status == 200
     assert f'<div class="v">{RECORDS}</div><div class="k">interactions</div>' in page
-    assert request_seconds >= build_seconds  # it did (at least) the same work
-    figures = (after.worst, request_seconds, before.worst)
-    print(f"lag {after.worst:.3f} s in {request_seconds:.2f} s; on the loop {before.worst:.3f} s")
+    figures = (after.worst, request_seconds, build_seconds)
+    print(f"lag {after.worst:.3f} s in {request_seconds:.2f} s; one build {build_seconds:.3f} s")
+    assert after.worst < LAG_SHARE * build_seconds, figures
     assert after.worst < LAG_SHARE * request_seconds, figures
-    assert after.worst < LAG_SHARE * before.worst, figures
