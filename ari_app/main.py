@@ -87,6 +87,7 @@ async def run_app(config: Config) -> None:
                 config.bye_context,
                 hep_password(config),
                 (config.sip.port, config.sip.tls_port),
+                config.bridge.max_context_bytes,
             )
             await app.bye_contexts.start()
         try:
@@ -134,6 +135,8 @@ async def side_services(
         bot_active=app.bot_active_calls,
         bot_reachable=app.bot_reachability,
         webhooks=sender.counts if sender is not None else dict,
+        bye_copies=app.bye_contexts.counts if app.bye_contexts is not None else dict,
+        bye_copies_held=app.bye_contexts.held if app.bye_contexts is not None else lambda: 0,
     )
 
     store_check = StoreCheck(store)

@@ -482,6 +482,8 @@ class BridgeApp:
             "call %s: ended, no longer followed", session.interaction_id, extra=call_fields(session)
         )
         self.sessions.pop(session.caller_id, None)
+        if self.bye_contexts is not None and session.bot_call_id:
+            self.bye_contexts.forget(session.bot_call_id)  # followed from the bot's answer
         for channel_id in session.channel_ids:
             if self._by_channel.get(channel_id) is session:
                 del self._by_channel[channel_id]

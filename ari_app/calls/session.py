@@ -437,6 +437,8 @@ class CallSession:
         if self.bye_contexts is not None:
             # the key of the bot's BYE copy, read while the bot channel surely exists
             self.bot_call_id = await self.ari.get_var(self.bot_channel_id, "CHANNEL(pjsip,call-id)")
+            if self.bot_call_id:
+                self.bye_contexts.follow(self.bot_call_id)  # let go in BridgeApp.forget
 
     async def bot_failed(self, reason: str) -> None:
         """The bot could not take the call: the next bot of the profile is dialled while the

@@ -382,6 +382,7 @@ class _ByeContextSchema(Schema):
     wait_seconds = fields.Float(load_default=0.2, validate=validate.Range(0, 5))
     ttl_seconds = fields.Float(load_default=30.0, validate=validate.Range(1, 3600))
     max_entries = fields.Int(load_default=10000, validate=validate.Range(10, 10**7))
+    max_call_id_bytes = fields.Int(load_default=128, validate=validate.Range(36, 1024))
 
     @validates("capture_host")
     def _loopback(self, value: IPv4Address | IPv6Address, **_: Any) -> None:
@@ -595,7 +596,8 @@ class ByeContextSettings:
     password_file: str = "hep-password"  # state-relative; created when absent
     wait_seconds: float = 0.2
     ttl_seconds: float = 30.0
-    max_entries: int = 10000
+    max_entries: int = 10000  # bot dialogs followed at most, each with at most one BYE copy
+    max_call_id_bytes: int = 128  # a longer Call-ID is no dialog of Asterisk's: dropped
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ class _AppCollector(Collector):
         self.bot_active: Callable[[], Mapping[str, int]] = dict
         self.bot_reachable: Callable[[], Mapping[str, bool]] = dict
         self.webhooks: Callable[[], Mapping[str, int]] = dict
+        self.bye_copies: Callable[[], Mapping[str, int]] = dict
+        self.bye_copies_held: Callable[[], int] = lambda: 0
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -113,6 +115,20 @@ class _AppCollector(Collector):
         for result, count in sorted(self.webhooks().items()):
             webhooks.add_metric([result], count)
         yield webhooks
+        bye = CounterMetricFamily(
+            f"{PREFIX}_bye_context_copies",
+            "HEP copies received by the [bye_context] receiver, by result (kept, rejected, "
+            "sent, oversize, other_dialog, not_bye)",
+            labels=["result"],
+        )
+        for result, count in sorted(self.bye_copies().items()):
+            bye.add_metric([result], count)
+        yield bye
+        yield GaugeMetricFamily(
+            f"{PREFIX}_bye_context_held",
+            "BYE copies the [bye_context] receiver holds now (at most one per live bot dialog)",
+            value=self.bye_copies_held(),
+        )
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
@@ -181,6 +197,8 @@ class Metrics:
         bot_active: Callable[[], Mapping[str, int]] = dict,
         bot_reachable: Callable[[], Mapping[str, bool]] = dict,
         webhooks: Callable[[], Mapping[str, int]] = dict,
+        bye_copies: Callable[[], Mapping[str, int]] = dict,
+        bye_copies_held: Callable[[], int] = lambda: 0,
     ) -> None:
         self._app.active_calls = active_calls
         self._app.reconnects = reconnects
@@ -193,6 +211,8 @@ class Metrics:
         self._app.bot_active = bot_active
         self._app.bot_reachable = bot_reachable
         self._app.webhooks = webhooks
+        self._app.bye_copies = bye_copies
+        self._app.bye_copies_held = bye_copies_held
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

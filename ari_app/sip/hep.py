@@ -1,7 +1,8 @@
 """HEPv3 packets (the capture protocol of Asterisk's res_hep) and the SIP message they carry.
 
 Pure and total: :func:`parse_hep3` returns the chunks of one packet or raises
-:class:`HepError`; :func:`parse_sip_message` splits a SIP message's start line and headers.
+:class:`HepError`; :func:`parse_sip_message` splits a SIP message's start line and headers,
+in time linear in the message's size.
 Used only by the optional BYE-context feature (docs/decisions.md (o)); nothing else depends
 on it. Format: a 6-byte header (``HEP3``, total length) then chunks of vendor id (2 bytes),
 type (2), length (2, including these 6) and data; res_hep.c writes them in network order.
@@ -55,6 +56,12 @@ class HepPacket:
     def payload(self) -> bytes:
         return self.chunks.get(CHUNK_PAYLOAD, b"")
 
+    @property
+    def correlation_id(self) -> bytes:
+        """The SIP Call-ID of the copied message (hep.conf ``uuid_type = call-id``), read
+        without parsing the message."""
+        return self.chunks.get(CHUNK_UUID, b"")
+
     def port(self, chunk: int) -> int | None:
         data = self.chunks.get(chunk)
         return struct.unpack("!H", data)[0] if data is not None and len(data) == 2 else None
@@ -107,14 +114,16 @@ def parse_sip_message(payload: bytes) -> SipMessage:
     lines = head.split("\n")
     if not lines or " " not in lines[0]:
         raise HepError("no SIP start line")
-    headers: list[list[str]] = []
+    # each header's parts, joined once at the end: linear in the message, however many
+    # continuation lines a header is folded over (repeated += copied the value every time)
+    headers: list[tuple[str, list[str]]] = []
     for line in lines[1:]:
         if line[:1] in {" ", "\t"} and headers:
-            headers[-1][1] += " " + line.strip()
+            headers[-1][1].append(line.strip())
             continue
         name, sep, value = line.partition(":")
         if not sep:
             continue
         name = name.strip()
-        headers.append([_COMPACT.get(name, name), value.strip()])
-    return SipMessage(lines[0].strip(), tuple((n, v) for n, v in headers))
+        headers.append((_COMPACT.get(name, name), [value.strip()]))
+    return SipMessage(lines[0].strip(), tuple((n, " ".join(parts)) for n, parts in headers))

@@ -39,6 +39,7 @@ __all__ = [
     "decode_uui_context",
     "encode_context",
     "format_uui",
+    "max_uui_value_chars",
     "parse_uui",
     "safe_key",
     "safe_value",
@@ -169,10 +170,8 @@ def parse_uui(
     """
     _check_limit(max_bytes)
     extra = 1 if discriminator else 0
-    # Bound the work before touching the text: hex needs 2 chars per byte, plain text at least
-    # 1, a quoted-string adds 2 quotes, and params/whitespace get a fixed allowance.
     max_data_chars = 2 * (max_bytes + extra)
-    if len(value) > max_data_chars + 2 + _PARAMS_ALLOWANCE:
+    if len(value) > max_uui_value_chars(max_bytes, discriminator=discriminator):
         raise ContextTooLarge("UUI value is longer than any acceptable payload")
 
     segments = _split_uui_value(value)
@@ -190,6 +189,13 @@ def parse_uui(
     if len(raw) > max_bytes:
         raise ContextTooLarge(f"UUI data is {len(raw)} bytes, limit is {max_bytes}")
     return UUI(data=raw, encoding=encoding, params=params)
+
+
+def max_uui_value_chars(max_bytes: int, *, discriminator: bool = False) -> int:
+    """The longest `uui-value` :func:`parse_uui` can accept for ``max_bytes`` of data: hex
+    needs 2 chars per byte (plain text at least 1), a quoted-string adds 2 quotes, and
+    params/whitespace get a fixed allowance. Longer values are refused before any parsing."""
+    return 2 * (max_bytes + (1 if discriminator else 0)) + 2 + _PARAMS_ALLOWANCE
 
 
 def format_uui(

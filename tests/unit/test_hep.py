@@ -37,14 +37,20 @@ def chunk(kind: int, data: bytes, vendor: int = 0) -> bytes:
     return struct.pack("!HHH", vendor, kind, 6 + len(data)) + data
 
 
-def hep(payload: str, *, password: str = PASSWORD, dst_port: int = SIP_PORT) -> bytes:
+def hep(
+    payload: str,
+    *,
+    password: str = PASSWORD,
+    dst_port: int = SIP_PORT,
+    call_id: str = "call-1@127.0.0.1",
+) -> bytes:
     body = b"".join(
         [
             chunk(0x0001, b"\x02"),
             chunk(0x0007, struct.pack("!H", 5080)),
             chunk(0x0008, struct.pack("!H", dst_port)),
             chunk(0x000E, password.encode()),
-            chunk(0x0011, b"call-1@127.0.0.1"),
+            chunk(0x0011, call_id.encode()),
             chunk(0x0099, b"vendor data", vendor=4),
             chunk(0x000F, payload.encode()),
         ]
@@ -102,6 +108,7 @@ async def receiver() -> AsyncIterator[ByeContexts]:
         enabled=True, capture_port=free_port(udp_too=True), wait_seconds=0.3, max_entries=10
     )
     contexts = ByeContexts(settings, PASSWORD, (SIP_PORT,))
+    contexts.follow("call-1@127.0.0.1")  # a live bot dialog
     await contexts.start()
     yield contexts
     contexts.close()
@@ -143,16 +150,8 @@ async def test_copies_that_do_not_count(
 ) -> None:
     send(receiver, data, source)
     assert await receiver.headers_of("call-1@127.0.0.1") is None
-    assert receiver.rejected == (1 if rejected else 0)
-    assert receiver.accepted == 0
-
-
-async def test_at_most_max_entries_are_kept(receiver: ByeContexts) -> None:
-    for n in range(15):
-        send(receiver, hep(BYE.replace("call-1@", f"call-{n}@")))
-    await asyncio.sleep(0.2)
-    assert await receiver.headers_of("call-0@127.0.0.1") is None  # the oldest were dropped
-    assert await receiver.headers_of("call-14@127.0.0.1") == {"User-to-User": BYE_UUI}
+    assert receiver.results["rejected"] == (1 if rejected else 0)
+    assert receiver.results["kept"] == 0
 
 
 def test_the_capture_address_must_be_loopback(tmp_path: Path) -> None:

@@ -1,0 +1,174 @@
+"""The [bye_context] receiver under hostile input: whoever reaches Asterisk's SIP port chooses
+what Asterisk copies to it over HEP. Only BYEs on live bot dialogs are kept, one per dialog;
+long Call-IDs and context headers are dropped; folded header lines are joined in linear time.
+
+The packets are given to the receiver's ``datagram_received`` directly (no UDP loss);
+tests/unit/test_hep.py sends real datagrams, tests/integration/test_bye_context.py floods the
+running app.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+from ari_app.calls import bye_context
+from ari_app.calls.bye_context import ByeContexts
+from ari_app.config import ByeContextSettings
+from ari_app.sip.hep import SipMessage, parse_sip_message
+from ari_app.sip.uui import DEFAULT_MAX_CONTEXT_BYTES, max_uui_value_chars
+from tests.unit.test_hep import BYE, PASSWORD, SIP_PORT, hep
+
+CALL_ID = "call-1@127.0.0.1"
+UUI = "657363616c6174655f746f3d62696c6c696e67; encoding=hex"  # BYE's header, folded line joined
+ASTERISK = ("127.0.0.1", 5080)
+# the longest context header kept: what the codec could accept for the default context limit
+MAX_HEADER = max_uui_value_chars(DEFAULT_MAX_CONTEXT_BYTES, discriminator=True)
+FLOOD = 2000
+# what one flood packet would cost kept (about 30 KB): the old receiver kept every one
+FLOOD_PACKET_BYTES = 30_000
+FOLDED_LINES = 100_000
+
+
+def settings(**overrides: object) -> ByeContextSettings:
+    values: dict[str, object] = {"enabled": True, "wait_seconds": 0, "max_entries": 10}
+    return ByeContextSettings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def bye(call_id: str = CALL_ID, uui: str = UUI) -> bytes:
+    message = BYE.replace("i: call-1@127.0.0.1", f"i: {call_id}").replace(
+        "User-to-User: 657363616c6174655f746f3d62696c6c696e67;\r\n encoding=hex",
+        f"User-to-User: {uui}",
+    )
+    return hep(message, call_id=call_id)
+
+
+def forged(n: int) -> bytes:
+    """A large forged BYE on no live dialog: big headers, thousands of folded lines."""
+    folded = "\r\n x" * ((FLOOD_PACKET_BYTES - 2 * MAX_HEADER) // 4)
+    uui = "ab" * MAX_HEADER
+    return bye(f"forged-{n}@attacker", uui + folded)
+
+
+@pytest.fixture
+def receiver() -> ByeContexts:
+    return ByeContexts(settings(), PASSWORD, (SIP_PORT,))
+
+
+async def test_a_bye_on_no_live_bot_dialog_is_dropped_unparsed(
+    receiver: ByeContexts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[bytes] = []
+    real_parse: Callable[[bytes], SipMessage] = parse_sip_message
+
+    def parse(payload: bytes) -> SipMessage:
+        parsed.append(payload)
+        return real_parse(payload)
+
+    monkeypatch.setattr(bye_context, "parse_sip_message", parse)
+    receiver.datagram_received(bye(), ASTERISK)
+    assert await receiver.headers_of(CALL_ID) is None
+    assert parsed == []
+    assert receiver.results["other_dialog"] == 1 and receiver.held() == 0
+
+    receiver.follow(CALL_ID)  # now the bot dialog is live: the same copy counts
+    receiver.datagram_received(bye(), ASTERISK)
+    assert await receiver.headers_of(CALL_ID) == {"User-to-User": UUI}
+    assert len(parsed) == 1 and receiver.results["kept"] == 1
+
+
+async def test_a_forgotten_dialog_keeps_nothing(receiver: ByeContexts) -> None:
+    receiver.follow(CALL_ID)
+    receiver.datagram_received(bye(), ASTERISK)
+    assert receiver.held() == 1
+    receiver.forget(CALL_ID)  # the call ended
+    assert receiver.held() == 0 and receiver.dialogs == 0
+    receiver.datagram_received(bye(), ASTERISK)
+    assert await receiver.headers_of(CALL_ID) is None
+    assert receiver.results["other_dialog"] == 1
+
+
+async def test_a_call_id_over_max_call_id_bytes_is_dropped(receiver: ByeContexts) -> None:
+    long_id = "c" * (receiver.settings.max_call_id_bytes + 1)
+    receiver.follow(long_id)  # refused too: no Asterisk dialog has such a Call-ID
+    receiver.datagram_received(bye(long_id), ASTERISK)
+    assert await receiver.headers_of(long_id) is None
+    assert receiver.results["oversize"] == 1 and receiver.dialogs == 0
+
+
+@pytest.mark.parametrize(("length", "kept"), [(MAX_HEADER, True), (MAX_HEADER + 1, False)])
+async def test_a_context_header_longer_than_the_context_limit_allows_is_dropped(
+    receiver: ByeContexts, length: int, kept: bool
+) -> None:
+    uui = "a" * length
+    receiver.follow(CALL_ID)
+    receiver.datagram_received(bye(uui=uui), ASTERISK)
+    assert await receiver.headers_of(CALL_ID) == ({"User-to-User": uui} if kept else None)
+    assert receiver.results["oversize"] == (0 if kept else 1)
+
+
+async def test_a_live_dialog_holds_one_copy_the_latest(receiver: ByeContexts) -> None:
+    receiver.follow(CALL_ID)
+    for n in range(100):
+        receiver.datagram_received(bye(uui=f"{n:04x};encoding=hex"), ASTERISK)
+    assert receiver.held() == 1 and receiver.results["kept"] == 100
+    assert await receiver.headers_of(CALL_ID) == {"User-to-User": "0063;encoding=hex"}
+    assert receiver.held() == 0  # taken once
+    assert receiver.dialogs == 1  # still followed until the call ends
+
+
+def test_at_most_max_entries_dialogs_are_followed(receiver: ByeContexts) -> None:
+    for n in range(15):
+        receiver.follow(f"call-{n}")
+        receiver.datagram_received(bye(f"call-{n}"), ASTERISK)
+    assert receiver.dialogs == receiver.settings.max_entries == receiver.held()
+    receiver.datagram_received(bye("call-0"), ASTERISK)  # the oldest were let go
+    assert receiver.results["other_dialog"] == 1
+
+
+async def test_a_flood_of_large_forged_byes_leaves_memory_as_it_was(
+    receiver: ByeContexts,
+) -> None:
+    receiver.follow(CALL_ID)
+    packets = [forged(n) for n in range(FLOOD)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for packet in packets:
+            receiver.datagram_received(packet, ASTERISK)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert receiver.results["other_dialog"] == FLOOD
+    assert receiver.held() == 0 and receiver.dialogs == 1
+    # the old receiver kept every copy (FLOOD x FLOOD_PACKET_BYTES, 60 MB); now only counts
+    assert grown < FLOOD_PACKET_BYTES
+    receiver.datagram_received(bye(), ASTERISK)  # the live dialog's own BYE still counts
+    assert await receiver.headers_of(CALL_ID) == {"User-to-User": UUI}
+
+
+def _fastest(parse: Callable[[], SipMessage], runs: int = 2) -> tuple[float, SipMessage]:
+    best, message = float("inf"), None
+    for _ in range(runs):
+        started = time.perf_counter()
+        message = parse()
+        best = min(best, time.perf_counter() - started)
+    assert message is not None
+    return best, message
+
+
+def test_folded_lines_are_joined_in_linear_time() -> None:
+    """100,000 continuation lines cost about what 100,000 header lines cost (one pass each);
+    joined by repeated += they cost the square (seconds instead of milliseconds)."""
+    start = "BYE sip:a@127.0.0.1 SIP/2.0\r\n"
+    folded = (start + "User-to-User: x" + "\r\n x" * FOLDED_LINES + "\r\n\r\n").encode()
+    separate = (start + "X-H: x\r\n" * (FOLDED_LINES + 1) + "\r\n").encode()
+    folded_seconds, message = _fastest(lambda: parse_sip_message(folded))
+    separate_seconds, lines = _fastest(lambda: parse_sip_message(separate))
+    assert message.header("User-to-User") == " ".join(["x"] * (FOLDED_LINES + 1))
+    assert len(message.headers) == 1 and len(lines.headers) == FOLDED_LINES + 1
+    # the same number of lines: a linear join is within a small factor of the plain split
+    assert folded_seconds < 5 * separate_seconds, (folded_seconds, separate_seconds)
