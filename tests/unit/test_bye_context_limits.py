@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ FLOOD = 2000
 # what one flood packet would cost kept (about 30 KB): the old receiver kept every one
 FLOOD_PACKET_BYTES = 30_000
 FOLDED_LINES = 100_000
+FOLDED_LINE_CHARS = 16
 
 
 def settings(**overrides: object) -> ByeContextSettings:
@@ -38,19 +40,20 @@ def settings(**overrides: object) -> ByeContextSettings:
     return ByeContextSettings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
-def bye(call_id: str = CALL_ID, uui: str = UUI) -> bytes:
+def bye(call_id: str = CALL_ID, uui: str = UUI, **packet: Any) -> bytes:
     message = BYE.replace("i: call-1@127.0.0.1", f"i: {call_id}").replace(
         "User-to-User: 657363616c6174655f746f3d62696c6c696e67;\r\n encoding=hex",
         f"User-to-User: {uui}",
     )
-    return hep(message, call_id=call_id)
+    return hep(message, call_id=call_id, **packet)
 
 
-def forged(n: int) -> bytes:
-    """A large forged BYE on no live dialog: big headers, thousands of folded lines."""
+def forged(n: int, **packet: Any) -> bytes:
+    """A large forged BYE on no live dialog (as Asterisk copies what anyone sends it): big
+    headers, thousands of folded lines; ``packet``: hep()'s password and dst_port."""
     folded = "\r\n x" * ((FLOOD_PACKET_BYTES - 2 * MAX_HEADER) // 4)
     uui = "ab" * MAX_HEADER
-    return bye(f"forged-{n}@attacker", uui + folded)
+    return bye(f"forged-{n}@attacker", uui + folded, **packet)
 
 
 @pytest.fixture
@@ -142,10 +145,10 @@ async def test_a_flood_of_large_forged_byes_leaves_memory_as_it_was(
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert receiver.results["other_dialog"] == FLOOD
-    assert receiver.held() == 0 and receiver.dialogs == 1
     # the old receiver kept every copy (FLOOD x FLOOD_PACKET_BYTES, 60 MB); now only counts
     assert grown < FLOOD_PACKET_BYTES
+    assert receiver.held() == 0 and receiver.dialogs == 1
+    assert receiver.results["other_dialog"] == FLOOD
     receiver.datagram_received(bye(), ASTERISK)  # the live dialog's own BYE still counts
     assert await receiver.headers_of(CALL_ID) == {"User-to-User": UUI}
 
@@ -161,14 +164,16 @@ def _fastest(parse: Callable[[], SipMessage], runs: int = 2) -> tuple[float, Sip
 
 
 def test_folded_lines_are_joined_in_linear_time() -> None:
-    """100,000 continuation lines cost about what 100,000 header lines cost (one pass each);
-    joined by repeated += they cost the square (seconds instead of milliseconds)."""
+    """100,000 continuation lines cost about what 100,000 header lines of the same size cost
+    (one pass each). Joined by repeated += every line copied the value so far: measured 8 to
+    10 times the plain split with 8-character lines, 120 times with 100."""
     start = "BYE sip:a@127.0.0.1 SIP/2.0\r\n"
-    folded = (start + "User-to-User: x" + "\r\n x" * FOLDED_LINES + "\r\n\r\n").encode()
-    separate = (start + "X-H: x\r\n" * (FOLDED_LINES + 1) + "\r\n").encode()
+    part = "x" * FOLDED_LINE_CHARS
+    folded = (start + "User-to-User: x" + f"\r\n {part}" * FOLDED_LINES + "\r\n\r\n").encode()
+    separate = (start + f"X-H: {part}\r\n" * (FOLDED_LINES + 1) + "\r\n").encode()
     folded_seconds, message = _fastest(lambda: parse_sip_message(folded))
     separate_seconds, lines = _fastest(lambda: parse_sip_message(separate))
-    assert message.header("User-to-User") == " ".join(["x"] * (FOLDED_LINES + 1))
+    assert message.header("User-to-User") == " ".join(["x"] + [part] * FOLDED_LINES)
     assert len(message.headers) == 1 and len(lines.headers) == FOLDED_LINES + 1
-    # the same number of lines: a linear join is within a small factor of the plain split
-    assert folded_seconds < 5 * separate_seconds, (folded_seconds, separate_seconds)
+    # a ratio of two runs on the same machine, not a time: a linear join is about 1
+    assert folded_seconds < 3 * separate_seconds, (folded_seconds, separate_seconds)
