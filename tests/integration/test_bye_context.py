@@ -41,6 +41,7 @@ FORGED_TO_ASTERISK = 50
 FORGED_ROUNDS = 4
 FORGED_PAUSE_SECONDS = 0.005
 FORGED_SETTLE_SECONDS = 0.5
+SIP_REPLY_BYTES = 65535
 STRANGER = "127.0.0.2"
 # what the old receiver kept of such a flood, measured: 10,000 entries x 31 KB = 314 MB
 OLD_FLOOD_RSS_BYTES = 314 * 2**20
@@ -209,8 +210,8 @@ def forged_sip_bye(n: int, stack: DevStack, source_port: int) -> bytes:
 async def test_asterisk_copies_forged_byes_and_the_app_drops_them_unparsed(
     hep_stack: DevStack,
 ) -> None:
-    """The path of the attack: Asterisk copies a BYE from a stranger over HEP before its
-    signalling ACL answers it; the app counts it as no live dialog of its own and keeps
+    """The path of the attack: Asterisk copies a BYE from a stranger over HEP, then its
+    signalling ACL answers it 403; the app counts the copy as no live bot dialog and keeps
     nothing."""
     start = await scrape(hep_stack)
     before, kept = copies(start, "other_dialog"), copies(start, "kept")
@@ -228,6 +229,9 @@ async def test_asterisk_copies_forged_byes_and_the_app_drops_them_unparsed(
                 counted = copies(samples, "other_dialog") - before
                 if counted >= FORGED_TO_ASTERISK:
                     break
-    assert counted >= FORGED_TO_ASTERISK
+        sock.settimeout(FORGED_SETTLE_SECONDS)
+        reply = sock.recv(SIP_REPLY_BYTES)
+    assert reply.startswith(b"SIP/2.0 403 ")  # the signalling ACL refused the stranger...
+    assert counted >= FORGED_TO_ASTERISK  # ...after Asterisk had copied its BYEs
     assert samples[("botbridge_bye_context_held", ())] == 0
     assert copies(samples, "kept") == kept
