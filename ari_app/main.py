@@ -123,6 +123,7 @@ async def side_services(
         if config.webhooks.enabled
         else None
     )
+    bye = app.bye_contexts
     metrics.bind(
         active_calls=lambda: len(app.sessions),
         reconnects=lambda: app.stream.reconnects,
@@ -135,8 +136,9 @@ async def side_services(
         bot_active=app.bot_active_calls,
         bot_reachable=app.bot_reachability,
         webhooks=sender.counts if sender is not None else dict,
-        bye_copies=app.bye_contexts.counts if app.bye_contexts is not None else dict,
-        bye_copies_held=app.bye_contexts.held if app.bye_contexts is not None else lambda: 0,
+        bye_copies=bye.counts if bye is not None else dict,
+        bye_copies_held=bye.held if bye is not None else lambda: 0,
+        bye_dialogs=bye.followed if bye is not None else lambda: 0,
     )
 
     store_check = StoreCheck(store)

@@ -118,8 +118,7 @@ class ByeContexts(asyncio.DatagramProtocol):
         """The call of bot dialog ``call_id`` ended: its copy, if any, goes."""
         self._dialogs.pop(call_id, None)
 
-    @property
-    def dialogs(self) -> int:
+    def followed(self) -> int:
         """Bot dialogs followed now."""
         return len(self._dialogs)
 

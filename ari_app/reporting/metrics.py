@@ -45,6 +45,7 @@ class _AppCollector(Collector):
         self.webhooks: Callable[[], Mapping[str, int]] = dict
         self.bye_copies: Callable[[], Mapping[str, int]] = dict
         self.bye_copies_held: Callable[[], int] = lambda: 0
+        self.bye_dialogs: Callable[[], int] = lambda: 0
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -129,6 +130,11 @@ class _AppCollector(Collector):
             "BYE copies the [bye_context] receiver holds now (at most one per live bot dialog)",
             value=self.bye_copies_held(),
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_bye_context_dialogs",
+            "Live bot dialogs the [bye_context] receiver follows now (their BYE copies kept)",
+            value=self.bye_dialogs(),
+        )
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return self.collect()
@@ -199,6 +205,7 @@ class Metrics:
         webhooks: Callable[[], Mapping[str, int]] = dict,
         bye_copies: Callable[[], Mapping[str, int]] = dict,
         bye_copies_held: Callable[[], int] = lambda: 0,
+        bye_dialogs: Callable[[], int] = lambda: 0,
     ) -> None:
         self._app.active_calls = active_calls
         self._app.reconnects = reconnects
@@ -213,6 +220,7 @@ class Metrics:
         self._app.webhooks = webhooks
         self._app.bye_copies = bye_copies
         self._app.bye_copies_held = bye_copies_held
+        self._app.bye_dialogs = bye_dialogs
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -195,6 +195,12 @@ async def test_a_flood_of_forged_copies_keeps_memory_bounded_and_calls_going(
     assert copies(after, "kept") >= 1  # the call's own BYE
     await escalated_by_bye(hep_stack)  # and after it
 
+    async def all_forgotten() -> Samples | None:
+        samples = await scrape(hep_stack)
+        return samples if samples[("botbridge_bye_context_dialogs", ())] == 0 else None
+
+    await until(all_forgotten, 10, "the ended calls' bot dialogs no longer followed")
+
 
 def forged_sip_bye(n: int, stack: DevStack, source_port: int) -> bytes:
     """A BYE on no dialog, with a large context header, as anyone can send to Asterisk."""

@@ -88,7 +88,7 @@ async def test_a_forgotten_dialog_keeps_nothing(receiver: ByeContexts) -> None:
     receiver.datagram_received(bye(), ASTERISK)
     assert receiver.held() == 1
     receiver.forget(CALL_ID)  # the call ended
-    assert receiver.held() == 0 and receiver.dialogs == 0
+    assert receiver.held() == 0 and receiver.followed() == 0
     receiver.datagram_received(bye(), ASTERISK)
     assert await receiver.headers_of(CALL_ID) is None
     assert receiver.results["other_dialog"] == 1
@@ -99,7 +99,7 @@ async def test_a_call_id_over_max_call_id_bytes_is_dropped(receiver: ByeContexts
     receiver.follow(long_id)  # refused too: no Asterisk dialog has such a Call-ID
     receiver.datagram_received(bye(long_id), ASTERISK)
     assert await receiver.headers_of(long_id) is None
-    assert receiver.results["oversize"] == 1 and receiver.dialogs == 0
+    assert receiver.results["oversize"] == 1 and receiver.followed() == 0
 
 
 @pytest.mark.parametrize(("length", "kept"), [(MAX_HEADER, True), (MAX_HEADER + 1, False)])
@@ -120,14 +120,14 @@ async def test_a_live_dialog_holds_one_copy_the_latest(receiver: ByeContexts) ->
     assert receiver.held() == 1 and receiver.results["kept"] == 100
     assert await receiver.headers_of(CALL_ID) == {"User-to-User": "0063;encoding=hex"}
     assert receiver.held() == 0  # taken once
-    assert receiver.dialogs == 1  # still followed until the call ends
+    assert receiver.followed() == 1  # still followed until the call ends
 
 
 def test_at_most_max_entries_dialogs_are_followed(receiver: ByeContexts) -> None:
     for n in range(15):
         receiver.follow(f"call-{n}")
         receiver.datagram_received(bye(f"call-{n}"), ASTERISK)
-    assert receiver.dialogs == receiver.settings.max_entries == receiver.held()
+    assert receiver.followed() == receiver.settings.max_entries == receiver.held()
     receiver.datagram_received(bye("call-0"), ASTERISK)  # the oldest were let go
     assert receiver.results["other_dialog"] == 1
 
@@ -147,7 +147,7 @@ async def test_a_flood_of_large_forged_byes_leaves_memory_as_it_was(
         tracemalloc.stop()
     # the old receiver kept every copy (FLOOD x FLOOD_PACKET_BYTES, 60 MB); now only counts
     assert grown < FLOOD_PACKET_BYTES
-    assert receiver.held() == 0 and receiver.dialogs == 1
+    assert receiver.held() == 0 and receiver.followed() == 1
     assert receiver.results["other_dialog"] == FLOOD
     receiver.datagram_received(bye(), ASTERISK)  # the live dialog's own BYE still counts
     assert await receiver.headers_of(CALL_ID) == {"User-to-User": UUI}
