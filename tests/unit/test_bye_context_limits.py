@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ari_app.calls import bye_context
 from ari_app.calls.bye_context import ByeContexts
-from ari_app.config import ByeContextSettings
+from ari_app.config import ByeContextSettings, ConfigError, load_config
 from ari_app.sip.hep import SipMessage, parse_sip_message
 from ari_app.sip.uui import DEFAULT_MAX_CONTEXT_BYTES, max_uui_value_chars
 from tests.unit.test_hep import BYE, PASSWORD, SIP_PORT, hep
@@ -177,3 +178,12 @@ def test_folded_lines_are_joined_in_linear_time() -> None:
     assert len(message.headers) == 1 and len(lines.headers) == FOLDED_LINES + 1
     # a ratio of two runs on the same machine, not a time: a linear join is about 1
     assert folded_seconds < 3 * separate_seconds, (folded_seconds, separate_seconds)
+
+
+@pytest.mark.parametrize("value", [35, 1025])
+def test_max_call_id_bytes_is_checked(tmp_path: Path, value: int) -> None:
+    with pytest.raises(ConfigError, match=r"bye_context\.max_call_id_bytes"):
+        load_config(
+            env={"BOTBRIDGE_STATE_DIR": str(tmp_path)},
+            overrides={"bye_context": {"max_call_id_bytes": value}},
+        )
