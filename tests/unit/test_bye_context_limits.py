@@ -180,10 +180,17 @@ def test_folded_lines_are_joined_in_linear_time() -> None:
     assert folded_seconds < 3 * separate_seconds, (folded_seconds, separate_seconds)
 
 
-@pytest.mark.parametrize("value", [35, 1025])
-def test_max_call_id_bytes_is_checked(tmp_path: Path, value: int) -> None:
-    with pytest.raises(ConfigError, match=r"bye_context\.max_call_id_bytes"):
-        load_config(
+@pytest.mark.parametrize(("value", "valid"), [(35, False), (36, True), (1024, True), (1025, False)])
+def test_max_call_id_bytes_is_a_checked_setting(tmp_path: Path, value: int, valid: bool) -> None:
+    def load() -> int:
+        config = load_config(
             env={"BOTBRIDGE_STATE_DIR": str(tmp_path)},
             overrides={"bye_context": {"max_call_id_bytes": value}},
         )
+        return config.bye_context.max_call_id_bytes
+
+    if valid:
+        assert load() == value
+    else:
+        with pytest.raises(ConfigError, match=r"bye_context\.max_call_id_bytes"):
+            load()
