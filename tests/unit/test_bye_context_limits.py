@@ -22,10 +22,9 @@ from ari_app.calls.bye_context import ByeContexts
 from ari_app.config import ByeContextSettings, ConfigError, load_config
 from ari_app.sip.hep import SipMessage, parse_sip_message
 from ari_app.sip.uui import DEFAULT_MAX_CONTEXT_BYTES, max_uui_value_chars
-from tests.unit.test_hep import BYE, PASSWORD, SIP_PORT, hep
+from tests.unit.test_hep import BYE, BYE_UUI, PASSWORD, SIP_PORT, hep
 
 CALL_ID = "call-1@127.0.0.1"
-UUI = "657363616c6174655f746f3d62696c6c696e67; encoding=hex"  # BYE's header, folded line joined
 ASTERISK = ("127.0.0.1", 5080)
 # the longest context header kept: what the codec could accept for the default context limit
 MAX_HEADER = max_uui_value_chars(DEFAULT_MAX_CONTEXT_BYTES, discriminator=True)
@@ -41,7 +40,7 @@ def settings(**overrides: object) -> ByeContextSettings:
     return ByeContextSettings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
-def bye(call_id: str = CALL_ID, uui: str = UUI, **packet: Any) -> bytes:
+def bye(call_id: str = CALL_ID, uui: str = BYE_UUI, **packet: Any) -> bytes:
     message = BYE.replace("i: call-1@127.0.0.1", f"i: {call_id}").replace(
         "User-to-User: 657363616c6174655f746f3d62696c6c696e67;\r\n encoding=hex",
         f"User-to-User: {uui}",
@@ -80,7 +79,7 @@ async def test_a_bye_on_no_live_bot_dialog_is_dropped_unparsed(
 
     receiver.follow(CALL_ID)  # now the bot dialog is live: the same copy counts
     receiver.datagram_received(bye(), ASTERISK)
-    assert await receiver.headers_of(CALL_ID) == {"User-to-User": UUI}
+    assert await receiver.headers_of(CALL_ID) == {"User-to-User": BYE_UUI}
     assert len(parsed) == 1 and receiver.results["kept"] == 1
 
 
@@ -153,7 +152,7 @@ async def test_a_flood_of_large_forged_byes_leaves_memory_as_it_was() -> None:
     assert receiver.held() == 0 and receiver.followed() == 1
     assert receiver.results["other_dialog"] == FLOOD
     receiver.datagram_received(bye(), ASTERISK)  # the live dialog's own BYE still counts
-    assert await receiver.headers_of(CALL_ID) == {"User-to-User": UUI}
+    assert await receiver.headers_of(CALL_ID) == {"User-to-User": BYE_UUI}
 
 
 def _fastest(parse: Callable[[], SipMessage], runs: int = 2) -> tuple[float, SipMessage]:
