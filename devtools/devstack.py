@@ -8,6 +8,7 @@ app's log, SIPp traces and the interaction store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -21,8 +22,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ari_app.ari import AriRest
+from sqlalchemy.engine import make_url
+
+from ari_app.ari import AriError, AriRest
 from ari_app.config import Config, ensure_password_file, load_config
 from ari_app.connect import ari_rest
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
@@ -87,11 +91,14 @@ class DevStack:
             raise
 
     def stop(self) -> None:
+        self.stop_sipps()
+        self.stop_app()
+        self.instance.stop()
+
+    def stop_sipps(self) -> None:
         for sipp in self._sipps:
             sipp.stop_all()
         self._sipps.clear()
-        self.stop_app()
-        self.instance.stop()
 
     def start_app(self, *, detach: bool = False) -> None:
         # the log is appended to across runs: only what this start writes counts
@@ -171,31 +178,35 @@ def build_stack(
     env = dict(os.environ)
     env.setdefault("BOTBRIDGE_STATE_DIR", str(root / "state"))
     if free_ports:
-        bot_port, agent_port = free_port(udp_too=True), free_port(udp_too=True)
-        rtp_start = free_rtp_range()
+        env.update(free_port_env())
         env.update(
-            {
-                "BOTBRIDGE_STATE_DIR": str(root / "state"),
-                "BOTBRIDGE_ARI_PASSWORD": uuid.uuid4().hex,
-                "BOTBRIDGE_ARI_URL": f"http://127.0.0.1:{free_port()}/ari",
-                "BOTBRIDGE_SIP_PORT": str(free_port(udp_too=True)),
-                "BOTBRIDGE_SIP_TLS_PORT": str(free_port()),
-                "BOTBRIDGE_BOT_URI": f"sip:voicebot@127.0.0.1:{bot_port}",
-                "BOTBRIDGE_AGENT_CONTACT": f"sip:agent1@127.0.0.1:{agent_port}",
-                "BOTBRIDGE_RTP_START": str(rtp_start),
-                "BOTBRIDGE_RTP_END": str(rtp_start + RTP_RANGE_SIZE - 1),
-                "BOTBRIDGE_HTTP_PORT": str(free_port()),
-            }
+            {"BOTBRIDGE_STATE_DIR": str(root / "state"), "BOTBRIDGE_ARI_PASSWORD": uuid.uuid4().hex}
         )
     env.update(extra_env or {})
     config = load_config(env=env)
     if not config.ari_password:
         ensure_password_file(config)
         config = load_config(env=env)
-    default = config.profiles["default"]
-    bot_port = _port_of(default.bot_uri) if not free_ports else bot_port
-    agent_port = _port_of(config.sip.agent_contact) if not free_ports else agent_port
+    bot_port = _port_of(config.profiles["default"].bot_uri)
+    agent_port = _port_of(config.sip.agent_contact)
     return DevStack(runtime, config, env, root, bot_port, agent_port)
+
+
+def free_port_env() -> dict[str, str]:
+    """Every port of a stack (ARI, SIP, TLS, bot, agent, RTP, HTTP) on free loopback ports,
+    as the environment variables the configuration reads."""
+    bot_port, agent_port = free_port(udp_too=True), free_port(udp_too=True)
+    rtp_start = free_rtp_range()
+    return {
+        "BOTBRIDGE_ARI_URL": f"http://127.0.0.1:{free_port()}/ari",
+        "BOTBRIDGE_SIP_PORT": str(free_port(udp_too=True)),
+        "BOTBRIDGE_SIP_TLS_PORT": str(free_port()),
+        "BOTBRIDGE_BOT_URI": f"sip:voicebot@127.0.0.1:{bot_port}",
+        "BOTBRIDGE_AGENT_CONTACT": f"sip:agent1@127.0.0.1:{agent_port}",
+        "BOTBRIDGE_RTP_START": str(rtp_start),
+        "BOTBRIDGE_RTP_END": str(rtp_start + RTP_RANGE_SIZE - 1),
+        "BOTBRIDGE_HTTP_PORT": str(free_port()),
+    }
 
 
 # RTP + RTCP port pairs for 2,000 media streams: 500 concurrent calls of three legs (caller,
@@ -218,17 +229,59 @@ def _port_of(uri: str) -> int:
     return int(tail.rsplit(":", 1)[1]) if ":" in tail else 5060
 
 
-# -- make up / down / status / logs -------------------------------------------------------
+# -- make up / down / status / logs / restart ---------------------------------------------
 
 
-def run_dir() -> Path:
-    return Path(os.environ.get("BOTBRIDGE_RUN_DIR") or Path.cwd() / "var" / "run").resolve()
+@dataclass(frozen=True)
+class StackPlaces:
+    """Where the stack of `make up` lives: its run directory (``stack.json``) and its state
+    directory (ARI password, records, tokens)."""
+
+    run_dir: Path
+    state_dir: Path
+
+    @property
+    def info_path(self) -> Path:
+        return self.run_dir / RUN_INFO
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the stack's app runs with, so that it reads this state directory."""
+        return {"BOTBRIDGE_STATE_DIR": str(self.state_dir)}
 
 
-def instance_root(runtime: Runtime) -> Path:
-    """Instance directory of the stack kept in run_dir(): one per run directory, so a second
-    checkout (or a test with its own BOTBRIDGE_RUN_DIR) never renders over a running stack."""
-    digest = hashlib.sha256(str(run_dir()).encode()).hexdigest()[:12]
+def stack_places(env: Mapping[str, str] | None = None) -> StackPlaces:
+    """The one decision of where the stack is, the same for up, restart, status, down and
+    logs: ``BOTBRIDGE_RUN_DIR`` (default ``./var/run``) and ``BOTBRIDGE_STATE_DIR`` (default
+    ``./var``, the application's own default), both from the directory `make` runs in."""
+    env = os.environ if env is None else env
+    here = Path.cwd()
+    return StackPlaces(
+        run_dir=Path(env.get("BOTBRIDGE_RUN_DIR") or here / "var" / "run").resolve(),
+        state_dir=Path(env.get("BOTBRIDGE_STATE_DIR") or here / "var").resolve(),
+    )
+
+
+def stack_settings(config: Config) -> dict[str, str]:
+    """What a restart must keep: the state directory (hence the ARI password file), the
+    addresses Asterisk's rendered configuration and the clients use, and the store. `make up`
+    records them in ``stack.json``; `make restart` refuses a shell that decides others."""
+    return {
+        "state_dir": str(config.state_dir),
+        "ari_url": config.ari_url,
+        "sip": f"{config.sip.host}:{config.sip.port}",
+        "sip_tls_port": str(config.sip.tls_port),
+        "rtp": f"{config.sip.rtp_start}-{config.sip.rtp_end}",
+        "http": f"{config.http.host}:{config.http.port}",
+        "store": make_url(config.store_url).render_as_string(hide_password=True),
+    }
+
+
+def instance_root(runtime: Runtime, places: StackPlaces) -> Path:
+    """Instance directory of the stack kept in the run directory: one per run directory, so
+    a second checkout (or a test with its own BOTBRIDGE_RUN_DIR) never renders over a
+    running stack."""
+    digest = hashlib.sha256(str(places.run_dir).encode()).hexdigest()[:12]
     return runtime.scratch_root() / f"devstack-{digest}"
 
 
@@ -257,15 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _up() -> int:
-    info_path = run_dir() / RUN_INFO
-    if info_path.exists() and _alive(json.loads(info_path.read_text())):
-        print(f"already up; run directory {run_dir()}")
+    places = stack_places()
+    if places.info_path.exists() and _alive(json.loads(places.info_path.read_text())):
+        print(f"already up; run directory {places.run_dir}")
         return 0
     runtime = select_runtime()
     # the Asterisk instance's files must be visible to the runtime (a chroot sees only its tree)
-    root = instance_root(runtime)
-    os.environ.setdefault("BOTBRIDGE_STATE_DIR", str(Path.cwd() / "var"))
-    stack = build_stack(runtime, root, free_ports=False)
+    root = instance_root(runtime, places)
+    stack = build_stack(runtime, root, free_ports=False, extra_env=places.env)
     print(f"starting Asterisk ({runtime.describe()}) with config rendered into {root}/etc")
     stack.instance.start(detach=True)
     print(
@@ -278,8 +330,8 @@ def _up() -> int:
         stack.instance.stop()
         raise
     assert stack.app_proc is not None
-    run_dir().mkdir(parents=True, exist_ok=True)
-    link = run_dir() / "instance"
+    places.run_dir.mkdir(parents=True, exist_ok=True)
+    link = places.run_dir / "instance"
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(root)
@@ -289,10 +341,11 @@ def _up() -> int:
         "conf": stack.instance.conf_path,
         "runtime": runtime.name,
         "asterisk_pid": stack.instance.pid,
+        "settings": stack_settings(stack.config),
     }
-    info_path.write_text(json.dumps(info, indent=2))
-    print(f"app up (pid {stack.app_proc.pid}); logs under {root}")
-    print(f"run directory: {run_dir()}  (make logs, make down)")
+    places.info_path.write_text(json.dumps(info, indent=2))
+    print(f"app up (pid {stack.app_proc.pid}); logs under {root}; state in {places.state_dir}")
+    print(f"run directory: {places.run_dir}  (make logs, make down)")
     return 0
 
 
@@ -309,7 +362,7 @@ def stop_node(runtime: Runtime, app_pid: int, conf: str) -> None:
 
 
 def _down() -> int:
-    info_path = run_dir() / RUN_INFO
+    info_path = stack_places().info_path
     if not info_path.exists():
         print("not up")
         return 0
@@ -327,14 +380,19 @@ def _down() -> int:
 def _restart() -> int:
     """Restart the app of a running stack without dropping a call: SIGTERM drains it (calls
     with the bot finish, new calls fail open to the fallback queue), then a new app starts
-    and is ready when /readyz says so; it records the calls that bypassed it."""
-    info_path = run_dir() / RUN_INFO
-    if not info_path.exists():
+    and is ready when /readyz says so; it records the calls that bypassed it.
+
+    The new app's settings are decided as `make up` decided them (``stack_places``, the
+    current configuration); before the old app is touched they are checked against the ones
+    `make up` recorded, and Asterisk must accept the ARI password the new app will use."""
+    places = stack_places()
+    if not places.info_path.exists():
         print("not up; `make up` first", file=sys.stderr)
         return 1
-    info = json.loads(info_path.read_text())
+    info = json.loads(places.info_path.read_text())
     runtime = select_runtime(info.get("runtime"), build=False)
-    stack = build_stack(runtime, Path(info["root"]), free_ports=False)
+    stack = build_stack(runtime, Path(info["root"]), free_ports=False, extra_env=places.env)
+    _check_same_stack(info, stack.config)
     pid = int(info["app_pid"])
     print(f"draining the app (pid {pid}); new calls go to the fallback queue meanwhile")
     with contextlib.suppress(ProcessLookupError):
@@ -349,9 +407,40 @@ def _restart() -> int:
     print(f"stopped after {time.monotonic() - started:.1f} s; starting a new app")
     stack.start_app(detach=True)
     assert stack.app_proc is not None
-    info_path.write_text(json.dumps({**info, "app_pid": stack.app_proc.pid}, indent=2))
+    places.info_path.write_text(json.dumps({**info, "app_pid": stack.app_proc.pid}, indent=2))
     print(f"app up again (pid {stack.app_proc.pid}), ready")
     return 0
+
+
+def _check_same_stack(info: Mapping[str, Any], config: Config) -> None:
+    """Raise StackError, naming what differs, when the app `make restart` would start does
+    not fit the running stack: other settings than `make up` recorded (another state
+    directory, so another ARI password and store; other ports), or a password Asterisk
+    refuses. Nothing is stopped before this passes."""
+    recorded: Mapping[str, str] = info.get("settings") or {}
+    now = stack_settings(config)
+    differ = [
+        f"{key} {recorded[key]} -> {now[key]}" for key in recorded if recorded[key] != now.get(key)
+    ]
+    if differ:
+        raise StackError(
+            "this shell would restart the app with other settings than `make up` used ("
+            + "; ".join(differ)
+            + "); run `make restart` with the environment of `make up`, or `make down` and "
+            "`make up` to change them. The running app was left alone."
+        )
+
+    async def ari_accepts() -> None:
+        async with ari_rest(config) as ari:
+            await ari.asterisk_info()
+
+    try:
+        asyncio.run(ari_accepts())
+    except AriError as exc:
+        raise StackError(
+            f"Asterisk at {config.ari_url} refuses the ARI credentials the new app would use "
+            f"({exc}); the running app was left alone"
+        ) from exc
 
 
 def _pid_alive(pid: int) -> bool:
@@ -366,7 +455,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _status() -> int:
-    info_path = run_dir() / RUN_INFO
+    info_path = stack_places().info_path
     if not info_path.exists():
         print("not up")
         return 1
@@ -376,7 +465,7 @@ def _status() -> int:
 
 
 def _logs() -> int:
-    info_path = run_dir() / RUN_INFO
+    info_path = stack_places().info_path
     if not info_path.exists():
         print("not up; nothing to show", file=sys.stderr)
         return 1

@@ -1,0 +1,200 @@
+"""`make restart` through the operator's own targets, with calls running.
+
+`make up`, `make restart`, `make status` and `make down` run as subprocesses, as typed in a
+shell, in a checkout of their own: a scratch directory holding this repository's Makefile,
+package and virtualenv (symbolic links), so the stack never meets a developer's `make up`.
+Its state directory is the default one (``./var`` of the directory `make` runs in), as for
+an operator who set nothing: a test that sets ``BOTBRIDGE_STATE_DIR`` would hide a restart
+that decides another state directory (and so another ARI password and store). Only the
+ports are given, through the environment, so that parallel runs never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ari_app.store import InteractionStore
+from devtools.devstack import RUN_INFO, DevStack, build_stack, free_port_env, stack_settings
+from devtools.runtime import Runtime
+from devtools.sipp import SippRun
+from tests.harness import load_callers, sipp_finished, until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+# what `make up` needs of a checkout: the Makefile, the package (for the virtualenv's stamp
+# and the dev tools) and the virtualenv made by `make setup`
+CHECKOUT_ENTRIES = ("Makefile", "pyproject.toml", ".venv", "ari_app", "devtools")
+# variables that would place the stack elsewhere than a plain `make up` does, and make's own
+# (a pytest run under `make test` passes its jobserver on)
+UNSET = (
+    "BOTBRIDGE_STATE_DIR",
+    "BOTBRIDGE_RUN_DIR",
+    "BOTBRIDGE_ARI_PASSWORD",
+    "BOTBRIDGE_CONFIG",
+    "BOTBRIDGE_DATABASE_URL",
+    "BOTBRIDGE_STORE_PATH",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+)
+MAKE_TIMEOUT_SECONDS = 180  # `make up` boots Asterisk (30 s at most) and waits for the app
+BOT_TALK_MS = 6000  # the calls in progress are still with the bot when the restart begins
+CALLS_BEFORE = 3
+CALLS_AFTER = 2
+CALL_RATE = 5  # calls/s
+SIPP_TIMEOUT_SECONDS = 240  # the bot answers calls before and after the restart
+
+
+@dataclass
+class Checkout:
+    path: Path
+    env: dict[str, str]
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "var" / "run" / RUN_INFO
+
+    def make(
+        self, target: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", target],
+            cwd=self.path,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=MAKE_TIMEOUT_SECONDS,
+            check=False,
+        )
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = json.loads(self.info_path.read_text())
+        return info
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Iterator[Checkout]:
+    path = tmp_path / "checkout"
+    path.mkdir()
+    for name in CHECKOUT_ENTRIES:
+        (path / name).symlink_to(REPOSITORY / name)
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env.update(free_port_env())
+    checkout = Checkout(path, env)
+    yield checkout
+    if checkout.info_path.exists():  # a failed test must not leave Asterisk running
+        root = checkout.info()["root"]
+        checkout.make("down")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def observer(runtime: Runtime, checkout: Checkout) -> Iterator[list[DevStack]]:
+    """A DevStack object for the SIPp parties, the store and ARI of the checkout's stack (made
+    once it is up); it starts and stops nothing of the stack, only its SIPp parties."""
+    made: list[DevStack] = []
+    yield made
+    for stack in made:
+        stack.stop_sipps()
+        shutil.rmtree(stack.root, ignore_errors=True)
+
+
+def calls_of(store: InteractionStore, prefix: str) -> list[dict[str, Any]]:
+    return [r for r in store.all() if (r["caller_number"] or "").startswith(prefix)]
+
+
+async def test_make_restart_keeps_the_stack_and_the_calls(
+    runtime: Runtime, checkout: Checkout, observer: list[DevStack]
+) -> None:
+    up = checkout.make("up")
+    assert up.returncode == 0, up
+    info = checkout.info()
+    # the default state directory: ./var of the directory `make up` ran in
+    assert info["settings"]["state_dir"] == str(checkout.path / "var")
+    assert (checkout.path / "var" / "ari-password").exists()
+
+    stack = build_stack(
+        runtime,
+        runtime.scratch_root() / f"test-make-restart-{uuid.uuid4().hex[:8]}",
+        free_ports=False,
+        extra_env={**checkout.env, "BOTBRIDGE_STATE_DIR": info["settings"]["state_dir"]},
+    )
+    observer.append(stack)
+    assert stack_settings(stack.config) == info["settings"]
+    store = InteractionStore(stack.config.store_url)
+    bot = stack.sipp().start(
+        "load/bot_resolve",
+        local_port=stack.bot_port,
+        extra=["-aa", "-d", str(BOT_TALK_MS)],
+        calls=CALLS_BEFORE + CALLS_AFTER,
+        timeout=SIPP_TIMEOUT_SECONDS,
+    )
+    before = load_callers(stack, calls=CALLS_BEFORE, rate=CALL_RATE, prefix="1881")
+
+    def with_the_bot() -> bool:
+        rows = calls_of(store, "1881")
+        return len(rows) == CALLS_BEFORE and all(r["state"] == "bot_connected" for r in rows)
+
+    await until(with_the_bot, 20, "the first calls with the bot")
+
+    # a shell that would start the app with another port or a password Asterisk refuses is
+    # turned away before the running app is touched
+    http = info["settings"]["http"]
+    for name, value, why in (
+        ("BOTBRIDGE_HTTP_PORT", "1", f"http {http} -> {http.rsplit(':', 1)[0]}:1"),
+        ("BOTBRIDGE_ARI_PASSWORD", "not-it", "refuses the ARI credentials"),
+    ):
+        refused = checkout.make("restart", {name: value})
+        assert refused.returncode != 0, refused
+        assert why in refused.stderr and "app was left alone" in refused.stderr, refused
+        assert checkout.info()["app_pid"] == info["app_pid"]
+        assert checkout.make("status").returncode == 0
+
+    restart = checkout.make("restart")
+    assert restart.returncode == 0, restart
+    assert "ready" in restart.stdout, restart
+    after_restart = checkout.info()
+    assert after_restart["app_pid"] != info["app_pid"]
+    assert after_restart["asterisk_pid"] == info["asterisk_pid"]
+    assert after_restart["settings"] == info["settings"]
+
+    status = checkout.make("status")
+    assert status.returncode == 0, status
+    assert json.loads(status.stdout)["alive"] is True, status
+    async with stack.rest() as ari:  # the new app registered with the stack's Asterisk
+        assert stack.config.app_name in [a.get("name") for a in await ari.applications()]
+
+    after = load_callers(stack, calls=CALLS_AFTER, rate=CALL_RATE, prefix="1882")
+    runs: list[SippRun] = [before, after, bot]
+    for run in runs:
+        await sipp_finished(run, SIPP_TIMEOUT_SECONDS)
+        assert run.wait(1) == 0, run.report()[-3000:]
+    # the bot answered every call: the ones in progress and the ones placed after
+    assert sum(1 for m in bot.messages() if m.method == "INVITE") == CALLS_BEFORE + CALLS_AFTER
+
+    def closed(prefix: str, count: int) -> list[dict[str, Any]] | None:
+        rows = calls_of(store, prefix)
+        return rows if len(rows) == count and all(r["ended_at"] for r in rows) else None
+
+    in_progress = await until(lambda: closed("1881", CALLS_BEFORE), 20, "calls before closed")
+    placed_after = await until(lambda: closed("1882", CALLS_AFTER), 20, "calls after closed")
+    for row in in_progress + placed_after:
+        # resolved by the bot's hang-up: none cut, none sent to the fallback queue
+        assert (row["outcome"], row["error_reason"]) == ("resolved", None), row
+        assert row["bot_seconds"] >= BOT_TALK_MS / 1000 - 1, row
+    store.close()
+
+    down = checkout.make("down")
+    assert down.returncode == 0 and "stopped Asterisk and the app" in down.stdout, down
+    assert not checkout.info_path.exists()
