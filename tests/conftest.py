@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -32,6 +34,19 @@ def stack(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     stack.start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+def asterisk(runtime: Runtime) -> Iterator[DevStack]:
+    """A stack of its own with only Asterisk running: the test is the Stasis application."""
+    root = runtime.scratch_root() / f"test-asterisk-{uuid.uuid4().hex[:8]}"
+    stack = build_stack(runtime, root, free_ports=True)
+    stack.instance.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()  # with the SIPp parties the test left running
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

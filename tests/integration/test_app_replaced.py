@@ -14,56 +14,30 @@ get it back: callers fail open in the dialplan.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import uuid
-from collections.abc import Iterator
 from types import TracebackType
 
 import pytest
 
-from ari_app.ari import Event, EventStream
-from devtools.devstack import DevStack, build_stack
-from devtools.runtime import Runtime
-from devtools.sipp import SippRun
-from devtools.stack import free_port
-from tests.harness import queued_caller, until
+from ari_app.ari import Event
+from ari_app.connect import event_stream
+from devtools.devstack import DevStack
+from tests.harness import load_callers, queued_caller, until
 
 pytestmark = pytest.mark.integration
 
-SERVICE = "5551999"
 CALLER_TIMEOUT_SECONDS = 60
 # a replaced client that got an event would have it well within this
 QUIET_SECONDS = 2.0
-
-
-@pytest.fixture
-def asterisk(runtime: Runtime) -> Iterator[DevStack]:
-    """Asterisk alone: the test's clients are the Stasis application."""
-    root = runtime.scratch_root() / f"test-app-replaced-{uuid.uuid4().hex[:8]}"
-    stack = build_stack(runtime, root, free_ports=True)
-    stack.instance.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Client:
     """One WebSocket registering the stack's app name; records every event it is sent."""
 
     def __init__(self, stack: DevStack, name: str) -> None:
-        config = stack.config
         self.name = name
         self.events: list[Event] = []
         self.connections: list[int] = []
-        self.stream = EventStream(
-            config.ari_url,
-            config.ari.username,
-            config.ari_password,
-            config.app_name,
-            on_connected=self._connected,
-        )
+        self.stream = event_stream(stack.config, on_connected=self._connected)
         self._task: asyncio.Task[None] | None = None
 
     async def _connected(self, number: int) -> None:
@@ -93,16 +67,11 @@ class Client:
         await self.disconnect()
 
 
-def call(stack: DevStack, number: str) -> SippRun:
-    """A caller that waits until the far end hangs up."""
-    return stack.sipp().start(
-        "common/caller_waits",
-        local_port=free_port(udp_too=True),
-        remote=stack.sip_remote,
-        service=SERVICE,
-        keys={"caller_number": number},
-        timeout=CALLER_TIMEOUT_SECONDS,
-    )
+def call(stack: DevStack, prefix: str) -> str:
+    """Place a call that waits until the far end hangs up; returns its caller number (the
+    prefix and SIPp's call number, 1)."""
+    load_callers(stack, calls=1, rate=1, prefix=prefix, timeout=CALLER_TIMEOUT_SECONDS)
+    return f"{prefix}1"
 
 
 async def started(client: Client, number: str) -> str:
@@ -123,8 +92,7 @@ async def test_the_newest_client_gets_every_event_and_the_replaced_one_none(
 ) -> None:
     app = asterisk.config.app_name
     async with asterisk.rest() as ari, Client(asterisk, "A") as a:
-        call(asterisk, "15550031001")
-        first = await started(a, "15550031001")
+        first = await started(a, call(asterisk, "1555003100"))
         await ari.answer(first)
         bridge = await ari.create_bridge("mixing", name="replaced")
         await ari.add_to_bridge(bridge.id, first)
@@ -139,14 +107,14 @@ async def test_the_newest_client_gets_every_event_and_the_replaced_one_none(
             replaced_at = len(a.events)
 
             # a new call's events go to B only
-            call(asterisk, "15550031002")
-            second = await started(b, "15550031002")
+            second = await started(b, call(asterisk, "1555003101"))
             await ari.answer(second)
             # a call A took before B came: A may still act on it through REST, and the
             # events go to B, channel and bridge alike
             await ari.hangup(first)
             await until(lambda: b.of("StasisEnd", first), 10, "StasisEnd of the first at B")
-            assert b.of("ChannelLeftBridge", first)[0].bridge.id == bridge.id  # type: ignore[union-attr]
+            left = b.of("ChannelLeftBridge", first)[0].bridge
+            assert left is not None and left.id == bridge.id
             await asyncio.sleep(QUIET_SECONDS)
             assert a.events[replaced_at:] == []
             assert a.connections == [1]  # its socket was left open, never closed by Asterisk
@@ -154,8 +122,7 @@ async def test_the_newest_client_gets_every_event_and_the_replaced_one_none(
             # A's disconnect unregisters nothing: B keeps the app and its calls
             await a.disconnect()
             assert [x.get("name") for x in await ari.applications()] == [app]
-            call(asterisk, "15550031003")
-            third = await started(b, "15550031003")
+            third = await started(b, call(asterisk, "1555003102"))
             await ari.hangup(second)
             await until(lambda: b.of("StasisEnd", second), 10, "StasisEnd of the second at B")
 
@@ -168,9 +135,9 @@ async def test_the_newest_client_gets_every_event_and_the_replaced_one_none(
             b_quiet_from = len(b.events)
             # (GET /applications may still list the name while the application object holds
             # subscriptions, here the bridge, but it has no handler: Stasis() fails)
-            call(asterisk, "15550031004")
+            fourth = call(asterisk, "1555003103")
             queued = await until(lambda: queued_caller(ari), 25, "the fourth caller in Queue()")
-            assert queued.caller.number == "15550031004"
+            assert queued.caller.number == fourth
             assert not [e for e in b.events[b_quiet_from:] if e.type == "StasisStart"]
             await ari.hangup(queued.id)
         await ari.destroy_bridge(bridge.id)

@@ -34,19 +34,6 @@ SERVICE = "5551999"
 SUBPROCESS_TIMEOUT_SECONDS = 60
 
 
-@pytest.fixture
-def asterisk(runtime: Runtime) -> Iterator[DevStack]:
-    """A stack of its own with only Asterisk running: the test is the Stasis application."""
-    root = runtime.scratch_root() / f"test-foundation-{uuid.uuid4().hex[:8]}"
-    stack = build_stack(runtime, root, free_ports=True)
-    stack.instance.start()
-    try:
-        yield stack
-    finally:
-        stack.instance.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @dataclass
 class StasisApp:
     """A minimal Stasis application: records events, answers (and optionally bridges) calls."""
