@@ -392,7 +392,7 @@ def _restart() -> int:
     info = json.loads(places.info_path.read_text())
     runtime = select_runtime(info.get("runtime"), build=False)
     stack = build_stack(runtime, Path(info["root"]), free_ports=False, extra_env=places.env)
-    _check_same_stack(info, stack.config)
+    check_same_stack(info, stack.config)
     pid = int(info["app_pid"])
     print(f"draining the app (pid {pid}); new calls go to the fallback queue meanwhile")
     with contextlib.suppress(ProcessLookupError):
@@ -412,7 +412,7 @@ def _restart() -> int:
     return 0
 
 
-def _check_same_stack(info: Mapping[str, Any], config: Config) -> None:
+def check_same_stack(info: Mapping[str, Any], config: Config) -> None:
     """Raise StackError, naming what differs, when the app `make restart` would start does
     not fit the running stack: other settings than `make up` recorded (another state
     directory, so another ARI password and store; other ports), or a password Asterisk
