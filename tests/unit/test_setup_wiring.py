@@ -16,7 +16,7 @@ def _dry_run(target: str) -> list[str]:
     if make is None:
         pytest.fail("no make: the project's entry points are make targets (apt-get install make)")
     done = subprocess.run(
-        [make, "-n", "-B", target, "PYTHON=python3"],
+        [make, "--no-print-directory", "-n", "-B", target, "PYTHON=python3"],
         cwd=REPO,
         capture_output=True,
         text=True,
