@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import math
@@ -21,12 +20,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.exc import SQLAlchemyError
 
 from ari_app.ari import AriError, AriRest, Event
 from ari_app.calls.logcontext import CallFields
-from ari_app.config import LOG_LEVELS, Config, ConfigError, load_config
+from ari_app.config import LOG_LEVELS, Config, ConfigError, load_config, mask_url
 from ari_app.connect import ari_rest, event_stream
 from ari_app.store import StoreNotReady
 
@@ -100,7 +100,7 @@ def configure_logging(config: Config, args: argparse.Namespace) -> None:
     else:
         level = "DEBUG" if args.verbose else "WARNING"
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(CallFields(config.store_node))
+    handler.addFilter(CallFields(config.store.node))
     if config.logging.format == "json":
         handler.setFormatter(
             JsonFormatter(
@@ -389,7 +389,7 @@ async def _set_var(config: Config, args: argparse.Namespace) -> int:
 async def _events(config: Config, args: argparse.Namespace) -> int:
     # an observer app subscribed to everything sees the bridge app's channels without
     # taking them over
-    app = args.app or f"{config.app_name}-observer"
+    app = args.app or f"{config.ari.app}-observer"
     stream = event_stream(config, app, subscribe_all=args.app is None)
 
     def show(event: Event) -> None:
@@ -550,16 +550,12 @@ SECRET_MASK = "********"
 
 def effective_values(config: Config) -> dict[str, Any]:
     """Every configured value as plain data, secrets masked; schedules explained in words."""
-    from sqlalchemy.engine import make_url
+    from ari_app.config.cron import CronSchedule
 
-    from ari_app.reporting.cron import CronSchedule
-
-    values: dict[str, Any] = dataclasses.asdict(config)
+    values: dict[str, Any] = msgspec.to_builtins(config, enc_hook=str)
     values["ari_password"] = SECRET_MASK if config.ari_password else ""
-    if config.store_url:
-        values["store_url"] = make_url(config.store_url).render_as_string(hide_password=True)
-    for route in values.get("routes", []):
-        route.pop("regex", None)  # compiled from pattern, shown above
+    values["store"]["url"] = mask_url(config.store.url)
+    values["webhooks"]["urls"] = [mask_url(url) for url in config.webhooks.urls]
     for schedule in values.get("report_schedules", []):
         schedule["cron_in_words"] = CronSchedule.parse(schedule["cron"]).explain()
     return values
@@ -621,7 +617,7 @@ async def _db_downgrade(config: Config, args: argparse.Namespace) -> int:
 def _require_sqlite_file(config: Config) -> None:
     from ari_app.store import database_url
 
-    url = database_url(config.store_url or config.store_path)
+    url = database_url(config.store.url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise StoreNotReady(
             f"no interaction store at {url.database}: `ari-app db upgrade` creates one"

@@ -18,7 +18,7 @@ def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
     An empty ``ari.ca_file`` means the system trust store; None for a plain http:// url.
     Host names and certificate chains are always checked.
     """
-    if not config.ari_url.lower().startswith("https:"):
+    if not config.ari.url.lower().startswith("https:"):
         return None
     try:
         return client_ssl_context(config, config.ari.ca_file)
@@ -28,7 +28,7 @@ def ari_ssl_context(config: Config) -> ssl.SSLContext | None:
 
 def ari_rest(config: Config) -> AriRest:
     return AriRest(
-        config.ari_url,
+        config.ari.url,
         config.ari.username,
         config.ari_password,
         ssl=ari_ssl_context(config),
@@ -46,10 +46,10 @@ def event_stream(
 ) -> EventStream:
     """The event WebSocket of Stasis app ``app`` (default: the configured one)."""
     return EventStream(
-        config.ari_url,
+        config.ari.url,
         config.ari.username,
         config.ari_password,
-        app or config.app_name,
+        app or config.ari.app,
         on_connected=on_connected,
         ssl=ari_ssl_context(config),
         subscribe_all=subscribe_all,

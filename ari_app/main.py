@@ -81,7 +81,7 @@ async def run_app(config: Config) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, drain)
-        log.info("bot bridge app %s starting against %s", config.app_name, config.ari_url)
+        log.info("bot bridge app %s starting against %s", config.ari.app, config.ari.url)
         if config.bye_context.enabled:
             app.bye_contexts = ByeContexts(
                 config.bye_context,

@@ -19,7 +19,6 @@ on free ports, is what tests/integration/test_cluster.py starts.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -32,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ari_app.config import EdgeSettings, load_config
+import msgspec
+
 from ari_app.store import InteractionStore
 from devtools import prerequisites
 from devtools.certs import ensure_dev_certs
 from devtools.devstack import DevStack, build_stack, free_rtp_range, stop_node
 from devtools.edge import EdgeError, KamailioEdge, TlsPair, render_edge, stop_process_group
+from devtools.edge_config import EdgeSettings, load_edge
 from devtools.postgres import PostgresServer, PostgresUnavailable
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
 from devtools.sipp import Sipp
@@ -166,12 +167,12 @@ class Cluster:
                 free_ports=False,
                 extra_env=self._node_env(name, host, bot_uri, agent_contact),
             )
-            progress(f"{name}: Asterisk on {node.sip_remote}, ARI {node.config.ari_url}")
+            progress(f"{name}: Asterisk on {node.sip_remote}, ARI {node.config.ari.url}")
             node.instance.start(detach=detach)
             self.nodes.append(node)
             node.start_app(detach=detach)
             progress(
-                f"{name}: app ready (store node {node.config.store_node!r}, reports "
+                f"{name}: app ready (store node {node.config.store.node!r}, reports "
                 f"http://{node.config.http.host}:{node.config.http.port}/reports)"
             )
         certs, _ = ensure_dev_certs(self.root / "tls", names=("localhost", EDGE_HOST))
@@ -296,8 +297,7 @@ def build_cluster(
     edge_overrides: Mapping[str, Any] | None = None,
 ) -> Cluster:
     env = {**os.environ, **(extra_env or {})}
-    edge = load_config(env=env).edge
-    assert edge is not None
+    edge = load_edge(env=env)
     changes: dict[str, Any] = {"host": EDGE_HOST, "carrier_match": tuple(carrier_match)}
     if free_ports:
         changes.update(port=free_port(EDGE_HOST, udp_too=True), tls_port=free_port(EDGE_HOST))
@@ -307,7 +307,7 @@ def build_cluster(
     return Cluster(
         runtime,
         root,
-        dataclasses.replace(edge, **changes),
+        msgspec.structs.replace(edge, **changes),
         tuple(node_hosts),
         free_ports,
         extra_env=dict(extra_env or {}),
@@ -372,9 +372,9 @@ def _up() -> int:
         },
         "nodes": [
             {
-                "name": node.config.store_node,
+                "name": node.config.store.node,
                 "sip": node.sip_remote,
-                "ari": node.config.ari_url,
+                "ari": node.config.ari.url,
                 "reports": f"http://{node.config.http.host}:{node.config.http.port}/reports",
                 "app_pid": node.app_proc.pid if node.app_proc else None,
                 "asterisk_pid": node.instance.pid,

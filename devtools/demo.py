@@ -221,11 +221,11 @@ def run_demo(stack: DevStack, progress: Progress = say) -> DemoResult:
     try:
         progress(f"starting Asterisk ({stack.runtime.describe()}) in {stack.root}...")
         stack.instance.start()
-        progress(f"Asterisk up: SIP {stack.sip_remote}, ARI {stack.config.ari_url}")
+        progress(f"Asterisk up: SIP {stack.sip_remote}, ARI {stack.config.ari.url}")
         progress("starting the Stasis app...")
         stack.start_app()
         asyncio.run(_confirm_registered(stack))
-        progress(f"app registered with ARI as {stack.config.app_name!r}")
+        progress(f"app registered with ARI as {stack.config.ari.app!r}")
         parties = _start_parties(stack, progress)
         observation = asyncio.run(_observe_queue(stack, parties["agent"], progress))
         progress("waiting for the SIPp parties to hang up...")
@@ -252,7 +252,7 @@ def _set_aside_app_log(stack: DevStack) -> None:
 
 async def _confirm_registered(stack: DevStack) -> None:
     """Ask ARI itself: the call must not arrive before the Stasis app exists."""
-    name = stack.config.app_name
+    name = stack.config.ari.app
 
     async def registered() -> bool:
         try:
@@ -413,8 +413,8 @@ def _result(
         reports={name: run.report() for name, run in parties.items()},
         timeline=build_timeline(traces, session_lines(stack), discriminator),
         contexts=contexts,
-        record=_record(stack.config.store_path, interaction_id),
-        store_path=stack.config.store_path,
+        record=_record(Path(stack.config.store.path), interaction_id),
+        store_path=Path(stack.config.store.path),
     )
 
 
@@ -587,7 +587,7 @@ def _sip_event(party: str, msg: SipMessage, discriminator: bool) -> _Event | Non
 def busy_ports(stack: DevStack) -> list[str]:
     """The stack's listening addresses that something else already holds."""
     sip_host = str(stack.config.sip.host)
-    ari = urlsplit(stack.config.ari_url)
+    ari = urlsplit(stack.config.ari.url)
     wanted = [
         ("SIP", sip_host, stack.sip_port, socket.SOCK_DGRAM),
         ("SIP", sip_host, stack.sip_port, socket.SOCK_STREAM),

@@ -322,7 +322,7 @@ def _up() -> int:
     stack.instance.start(detach=True)
     print(
         f"Asterisk up: SIP {stack.sip_remote} (udp/tcp), TLS port {stack.config.sip.tls_port}"
-        f", ARI {stack.config.ari_url}"
+        f", ARI {stack.config.ari.url}"
     )
     try:
         stack.start_app(detach=True)

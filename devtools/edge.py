@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ari_app.config import EdgeSettings, load_config
+from ari_app.config import load_config
 from devtools import prerequisites
 from devtools.certs import ensure_dev_certs
+from devtools.edge_config import EdgeSettings, load_edge
 
 KAMAILIO_CFG = Path(__file__).resolve().parent.parent / "kamailio" / "kamailio.cfg"
 DISPATCHER_SET = 1
@@ -264,14 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m devtools.edge render DIRECTORY", file=sys.stderr)
         return 2
     config = load_config()
-    assert config.edge is not None
     directory = Path(args[1]).resolve()
     certs, _ = ensure_dev_certs(config.state_path("tls"))
     cert = config.state_path(config.sip.tls_cert_file)
     key = config.state_path(config.sip.tls_key_file)
     pair = TlsPair(cert, key) if cert.exists() else TlsPair(certs.server_cert, certs.server_key)
     try:
-        cfg = render_edge(config.edge, directory, tls=pair)
+        cfg = render_edge(load_edge(), directory, tls=pair)
     except EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

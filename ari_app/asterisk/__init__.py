@@ -84,8 +84,8 @@ def render(template: str, values: Mapping[str, object]) -> str:
 
 def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) -> dict[str, object]:
     sip, bridge = config.sip, config.bridge
-    ari_host, ari_port = _host_port(config.ari_url)
-    ari_tls = config.ari_url.lower().startswith("https:")
+    ari_host, ari_port = _host_port(config.ari.url)
+    ari_tls = config.ari.url.lower().startswith("https:")
     default = config.profiles["default"]
     return {
         **dirs,
@@ -121,7 +121,7 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "ARI_TLS_KEY_FILE": dirs.get("ARI_TLS_KEY_FILE", dirs["TLS_KEY_FILE"]),
         "ARI_USER": config.ari.username,
         "ARI_PASSWORD": config.ari_password,
-        "ARI_APP": config.app_name,
+        "ARI_APP": config.ari.app,
         # RTP bound to the SIP address (docs/asterisk-tuning.md): with a wildcard bind Asterisk
         # resolves its host name and A.ROOT-SERVERS.NET for every RTP session it creates
         "MEDIA_ADDRESS": rtp_bind_address(sip.host),

@@ -105,7 +105,9 @@ class BridgeApp:
         self.store = store
         # [bye_context]: set by the composition root when the feature is on
         self.bye_contexts: ByeContexts | None = None
-        self.records = records or RecordWriter(store, config.store_flush_seconds, config.webhooks)
+        self.records = records or RecordWriter(
+            store, config.store.flush_interval_seconds, config.webhooks
+        )
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
         self.observer = observer  # the metrics
         self.shed: Counter[str] = Counter()  # new calls shed, by reason
@@ -332,7 +334,7 @@ class BridgeApp:
             ended_at=now if refuse else None,
             bot_seconds=0.0,
             billable_minutes=0.0,
-            billing_rounding=self.config.billing_rounding,
+            billing_rounding=self.config.billing.rounding,
         )
         if self.observer is not None:
             self.observer.outcome(outcome)
@@ -466,7 +468,7 @@ class BridgeApp:
         if not self.bot_health:
             return
         sources = [f"endpoint:PJSIP/{name}" for name in self.bot_health]
-        await self.ari.subscribe(self.config.app_name, sources)
+        await self.ari.subscribe(self.config.ari.app, sources)
         states = await self.ari.endpoint_states("PJSIP")
         for name, uri in self.bot_health.items():
             self.bots.set_reachable(uri, states.get(name) == ENDPOINT_ONLINE)
@@ -495,9 +497,9 @@ class BridgeApp:
         then sessions and this node's open records brought in line with the channels
         Asterisk has (ari_app/calls/reconcile.py)."""
         if connection == 1:
-            log.info("ARI event stream connected; app %s registered", self.config.app_name)
+            log.info("ARI event stream connected; app %s registered", self.config.ari.app)
         try:
-            await self.ari.set_event_filter(self.config.app_name, sorted(EVENT_TYPES))
+            await self.ari.set_event_filter(self.config.ari.app, sorted(EVENT_TYPES))
         except AriError as exc:
             log.warning("ARI event filter not set (%s); unwanted events are dropped here", exc)
         try:

@@ -206,7 +206,7 @@ def pick_up_strays(app: CallsHost, channels: Iterable[Channel]) -> int:
     """Route every caller waiting in the app that no session follows as if its StasisStart
     came now (the router ignores a StasisStart of a caller already followed, so one that
     does arrive later is not handled twice). Returns how many were picked up."""
-    name = app.config.app_name
+    name = app.config.ari.app
     picked = 0
     for channel in channels:
         args = waiting_args(channel, name)
@@ -236,7 +236,7 @@ async def record_bypassed(app: CallsHost) -> int:
     follows adopts it (the caller is followed to the agent's answer and the end)."""
     probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     await app.ari.create_channel(
-        PROBE_ENDPOINT, app.config.app_name, app_args=PROBE_ARGS, channel_id=probe
+        PROBE_ENDPOINT, app.config.ari.app, app_args=PROBE_ARGS, channel_id=probe
     )
     try:
         return await _record_bypassed(app, probe)
@@ -287,7 +287,7 @@ async def _record_bypassed(app: CallsHost, probe: str) -> int:
                 queued_at=started,
                 ended_at=ended,
                 reconciled_at=now,
-                **billing.no_charge(app.config.billing_rounding),
+                **billing.no_charge(app.config.billing.rounding),
             )
             recorded += 1
             log.warning(
@@ -316,7 +316,7 @@ async def close_orphan(app: CallsHost, record: dict[str, Any], channels: dict[st
     fields: dict[str, Any] = {"ended_at": now, "reconciled_at": now}
     if record.get("outcome") is None:
         fields.update(outcome=Outcome.ERROR, state=CallState.ERROR, error_reason=APP_RESTARTED)
-    fields.update(orphan_bot_part(record, now if bot_alive else None, app.config.billing_rounding))
+    fields.update(orphan_bot_part(record, now if bot_alive else None, app.config.billing.rounding))
     app.records.update(iid, **fields)
     log.warning(
         "call %s: caller gone while the app was down; record closed (%s)",

@@ -201,7 +201,7 @@ class CallSession:
             record.setdefault("outcome", outcome.value)
         if new is CallState.ABANDONED:  # every other call ends when its caller is destroyed
             self.ended_at = record.setdefault("ended_at", time.time())
-        rounding = self.config.billing_rounding
+        rounding = self.config.billing.rounding
         bot_part = bot_part_ends(previous, new)
         if bot_part is not None:
             self._release_claim()
@@ -314,7 +314,7 @@ class CallSession:
         assert self.bot_channel_id and self.bot_target is not None
         await self.ari.create_channel(
             self.profile.dial_string_for(self.bot_target.uri),
-            self.config.app_name,
+            self.config.ari.app,
             app_args=f"bot,{self.interaction_id}",
             channel_id=self.bot_channel_id,
             originator=self.caller_id,
@@ -678,7 +678,7 @@ class CallSession:
         context): the agent's Dial ANSWER and the caller's ChannelDestroyed (the end).
         False when Asterisk refused (the caller's channel is gone)."""
         try:
-            await self.ari.subscribe(self.config.app_name, f"channel:{self.caller_id}")
+            await self.ari.subscribe(self.config.ari.app, f"channel:{self.caller_id}")
         except AriError as exc:
             log.warning("call %s: cannot follow the caller: %s", self.interaction_id, exc)
             return False

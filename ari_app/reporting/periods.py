@@ -1,7 +1,8 @@
 """What a report request names: its period of whole days in a time zone, and its grouping.
 
-Pure parsers and checks, importing nothing of the app's: the configuration validates
-``[reports]`` and ``[[report_schedules]]`` with them (``config/reporting.py``).
+Pure parsers and checks. The names the configuration checks ``[reports]`` and
+``[[report_schedules]]`` with (period and grouping names, time zones) are defined in
+``config/schedule_names.py``, which imports nothing above it, and re-exported here.
 
 A period's size is checked by arithmetic on its two days before anything is built for it,
 and its bounds must be representable as epoch seconds (``date.max`` has no midnight after
@@ -13,27 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# node: the bridge node that handled the call (several nodes share one store)
-GROUP_BYS = ("day", "profile", "queue", "bot", "node")
-PERIODS = ("previous_day", "previous_week", "previous_month", "last_7_days")
+from ari_app.config.schedule_names import GROUP_BYS as GROUP_BYS
+from ari_app.config.schedule_names import PERIODS as PERIODS
+from ari_app.config.schedule_names import ReportError as ReportError
+from ari_app.config.schedule_names import timezone_named as timezone_named
+
 # ten years: a bound on the work one report request can ask for (docs/reports.md)
 MAX_PERIOD_DAYS = 3660
-
-
-class ReportError(ValueError):
-    """A report request is invalid (dates, grouping, format); the message says which part."""
-
-
-def timezone_named(name: str) -> tzinfo:
-    """``UTC`` or an IANA zone name such as ``Europe/Paris``."""
-    if name.upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ReportError(f"unknown time zone {name!r}") from exc
 
 
 def check_group_by(group_by: str) -> str:

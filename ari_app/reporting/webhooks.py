@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from ari_app.config import Config, WebhookSettings, ensure_secret_file
+from ari_app.config import Config, WebhookSettings, mask_url, read_secret_file
 from ari_app.store import InteractionStore, StoreError
 
 __all__ = [
@@ -94,8 +94,8 @@ def webhook_secret(config: Config, env: Mapping[str, str] | None = None) -> byte
     env = os.environ if env is None else env
     if env.get("BOTBRIDGE_WEBHOOK_SECRET"):
         return env["BOTBRIDGE_WEBHOOK_SECRET"].encode()
-    path = ensure_secret_file(config.state_path(config.webhooks.secret_file), WEBHOOK_SECRET_BYTES)
-    return path.read_text().strip().encode()
+    path = config.state_path(config.webhooks.secret_file)
+    return read_secret_file(path, WEBHOOK_SECRET_BYTES, "webhooks.secret_file").encode()
 
 
 class WebhookSender:
@@ -162,6 +162,9 @@ class WebhookSender:
                     error = f"HTTP {response.status} {text}".strip()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_CHARS]
+        shown = mask_url(row["url"])  # the URL may hold credentials: never in logs
+        if error is not None:
+            error = error.replace(row["url"], shown)
         now = time.time()
         if error is None:
             self.delivered += 1
@@ -174,7 +177,7 @@ class WebhookSender:
                 next_attempt_at=now,
                 error=None,
             )
-            log.info("webhook %s delivered to %s", row["event_id"], row["url"])
+            log.info("webhook %s delivered to %s", row["event_id"], shown)
             return
         self.failed_attempts += 1
         if attempts >= self.settings.max_attempts:
@@ -182,7 +185,7 @@ class WebhookSender:
             log.error(
                 "webhook %s to %s given up after %d attempts (%s); it stays in the outbox",
                 row["event_id"],
-                row["url"],
+                shown,
                 attempts,
                 error,
             )
@@ -190,7 +193,7 @@ class WebhookSender:
             log.warning(
                 "webhook %s to %s failed (attempt %d: %s); next in %.1f s",
                 row["event_id"],
-                row["url"],
+                shown,
                 attempts,
                 error,
                 backoff_seconds(self.settings, attempts),

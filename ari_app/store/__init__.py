@@ -60,6 +60,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from ari_app.config import mask_url
 from ari_app.outcomes import OUTCOMES
 from ari_app.store import outbox
 
@@ -170,20 +171,33 @@ def database_url(value: str | Path | URL) -> URL:
     return url
 
 
+# errors never show the bound parameters (caller numbers, bot context): they reach the logs
+HIDE_PARAMETERS = True
+
+
 def make_engine(url: URL) -> Engine:
     """An engine for ``url``: SQLite in WAL mode with a busy timeout, or a pooled server."""
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+            engine = create_engine(
+                url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                hide_parameters=HIDE_PARAMETERS,
+            )
         else:  # one shared in-memory database for every thread
             engine = create_engine(
-                url, connect_args={"check_same_thread": False}, poolclass=StaticPool
+                url,
+                connect_args={"check_same_thread": False},
+                poolclass=StaticPool,
+                hide_parameters=HIDE_PARAMETERS,
             )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=HIDE_PARAMETERS
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -232,7 +246,7 @@ class InteractionStore:
             self.upgrade()
 
     def __repr__(self) -> str:
-        return f"InteractionStore({self.url.render_as_string(hide_password=True)!r})"
+        return f"InteractionStore({mask_url(self.url.render_as_string(hide_password=False))!r})"
 
     @property
     def dialect(self) -> str:
@@ -557,9 +571,7 @@ class InteractionStore:
 
 def open_store(config: Config, *, migrate: bool = True) -> InteractionStore:
     """The store ``config`` names (``[store] url``, else the SQLite file), for its node."""
-    return InteractionStore(
-        config.store_url or config.store_path, node=config.store_node, migrate=migrate
-    )
+    return InteractionStore(config.store.url, node=config.store.node, migrate=migrate)
 
 
 class StoreNotReady(Exception):
@@ -572,7 +584,7 @@ def open_existing_store(config: Config) -> InteractionStore:
     A missing SQLite file, or a database whose schema is not at this version's head, raises
     :class:`StoreNotReady` (``ari-app run`` and ``ari-app db upgrade`` create and upgrade).
     """
-    url = database_url(config.store_url or config.store_path)
+    url = database_url(config.store.url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(url.database or "")
         if not path.exists():
@@ -580,7 +592,7 @@ def open_existing_store(config: Config) -> InteractionStore:
                 f"no interaction store at {path}: `ari-app run` creates it with the first "
                 "call, `ari-app db upgrade` creates an empty one"
             )
-    store = InteractionStore(url, node=config.store_node, migrate=False)
+    store = InteractionStore(url, node=config.store.node, migrate=False)
     try:
         current = store.revision()
     except Exception:
@@ -588,8 +600,9 @@ def open_existing_store(config: Config) -> InteractionStore:
         raise
     if current != head_revisions():
         store.close()
+        shown = mask_url(store.url.render_as_string(hide_password=False))
         raise StoreNotReady(
-            f"interaction store {store.url.render_as_string(hide_password=True)} is at schema "
+            f"interaction store {shown} is at schema "
             f"revision {', '.join(current) or '(none)'}, this version reads "
             f"{', '.join(head_revisions())}: run `ari-app db upgrade`"
         )

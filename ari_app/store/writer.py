@@ -25,14 +25,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ari_app.config import WebhookSettings
+from ari_app.config import StoreSettings, WebhookSettings
 from ari_app.store import InteractionStore, StoreError
 
 __all__ = ["DEFAULT_FLUSH_SECONDS", "RecordWriter"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLUSH_SECONDS = 0.2
+DEFAULT_FLUSH_SECONDS = StoreSettings().flush_interval_seconds  # [store] flush_interval_seconds
 # after a failed batch, wait this long before the next attempt (the database is down)
 RETRY_SECONDS = 1.0
 

@@ -48,7 +48,7 @@ def lonely(runtime: Runtime) -> Iterator[DevStack]:
 
 
 def records(stack: DevStack) -> list[dict[str, Any]]:
-    store = InteractionStore(stack.config.store_path)
+    store = InteractionStore(stack.config.store.url)
     try:
         return store.all()
     finally:
@@ -105,7 +105,7 @@ async def test_calls_while_the_app_is_down_reach_an_agent_and_are_recorded(
 
     # the report counts them
     today = datetime.now(UTC).date().isoformat()
-    store = InteractionStore(stack.config.store_path)
+    store = InteractionStore(stack.config.store.url)
     try:
         report = report_from_store(store, Period.parse(today, today), "day")
     finally:

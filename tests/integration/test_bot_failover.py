@@ -145,7 +145,7 @@ def checked_stack(multi: DevStack) -> DevStack:
 
 
 def records(stack: DevStack, dialled: str) -> list[dict[str, Any]]:
-    store = InteractionStore(stack.config.store_path)
+    store = InteractionStore(stack.config.store.url)
     try:
         return [r for r in store.all() if r["dialled_number"] == dialled]
     finally:

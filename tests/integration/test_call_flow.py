@@ -138,7 +138,7 @@ async def place_seed_escalation(stack: DevStack) -> Call:
 
 
 def record(stack: DevStack, interaction_id: str) -> dict[str, Any]:
-    store = InteractionStore(stack.config.store_path)
+    store = InteractionStore(stack.config.store.url)
     try:
         row = store.get(interaction_id)
     finally:

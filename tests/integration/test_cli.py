@@ -68,7 +68,7 @@ def ari_app(
 def seed(env: dict[str, str], started: list[tuple[str, datetime]]) -> Path:
     """A store with one resolved record per (interaction id, start time)."""
     config = load_config(env=env)
-    store = InteractionStore(config.store_path)
+    store = InteractionStore(config.store.url)
     try:
         for iid, moment in started:
             start = moment.timestamp()
@@ -82,7 +82,7 @@ def seed(env: dict[str, str], started: list[tuple[str, datetime]]) -> Path:
             )
     finally:
         store.close()
-    return config.store_path
+    return Path(config.store.path)
 
 
 # -- version and help -------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_check_config_masks_secrets_and_explains_schedules(
     assert "s3cret" not in done.stdout + done.stderr
     lines = dict(line.split(" = ", 1) for line in done.stdout.splitlines())
     assert lines["ari_password"] == '"********"'
-    assert lines["store_url"] == '"postgresql+psycopg://botbridge:***@127.0.0.1/bb"'
+    assert lines["store.url"] == '"postgresql+psycopg://botbridge:***@127.0.0.1/bb"'
     assert lines["report_schedules.0.cron_in_words"] == '"At 07:00 on Monday"'
     assert lines["sip.port"] == "5060"
     as_json = json.loads(ari_app(env, "--config", str(config), "check-config", "--json").stdout)

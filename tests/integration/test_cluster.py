@@ -268,7 +268,7 @@ async def test_load_through_the_edge_spreads_over_both_nodes(cluster: Cluster) -
     assert all(ESCALATION_CONTEXT.split("=")[1] in (r["context_json"] or "") for r in records)
 
     # the bot's REFER went to the node that dialled it, on both nodes
-    node_host = {n.config.store_node: str(n.config.sip.host) for n in cluster.nodes}
+    node_host = {n.config.store.node: str(n.config.sip.host) for n in cluster.nodes}
     refers_per_node: Counter[str] = Counter()
     for messages in by_call_id(bot).values():
         invite = next(m for m in messages if m.method == "INVITE" and m.direction == "received")
@@ -325,15 +325,15 @@ async def test_a_killed_node_loses_only_its_calls_and_is_reconciled(cluster: Clu
     assert len(outcome) == calls
 
     # calls on the survivor: untouched, every one answered and ended by the far end
-    on_survivor = [n for n, r in number_of.items() if r["node"] == survivor.config.store_node]
+    on_survivor = [n for n, r in number_of.items() if r["node"] == survivor.config.store.node]
     assert on_survivor and all(outcome[n][1] for n in on_survivor), on_survivor
     # every call placed after the kill completed (failed over, then only the survivor)
     after_kill = [n for n, (sent, _) in outcome.items() if sent > killed_at]
     assert after_kill, outcome
     assert all(outcome[n][1] for n in after_kill), [n for n in after_kill if not outcome[n][1]]
-    assert all(number_of[n]["node"] == survivor.config.store_node for n in after_kill)
+    assert all(number_of[n]["node"] == survivor.config.store.node for n in after_kill)
     # the victim's calls in progress at the kill were lost with it, and are still open
-    lost = [n for n, r in number_of.items() if r["node"] == victim.config.store_node]
+    lost = [n for n, r in number_of.items() if r["node"] == victim.config.store.node]
     open_lost = [n for n in lost if not number_of[n].get("ended_at")]
     assert open_lost, "no call was in progress on the killed node"
 

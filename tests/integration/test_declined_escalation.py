@@ -62,7 +62,7 @@ async def test_refer_declined_when_no_agent_is_logged_in(runtime: Runtime, tmp_p
         iid = first(bot, method="INVITE", direction="received").header("X-Interaction-Id") or ""
 
         def ended() -> dict[str, object] | None:
-            store = InteractionStore(stack.config.store_path, migrate=False)
+            store = InteractionStore(stack.config.store.url, migrate=False)
             try:
                 row = store.get(iid)
             finally:

@@ -50,10 +50,10 @@ class StasisApp:
         config = self.stack.config
         self.rest = self.stack.rest()
         self.stream = EventStream(
-            config.ari_url,
+            config.ari.url,
             config.ari.username,
             config.ari_password,
-            config.app_name,
+            config.ari.app,
             on_connected=self._connected,
         )
         self._task: asyncio.Task[None] | None = None
@@ -172,7 +172,7 @@ async def test_call_enters_stasis_and_is_answered(asterisk: DevStack) -> None:
     assert code == 0, report
 
     start = app.of_type("StasisStart")[0]
-    assert start.application == asterisk.config.app_name
+    assert start.application == asterisk.config.ari.app
     # the dialplan passes business_hours after "inbound" (empty: none set for this number)
     assert start.args == ("inbound", "")
     assert start.channel is not None
@@ -284,7 +284,7 @@ async def test_cli_lists_channels_of_a_live_call(asterisk: DevStack, tmp_path: P
     assert "state=Up" in line, channels
     assert f"caller={number}" in line, channels
     assert f"at=botbridge-inbound,{SERVICE}," in line, channels
-    assert f"Stasis({asterisk.config.app_name},inbound," in line, channels
+    assert f"Stasis({asterisk.config.ari.app},inbound," in line, channels
 
     assert bridges.returncode == 0, bridges
     rows = [row for row in bridges.stdout.splitlines() if row.startswith(bridge_id)]
@@ -373,11 +373,11 @@ async def test_make_up_and_down(
     again = await devstack("up")
     assert again.returncode == 0 and "already up" in again.stdout, again
 
-    async with AriRest(config.ari_url, config.ari.username, config.ari_password) as ari:
+    async with AriRest(config.ari.url, config.ari.username, config.ari_password) as ari:
         about = await ari.asterisk_info()
         assert str(about["system"]["version"]).startswith(("22.", "23.")), about
         applications = [a.get("name") for a in await ari.applications()]
-        assert config.app_name in applications
+        assert config.ari.app in applications
         assert "registered" in (root / "app.log").read_text()
 
         # make restart: the app drains, a new one starts and is ready, Asterisk stays up
@@ -386,7 +386,7 @@ async def test_make_up_and_down(
         new = json.loads((run_dir / "stack.json").read_text())
         assert new["app_pid"] != info["app_pid"] and new["asterisk_pid"] == info["asterisk_pid"]
         assert json.loads((await devstack("status")).stdout)["alive"] is True
-        assert config.app_name in [a.get("name") for a in await ari.applications()]
+        assert config.ari.app in [a.get("name") for a in await ari.applications()]
         assert (root / "app.log").read_text().count("drained; stopping") == 1
 
         down = await devstack("down")

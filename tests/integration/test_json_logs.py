@@ -46,7 +46,7 @@ async def test_a_calls_log_lines_carry_its_id_and_state(json_stack: DevStack) ->
     lines = [line for line in json_stack.app_log_text()[offset:].splitlines() if line.strip()]
     records: list[dict[str, Any]] = [json.loads(line) for line in lines]  # all JSON
     assert records
-    assert {r["node"] for r in records} == {json_stack.config.store_node}
+    assert {r["node"] for r in records} == {json_stack.config.store.node}
     mine = [r for r in records if r.get("interaction_id") == iid]
     assert mine, "\n".join(lines)
     # the transition lines of this call (written just after the move): the state they name

@@ -93,7 +93,7 @@ def load_party(
 
 
 def all_records(stack: DevStack) -> list[dict[str, Any]]:
-    store = InteractionStore(stack.config.store_path)
+    store = InteractionStore(stack.config.store.url)
     try:
         return store.all()
     finally:

@@ -52,7 +52,7 @@ def overloaded(request: pytest.FixtureRequest, runtime: Runtime) -> Iterator[Dev
 
 
 def records(stack: DevStack) -> list[dict[str, object]]:
-    store = InteractionStore(stack.config.store_path)
+    store = InteractionStore(stack.config.store.url)
     try:
         return store.all()
     finally:

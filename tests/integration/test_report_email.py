@@ -13,7 +13,7 @@ import re
 import ssl
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from msgspec.structs import replace
 
 from ari_app.asterisk import make_self_signed
 from ari_app.config import Config, load_config

@@ -58,7 +58,7 @@ async def stack(restart_stack: DevStack) -> AsyncIterator[DevStack]:
 
 @pytest.fixture
 def store(restart_stack: DevStack) -> Iterator[InteractionStore]:
-    store = InteractionStore(restart_stack.config.store_url)
+    store = InteractionStore(restart_stack.config.store.url)
     yield store
     store.close()
 

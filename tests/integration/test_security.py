@@ -100,7 +100,7 @@ async def watch_channels(
     stack: DevStack, ari: AriRest, ssl_context: ssl.SSLContext | None = None
 ) -> AsyncIterator[ChannelWatch]:
     stream = EventStream(
-        stack.config.ari_url,
+        stack.config.ari.url,
         stack.config.ari.username,
         stack.config.ari_password,
         f"observer-{uuid.uuid4().hex[:8]}",
@@ -528,7 +528,7 @@ async def test_ari_listens_on_loopback_only_and_keeps_its_secret(stack: DevStack
     """http.conf binds ARI to the address of ari.url (127.0.0.1 by default): the port does not
     answer on another address. The password lives only in ari.conf (mode 0600) and never
     shows up in the app's log or the SIP traffic."""
-    host, port = "127.0.0.1", int(stack.config.ari_url.rsplit(":", 1)[1].split("/", 1)[0])
+    host, port = "127.0.0.1", int(stack.config.ari.url.rsplit(":", 1)[1].split("/", 1)[0])
     with socket.create_connection((host, port), timeout=2):
         pass
     with pytest.raises(OSError), socket.create_connection((STRANGER_IP, port), timeout=2):
@@ -537,7 +537,7 @@ async def test_ari_listens_on_loopback_only_and_keeps_its_secret(stack: DevStack
         assert (await ari.asterisk_info())["system"]
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{stack.config.ari_url}/asterisk/info") as reply,
+        session.get(f"{stack.config.ari.url}/asterisk/info") as reply,
     ):
         assert reply.status == 401  # no credentials, no answer
         assert "Server" not in reply.headers  # servername is blank: no version banner
@@ -565,7 +565,7 @@ class SecureStack:
     def rest(self) -> AriRest:
         config = self.stack.config
         return AriRest(
-            config.ari_url, config.ari.username, config.ari_password, ssl=self.ssl_context()
+            config.ari.url, config.ari.username, config.ari_password, ssl=self.ssl_context()
         )
 
     @property
@@ -624,20 +624,20 @@ async def test_ari_over_tls_with_the_dev_ca(secure_stack: SecureStack) -> None:
     answered, a client that does not trust the CA is refused at the handshake, and plain
     HTTP on the port gets no answer."""
     stack = secure_stack.stack
-    assert stack.config.ari_url.startswith("https://")
+    assert stack.config.ari.url.startswith("https://")
     log = stack.app_log_text()
     assert re.search(r"connected to wss://127\.0\.0\.1:\d+/ari/events.*registered", log), log
     async with secure_stack.rest() as ari:
         info = await ari.asterisk_info()
         assert info["system"]
         apps = [a["name"] for a in await ari.applications()]
-    assert stack.config.app_name in apps
+    assert stack.config.ari.app in apps
     http_conf = (stack.root / "etc" / "http.conf").read_text()
     assert "enabled = no" in http_conf and "tlsenable = yes" in http_conf
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await session.get(f"{stack.config.ari_url}/asterisk/info")  # system trust store
-        plain = stack.config.ari_url.replace("https://", "http://")
+            await session.get(f"{stack.config.ari.url}/asterisk/info")  # system trust store
+        plain = stack.config.ari.url.replace("https://", "http://")
         with pytest.raises(aiohttp.ClientError):
             await session.get(f"{plain}/asterisk/info", timeout=aiohttp.ClientTimeout(total=3))
 

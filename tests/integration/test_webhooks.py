@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 CALLS = 2
 
 
-def outbox(store_path: Path) -> list[dict[str, object]]:
+def outbox(store_path: str) -> list[dict[str, object]]:
     store = InteractionStore(store_path, migrate=False)
     try:
         return store.webhook_events()
@@ -70,7 +70,7 @@ async def test_every_escalation_reaches_the_webhook_after_it_was_down(
             await final_record(stack, iid, "escalated")
 
         def mine() -> list[dict[str, object]]:
-            return [r for r in outbox(stack.config.store_path) if r["interaction_id"] in iids]
+            return [r for r in outbox(stack.config.store.url) if r["interaction_id"] in iids]
 
         def failing() -> bool:
             rows = mine()

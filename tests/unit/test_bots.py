@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from ari_app.calls.bots import (
     SKIP_MAX_CALLS_PER_SECOND,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ari_app.reporting.cron import CronError, CronSchedule
+from ari_app.config.cron import CronError, CronSchedule
 
 PARIS = ZoneInfo("Europe/Paris")
 # Wednesday 8 May 2024, 07:00

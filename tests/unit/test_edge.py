@@ -3,12 +3,12 @@ tests/integration/test_cluster.py, which also has it check the rendered configur
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
-from ari_app.config import ConfigError, load_config
+from ari_app.config import ConfigError
 from devtools.edge import (
     EdgeError,
     TlsPair,
@@ -17,11 +17,11 @@ from devtools.edge import (
     parse_dispatcher_list,
     render_edge,
 )
+from devtools.edge_config import load_edge
 
 
 def test_defaults_load_and_name_every_limit() -> None:
-    edge = load_config(env={}).edge
-    assert edge is not None
+    edge = load_edge(env={})
     assert (edge.host, edge.port, edge.tls_port) == ("127.0.0.1", 5060, 5061)
     assert edge.nodes == ()
     assert edge.rate_max_requests > 0 and edge.transaction_timeout_ms > 0
@@ -31,10 +31,10 @@ def test_bad_edge_values_name_the_key(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[edge]\ncarrier_match = "10.0.0.0/8, not-an-address"\n')
     with pytest.raises(ConfigError, match="carrier_match"):
-        load_config(path, env={})
+        load_edge(path, env={})
     path.write_text('[edge]\nnodes = ["10.0.0.1"]\n')
     with pytest.raises(ConfigError, match="nodes"):
-        load_config(path, env={})
+        load_edge(path, env={})
 
 
 def test_lists() -> None:
@@ -49,9 +49,8 @@ def test_lists() -> None:
 
 
 def test_render_writes_the_defines_kamailio_cfg_uses(tmp_path: Path) -> None:
-    edge = load_config(env={}).edge
-    assert edge is not None
-    edge = dataclasses.replace(edge, nodes=("10.0.0.11:5060",), port=5070)
+    edge = load_edge(env={})
+    edge = replace(edge, nodes=("10.0.0.11:5060",), port=5070)
     pair = TlsPair(tmp_path / "s.crt", tmp_path / "s.key")
     cfg = render_edge(edge, tmp_path / "edge", tls=pair)
     local = (tmp_path / "edge" / "botbridge-edge.cfg").read_text()
@@ -65,7 +64,7 @@ def test_render_writes_the_defines_kamailio_cfg_uses(tmp_path: Path) -> None:
     assert "listen=udp:127.0.0.1:5070" in local and "listen=tls:127.0.0.1:5061" in local
     assert f"certificate = {pair.cert}" in (tmp_path / "edge" / "tls.cfg").read_text()
     with pytest.raises(EdgeError, match="nodes"):
-        render_edge(dataclasses.replace(edge, nodes=()), tmp_path / "empty", tls=pair)
+        render_edge(replace(edge, nodes=()), tmp_path / "empty", tls=pair)
 
 
 def test_parse_dispatcher_list() -> None:

@@ -29,12 +29,6 @@ ALLOWED: dict[str, set[str]] = {
     "main": {"*"},
     "cli": {"*"},
 }
-# Module-level exceptions: the [reports]/[[report_schedules]] section is validated at load time
-# with the reporting layer's own pure parsers (cron expressions, period and grouping names),
-# which import nothing of the app's.
-ALLOWED_MODULES = {
-    "ari_app.config.reporting": {"ari_app.reporting.cron", "ari_app.reporting.periods"},
-}
 
 
 def module_name(path: Path) -> str:
@@ -73,11 +67,6 @@ def layer_of(name: str) -> str:
     return parts[1] if len(parts) > 1 else "ari_app"
 
 
-def test_the_exceptions_import_nothing_of_the_app() -> None:
-    for target in set().union(*ALLOWED_MODULES.values()):
-        assert {i for i in imports_of(target) if i.startswith("ari_app.")} <= {"ari_app.outcomes"}
-
-
 def test_the_walk_sees_the_package() -> None:
     assert {"ari_app.calls.session", "ari_app.ari.events", "ari_app.main"} <= set(MODULES)
     assert "ari_app.calls.states" in imports_of("ari_app.calls.session")
@@ -94,8 +83,7 @@ def test_layers_point_one_way(name: str) -> None:
     allowed = ALLOWED[layer_of(name)]
     if "*" in allowed:
         return
-    exceptions = ALLOWED_MODULES.get(name, set())
-    used = {layer_of(i) for i in imports_of(name) - exceptions if i.startswith("ari_app.")}
+    used = {layer_of(i) for i in imports_of(name) if i.startswith("ari_app.")}
     assert used <= allowed, f"{name} ({layer_of(name)}) imports layers {sorted(used - allowed)}"
 
 

@@ -73,7 +73,7 @@ def test_rendered_values_come_from_config(config: Config, rendered: dict[str, st
     assert f"contact = {config.sip.agent_contact}" in pjsip
     assert f"cert_file = {DIRS['TLS_CERT_FILE']}" in pjsip
     variable = config.bridge.availability_variable
-    assert f"Stasis({config.app_name},inbound,${{{variable}}})" in rendered["extensions.conf"]
+    assert f"Stasis({config.ari.app},inbound,${{{variable}}})" in rendered["extensions.conf"]
     assert f"astmoddir => {MODULE_DIR}" in rendered["asterisk.conf"]
     rtp = rendered["rtp.conf"]
     assert f"rtpstart = {config.sip.rtp_start}" in rtp

@@ -21,7 +21,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "state"
     monkeypatch.setenv("BOTBRIDGE_STATE_DIR", str(state))
     monkeypatch.delenv("BOTBRIDGE_CONFIG", raising=False)
-    store = InteractionStore(load_config().store_path)
+    store = InteractionStore(load_config().store.url)
     start = datetime(2024, 5, 2, 9, 0, tzinfo=UTC).timestamp()
     for i, outcome in enumerate(["resolved", "escalated", "abandoned"]):
         iid = f"call{i}"
@@ -48,7 +48,7 @@ def test_report_command(
     argv = ["report", "--from", "2024-05-01", "--to", "2024-05-03"]
     assert cli.main([*argv, "--group-by", group_by, "--format", fmt]) == 0
     out = capsys.readouterr().out
-    store = InteractionStore(load_config().store_path)
+    store = InteractionStore(load_config().store.url)
     try:
         expected = build_report(store.all(), Period.parse("2024-05-01", "2024-05-03"), group_by)
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.reports == ReportsSettings(timezone="UTC")
     assert config.http == HttpSettings(
         enabled=True,
-        host=ip_address("127.0.0.1"),
+        host="127.0.0.1",
         port=8090,
         token_file="http-token",
         max_concurrent_reports=2,
@@ -72,7 +71,7 @@ def test_env_overrides(tmp_path: Path) -> None:
         )
     )
     assert config.http.port == 18090
-    assert config.http.host == ip_address("0.0.0.0")
+    assert config.http.host == "0.0.0.0"
     assert config.http.enabled is False
     assert config.smtp.host == "mail.example.com" and config.smtp.port == 465
     assert config.reports.timezone == "Europe/Paris"

@@ -57,7 +57,7 @@ def test_unmatched_numbers_use_the_default_profile(dialled: str, profile: str) -
 
 
 def test_first_matching_route_wins() -> None:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     from ari_app.config import Route
 
