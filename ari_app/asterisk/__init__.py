@@ -9,6 +9,7 @@ wheel renders them (``ari-app render-config``) as the dev stack and the tests do
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -16,7 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 from ari_app.asterisk.certs import write_self_signed
-from ari_app.config import Config, hep_password
+from ari_app.config import Config, ConfigError, hep_password
+from ari_app.config.credentials import check_ari_password
 
 __all__ = [
     "CONFIG_FILES",
@@ -54,6 +56,8 @@ CONFIG_FILES = (
     "queuerules.conf",
     "hep.conf",
 )
+# the rendered files that hold a secret (the ARI password, the HEP capture password): mode 0600
+SECRET_CONFIG_FILES = ("ari.conf", "hep.conf")
 # days a self-signed development certificate made for an instance stays valid
 DEV_CERT_DAYS = 825
 # where distributions install Asterisk's modules (the first with chan_pjsip.so wins)
@@ -199,6 +203,10 @@ def render_instance(
     """
     if not config.ari_password:
         raise RenderError(no_ari_password(config))
+    try:  # load_config checked it; a Config made otherwise is checked here
+        check_ari_password(config.ari_password, "the configuration")
+    except ConfigError as exc:
+        raise RenderError(str(exc)) from exc
     dirs: dict[str, str] = {}
     for key, sub in (
         ("ETC_DIR", "etc"),
@@ -222,12 +230,25 @@ def render_instance(
     ari_cert, ari_key = _ari_tls_files(config, root, (cert, private_key))
     dirs["ARI_TLS_CERT_FILE"] = path_of(ari_cert)
     dirs["ARI_TLS_KEY_FILE"] = path_of(ari_key)
-    values = template_values(config, dirs, module_dir)
+    try:
+        values = template_values(config, dirs, module_dir)
+    except ConfigError as exc:  # an empty HEP password file
+        raise RenderError(str(exc)) from exc
     for name in CONFIG_FILES:
         target = root / "etc" / name
-        target.write_text(render(template_text(name), values))
-        if name == "ari.conf":
-            target.chmod(0o600)
+        text = render(template_text(name), values)
+        if name in SECRET_CONFIG_FILES:
+            _write_private(target, text)
+        else:
+            target.write_text(text)
+
+
+def _write_private(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` readable by its owner only, from the first byte."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def find_module_dir(root: Path = Path("/")) -> str:

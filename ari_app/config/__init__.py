@@ -295,7 +295,7 @@ def _store(config: Config) -> StoreSettings:
 
         try:
             backend = make_url(url).get_backend_name()
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             # the message of SQLAlchemy's error repeats the URL, password included
             raise ConfigError(
                 f"invalid configuration: store.url: not a database URL: {mask_url(url)}"

@@ -349,7 +349,7 @@ def test_run_logs_json_lines_with_the_node(env: dict[str, str]) -> None:
     assert started["logger"] == "ari_app.main"
     assert (
         started["node"]
-        == load_config(env=env | {"BOTBRIDGE_ARI_URL": "http://127.0.0.1:1/ari"}).store_node
+        == load_config(env=env | {"BOTBRIDGE_ARI_URL": "http://127.0.0.1:1/ari"}).store.node
     )
     assert datetime.fromisoformat(started["timestamp"]).tzinfo is not None
     assert not any(r["logger"].startswith("alembic") for r in records)

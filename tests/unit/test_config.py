@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import stat
+import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
+import ari_app
 from ari_app.config import (
     AriSettings,
     BillingSettings,
@@ -360,3 +363,56 @@ def test_ari_connections_stay_within_asterisks_listen_backlog(tmp_path: Path) ->
     assert load_config(None, env=_env(tmp_path)).limits.ari_connections == 8
     with pytest.raises(ConfigError, match="ari_connections"):
         load_config(_toml(tmp_path, "[limits]\nari_connections = 11\n"), env=_env(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("BOTBRIDGE_HTTP_ENABLED", "flase", "not a boolean"),
+        ("BOTBRIDGE_HTTP_ENABLED", "", "not a boolean"),
+        ("BOTBRIDGE_SIP_PORT", "50 60", "not a whole number"),
+        ("BOTBRIDGE_SIP_PORT", "5060.5", "not a whole number"),
+        ("BOTBRIDGE_DRAIN_SECONDS", "soon", "not a number"),
+        ("BOTBRIDGE_MAX_CALLS_PER_SECOND", "1e", "not a number"),
+    ],
+)
+def test_bad_env_boolean_or_number_is_refused_by_name(
+    tmp_path: Path, name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{name} .*{expected}"):
+        load_config(env=_env(tmp_path, **{name: value}))
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("false", False), ("Off", False), ("YES", True)])
+def test_env_booleans(tmp_path: Path, value: str, enabled: bool) -> None:
+    config = load_config(env=_env(tmp_path, BOTBRIDGE_HTTP_ENABLED=value))
+    assert config.http.enabled is enabled
+
+
+def test_defaults_toml_is_the_declared_defaults_with_every_key(tmp_path: Path) -> None:
+    """ari_app/defaults.toml explains every setting; its values are the structs' defaults."""
+    reference = Path(ari_app.__file__).parent / "defaults.toml"
+    assert load_config(reference, env=_env(tmp_path)) == load_config(env=_env(tmp_path))
+    written = tomllib.loads(reference.read_text())
+    config = load_config(env=_env(tmp_path))
+    for name, value in msgspec.structs.asdict(config).items():
+        if isinstance(value, msgspec.Struct) and name != "store":
+            keys = {f.encode_name for f in msgspec.structs.fields(value)}
+            assert set(written[name]) == keys, name
+    profile = set(written["profiles"]["default"])
+    assert profile | {"name", "bot_uris", "bots"} == {
+        f.encode_name for f in msgspec.structs.fields(config.profiles["default"])
+    }
+
+
+def test_the_shipped_settings_have_no_edge_and_skip_the_tooling_table(tmp_path: Path) -> None:
+    reference = Path(ari_app.__file__).parent / "defaults.toml"
+    assert "edge" not in tomllib.loads(reference.read_text())
+    assert not hasattr(load_config(env=_env(tmp_path)), "edge")
+    path = _toml(tmp_path, '[edge]\nnodes = ["10.0.0.1:5060"]\n')
+    assert load_config(path, env=_env(tmp_path)) == load_config(env=_env(tmp_path))
+
+
+def test_an_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sip: Object contains unknown field `prot`"):
+        load_config(_toml(tmp_path, "[sip]\nprot = 5060\n"), env=_env(tmp_path))
