@@ -61,6 +61,7 @@ def _ip(value: str) -> str | None:
 def _url(value: str) -> str | None:
     try:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError:
         return "Not a valid URL."
     if parts.scheme not in {"http", "https"} or not parts.hostname or _CONTROL.search(value):
@@ -156,6 +157,9 @@ def describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     missing = re.fullmatch(r"Object missing required field `(\w+)`", message)
     if missing:
         message, path = "Missing data for required field.", f"{path}.{missing[1]}"
+    unknown = re.fullmatch(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        message, path = "Unknown field.", f"{path}.{unknown[1]}"
     return f"{prefix}{path.strip('.')}: {message}"
 
 

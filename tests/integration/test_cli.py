@@ -247,18 +247,22 @@ def test_check_config_masks_secrets_and_explains_schedules(
         '[smtp]\nhost = "127.0.0.1"\n'
         '[[report_schedules]]\ncron = "0 7 * * mon"\nperiod = "previous_week"\n'
         'recipients = ["ops@example.com"]\n'
+        '[webhooks]\nurls = ["https://crm:hook-s3cret@crm.example/in?token=tok-s3cret&site=7"]\n'
     )
     env = {
         **env,
         "BOTBRIDGE_ARI_PASSWORD": "ari-s3cret",
-        "BOTBRIDGE_DATABASE_URL": "postgresql+psycopg://botbridge:db-s3cret@127.0.0.1/bb",
+        "BOTBRIDGE_DATABASE_URL": (
+            "postgresql+psycopg://botbridge:db-s3cret@127.0.0.1/bb?password=q-s3cret"
+        ),
     }
     done = ari_app(env, "--config", str(config), "check-config")
     assert done.returncode == 0, done.stderr
     assert "s3cret" not in done.stdout + done.stderr
     lines = dict(line.split(" = ", 1) for line in done.stdout.splitlines())
     assert lines["ari_password"] == '"********"'
-    assert lines["store.url"] == '"postgresql+psycopg://botbridge:***@127.0.0.1/bb"'
+    assert lines["store.url"] == '"postgresql+psycopg://botbridge:***@127.0.0.1/bb?password=***"'
+    assert lines["webhooks.urls"] == '["https://crm:***@crm.example/in?token=***&site=7"]'
     assert lines["report_schedules.0.cron_in_words"] == '"At 07:00 on Monday"'
     assert lines["sip.port"] == "5060"
     as_json = json.loads(ari_app(env, "--config", str(config), "check-config", "--json").stdout)
