@@ -20,7 +20,7 @@ from typing import Any
 from ari_app.asterisk import no_ari_password
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.bye_context import ByeContexts
-from ari_app.config import Config, hep_password
+from ari_app.config import Config, hep_password, mask_url
 from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.scheduler import ReportScheduler
@@ -81,7 +81,7 @@ async def run_app(config: Config) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, drain)
-        log.info("bot bridge app %s starting against %s", config.ari.app, config.ari.url)
+        log.info("bot bridge app %s starting against %s", config.ari.app, mask_url(config.ari.url))
         if config.bye_context.enabled:
             app.bye_contexts = ByeContexts(
                 config.bye_context,

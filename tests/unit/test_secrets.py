@@ -16,7 +16,7 @@ from ari_app.asterisk import RenderError, render_instance
 from ari_app.cli import effective_values
 from ari_app.config import ConfigError, hep_password, load_config, mask_url
 from ari_app.reporting.webhooks import webhook_secret
-from ari_app.store import make_engine
+from ari_app.store import InteractionStore, make_engine
 from devtools.edge_config import load_edge
 
 PG_URL = "postgresql+psycopg://bb@db.example:5432/bb?sslmode=require&password=pg-s3cret"
@@ -56,6 +56,15 @@ def test_check_config_and_repr_show_no_url_secret(tmp_path: Path) -> None:
         assert secret not in shown
     assert effective_values(config)["webhooks"]["urls"] == [mask_url(HOOK_URL)]
     assert effective_values(config)["store"]["url"] == mask_url(PG_URL)
+
+
+def test_the_store_shown_at_start_up_hides_its_password() -> None:
+    store = InteractionStore(PG_URL.replace("bb@", "bb:user-s3cret@"), migrate=False)
+    try:
+        assert "s3cret" not in repr(store)  # main logs "interaction store %r"
+        assert "password=***" in repr(store) and "bb:***@" in repr(store)
+    finally:
+        store.close()
 
 
 def test_a_bad_store_url_is_refused_without_its_password(tmp_path: Path) -> None:
