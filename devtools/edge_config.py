@@ -18,9 +18,8 @@ from typing import Annotated, Any
 from msgspec import Meta
 
 from ari_app.config import ConfigError
-from ari_app.config.values import Rule, Section, convert, matches
+from ari_app.config.values import Port, Rule, Section, convert, matches
 
-Port = Annotated[int, Meta(ge=1, le=65535)]
 Seconds = Annotated[int, Meta(ge=1, le=3600)]
 Children = Annotated[int, Meta(ge=1, le=256)]
 NODE = matches(r"[0-9.]+:[0-9]{1,5}|\[[0-9a-fA-F:]+\]:[0-9]{1,5}", "must be address:port")

@@ -16,6 +16,7 @@ from ari_app.config.values import (
     EMAIL,
     IP_ADDRESS,
     SINGLE_LINE,
+    Port,
     Rule,
     Section,
     invalid,
@@ -26,7 +27,6 @@ DEFAULT_SUBJECT = "Bot bridge report {from} .. {to} by {group_by}"
 _CRON_PROBE = datetime(2000, 1, 1)
 # each report being built holds its period's records in memory: a handful, not hundreds
 MAX_CONCURRENT_REPORTS = 16
-Port = Annotated[int, Meta(ge=1, le=65535)]
 
 
 def _timezone(name: str) -> str | None:

@@ -22,6 +22,7 @@ from ari_app.config.values import (
     IP_ADDRESS,
     SIP_URI,
     Codecs,
+    Port,
     Rule,
     Section,
     invalid,
@@ -29,7 +30,6 @@ from ari_app.config.values import (
 )
 from ari_app.outcomes import OUTCOMES
 
-Port = Annotated[int, Meta(ge=1, le=65535)]
 RtpPort = Annotated[int, Meta(ge=1024, le=65535)]
 Encryption = Annotated[str, one_of(("no", "sdes"))]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

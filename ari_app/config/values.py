@@ -94,6 +94,7 @@ SIP_URI = matches(
 )
 CONTEXT_NAME = matches(r"[A-Za-z0-9_-]{0,64}", "must be a dialplan context name")
 CIDR_LIST = matches(r"[0-9a-fA-F.:/, ]+", "must be addresses or CIDRs")
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 # codecs the shipped modules.conf loads (docs/media.md); the order of a list is the preference
 CODECS = ("g722", "ulaw", "alaw")
 Codecs = Annotated[
