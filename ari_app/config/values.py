@@ -1,7 +1,7 @@
 """The building blocks of the settings: the ``Section`` base and the rules a value must meet.
 
 Every setting is declared once, as a typed field with its default on a frozen ``msgspec``
-struct (docs/decisions.md (u)). ``msgspec.convert`` checks types and numeric ranges
+struct (docs/decisions.md (x)). ``msgspec.convert`` checks types and numeric ranges
 (``Annotated[int, Meta(ge=1, le=65535)]``) and names the failing path. What it cannot say
 in words a user can act on (a name's allowed characters, a list of choices, an address) is a
 :class:`Rule` in the same ``Annotated``, checked when the struct is made, with a message that
