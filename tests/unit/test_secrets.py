@@ -127,7 +127,8 @@ def test_an_ari_password_file_that_would_change_ari_conf_is_refused(tmp_path: Pa
 
 
 # one value per validation pattern, valid as it is and refused with a trailing newline
-# (a pattern written ^...$ accepts one)
+# (a pattern written ^...$ accepts one). ari.url, smtp.from and http.host were refused before
+# too (library validators); they guard the checks that replaced those.
 ANCHORED = [
     ("ari", "url", "http://127.0.0.1:8088/ari"),
     ("ari", "app", "botbridge"),
