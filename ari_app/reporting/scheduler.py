@@ -21,8 +21,8 @@ from email.message import EmailMessage
 
 from ari_app.config import Config
 from ari_app.config import ReportSchedule as ConfiguredSchedule
-from ari_app.reporting.aggregation import RecordSource, Report, report_from_store
 from ari_app.config.cron import CronSchedule
+from ari_app.reporting.aggregation import RecordSource, Report, report_from_store
 from ari_app.reporting.mail import MailError, build_message, send_message
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.periods import named_period, timezone_named
