@@ -135,7 +135,7 @@ def test_at_most_max_entries_dialogs_are_followed(receiver: ByeContexts) -> None
 async def test_a_flood_of_large_forged_byes_leaves_memory_as_it_was() -> None:
     # max_entries as shipped: the old receiver kept up to that many copies of any Call-ID
     receiver = ByeContexts(
-        settings(max_entries=ByeContextSettings.max_entries), PASSWORD, (SIP_PORT,)
+        settings(max_entries=ByeContextSettings().max_entries), PASSWORD, (SIP_PORT,)
     )
     receiver.follow(CALL_ID)
     packets = [forged(n) for n in range(FLOOD)]
