@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from ari_app.ari import AriError, AriRest
-from ari_app.config import Config, ensure_password_file, load_config
+from ari_app.config import Config, ensure_password_file, load_config, mask_url
 from ari_app.connect import ari_rest
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
 from devtools.sipp import Sipp
@@ -268,12 +266,12 @@ def stack_settings(config: Config) -> dict[str, str]:
     records them in ``stack.json``; `make restart` refuses a shell that decides others."""
     return {
         "state_dir": str(config.state_dir),
-        "ari_url": config.ari_url,
+        "ari_url": config.ari.url,
         "sip": f"{config.sip.host}:{config.sip.port}",
         "sip_tls_port": str(config.sip.tls_port),
         "rtp": f"{config.sip.rtp_start}-{config.sip.rtp_end}",
         "http": f"{config.http.host}:{config.http.port}",
-        "store": make_url(config.store_url).render_as_string(hide_password=True),
+        "store": mask_url(config.store.url),
     }
 
 
@@ -438,7 +436,7 @@ def check_same_stack(info: Mapping[str, Any], config: Config) -> None:
         asyncio.run(ari_accepts())
     except AriError as exc:
         raise StackError(
-            f"Asterisk at {config.ari_url} refuses the ARI credentials the new app would use "
+            f"Asterisk at {config.ari.url} refuses the ARI credentials the new app would use "
             f"({exc}); the running app was left alone"
         ) from exc
 

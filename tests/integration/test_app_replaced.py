@@ -90,7 +90,7 @@ async def started(client: Client, number: str) -> str:
 async def test_the_newest_client_gets_every_event_and_the_replaced_one_none(
     asterisk: DevStack,
 ) -> None:
-    app = asterisk.config.app_name
+    app = asterisk.config.ari.app
     async with asterisk.rest() as ari, Client(asterisk, "A") as a:
         first = await started(a, call(asterisk, "1555003100"))
         await ari.answer(first)

@@ -132,7 +132,7 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
     )
     observer.append(stack)
     assert stack_settings(stack.config) == info["settings"]
-    store = InteractionStore(stack.config.store_url)
+    store = InteractionStore(stack.config.store.url)
     bot = stack.sipp().start(
         "load/bot_resolve",
         local_port=stack.bot_port,
@@ -173,7 +173,7 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
     assert status.returncode == 0, status
     assert json.loads(status.stdout)["alive"] is True, status
     async with stack.rest() as ari:  # the new app registered with the stack's Asterisk
-        assert stack.config.app_name in [a.get("name") for a in await ari.applications()]
+        assert stack.config.ari.app in [a.get("name") for a in await ari.applications()]
 
     after = load_callers(stack, calls=CALLS_AFTER, rate=CALL_RATE, prefix="1882")
     runs: list[SippRun] = [before, after, bot]
