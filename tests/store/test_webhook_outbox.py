@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from ari_app.config import WebhookSettings
@@ -110,7 +111,7 @@ async def test_no_urls_no_outbox_rows(store: InteractionStore) -> None:
 async def test_receiver_down_then_up_gets_every_event_once(
     store: InteractionStore, receiver: Receiver
 ) -> None:
-    settings = WebhookSettings(**{**FAST.__dict__, "urls": (receiver.url,)})
+    settings = msgspec.structs.replace(FAST, urls=(receiver.url,))
     writer = RecordWriter(store, 0.01, settings)
     sender = WebhookSender(settings, store, SECRET)
     task = asyncio.create_task(sender.run())
@@ -156,7 +157,7 @@ async def test_error_answers_are_retried_and_given_up_at_max_attempts(
 ) -> None:
     receiver.status = 503
     await receiver.start()
-    settings = WebhookSettings(**{**FAST.__dict__, "urls": (receiver.url,), "max_attempts": 3})
+    settings = msgspec.structs.replace(FAST, urls=(receiver.url,), max_attempts=3)
     writer = RecordWriter(store, 0.01, settings)
     sender = WebhookSender(settings, store, SECRET)
     escalate(writer, "i1")
@@ -180,7 +181,7 @@ async def test_a_slow_receiver_never_holds_up_the_records(
 ) -> None:
     receiver.delay = 3.0  # longer than the sender's time-out
     await receiver.start()
-    settings = WebhookSettings(**{**FAST.__dict__, "urls": (receiver.url,)})
+    settings = msgspec.structs.replace(FAST, urls=(receiver.url,))
     writer = RecordWriter(store, 0.01, settings)
     sender = WebhookSender(settings, store, SECRET)
     task = asyncio.create_task(sender.run())
@@ -209,7 +210,7 @@ async def test_two_senders_on_one_store_send_each_event_once(
     store: InteractionStore, receiver: Receiver
 ) -> None:
     await receiver.start()
-    settings = WebhookSettings(**{**FAST.__dict__, "urls": (receiver.url,)})
+    settings = msgspec.structs.replace(FAST, urls=(receiver.url,))
     writer = RecordWriter(store, 0.01, settings)
     for n in range(20):
         escalate(writer, f"c{n}")
