@@ -121,12 +121,24 @@ class StoreSettings(Section, frozen=True):
     url: str = ""  # may hold a password: shown only through mask_url
     node: str = ""
     flush_interval_seconds: Annotated[float, Meta(ge=0.01, le=5)] = 0.2
+    # the record writer's local journal while the database cannot be written (relative to
+    # the state directory), its size limit, and the file of changes set aside as unwritable
+    journal_path: str = "record-journal.jsonl"
+    journal_max_bytes: Annotated[int, Meta(ge=64 * 1024, le=64 * 1024**3)] = 64 * 1024 * 1024
+    dead_letter_path: str = "record-dead-letters.jsonl"
+    # /readyz is not ready once a record change has waited this long unwritten
+    unwritable_after_seconds: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+    # days kept: records (by end); delivered/given-up webhook events and report claims;
+    # 0 = kept forever
+    retention_days: Annotated[int, Meta(ge=0, le=36500)] = 400
+    outbox_retention_days: Annotated[int, Meta(ge=0, le=36500)] = 30
 
     def __repr__(self) -> str:
-        return (
-            f"StoreSettings(path={self.path!r}, url={mask_url(self.url)!r}, "
-            f"node={self.node!r}, flush_interval_seconds={self.flush_interval_seconds!r})"
+        fields = ", ".join(
+            f"{name}={mask_url(self.url) if name == 'url' else getattr(self, name)!r}"
+            for name in self.__struct_fields__
         )
+        return f"StoreSettings({fields})"
 
 
 class LoggingSettings(Section, frozen=True):
