@@ -27,6 +27,7 @@ from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.reporting.web import settings_for, start_http_server
 from ari_app.reporting.webhooks import WebhookSender, webhook_secret
 from ari_app.store import InteractionStore, StoreError, open_store
+from ari_app.store.retention import run_retention
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ async def side_services(
         ari_events=lambda: app.stream.received,
         pending_events=lambda: app.dispatcher.pending,
         record_backlog=lambda: app.records.backlog,
+        record_writer=app.records.health,
         shed=lambda: app.shed,
         bot_active=app.bot_active_calls,
         bot_reachable=app.bot_reachability,
@@ -152,12 +154,15 @@ async def side_services(
             reasons.append("ari_disconnected")
         if not store_check.reachable:
             reasons.append("store_unreachable")
+        if not app.records.writable:
+            reasons.append("records_unwritable")
         return {
             "version": VERSION,
             "state": "draining" if app.draining else "running",
             "active_calls": app.active_calls,
             "ari_connected": app.stream.connected,
             "store_reachable": store_check.reachable,
+            "records": app.records.health(),
             "reasons": reasons,
         }
 
@@ -166,7 +171,7 @@ async def side_services(
         runner = await start_http_server(config, settings_for(config, store, metrics, health))
     scheduler = ReportScheduler(config, store, metrics=metrics)
     task = asyncio.create_task(scheduler.run(), name="report-scheduler")
-    tasks = [task]
+    tasks = [task, asyncio.create_task(run_retention(store, config), name="retention")]
     if sender is not None:
         tasks.append(asyncio.create_task(sender.run(), name="webhook-sender"))
         log.info(

@@ -52,7 +52,7 @@ from ari_app.config import Config
 from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome
 from ari_app.store import InteractionStore
-from ari_app.store.writer import RecordWriter
+from ari_app.store.writer import RecordWriter, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ class BridgeApp:
         self.store = store
         # [bye_context]: set by the composition root when the feature is on
         self.bye_contexts: ByeContexts | None = None
-        self.records = records or RecordWriter(
-            store, config.store.flush_interval_seconds, config.webhooks
-        )
+        self.records = records or writer_for(store, config)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
         self.observer = observer  # the metrics
         self.shed: Counter[str] = Counter()  # new calls shed, by reason

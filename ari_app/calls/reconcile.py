@@ -294,7 +294,14 @@ async def _record_bypassed(app: CallsHost, probe: str) -> int:
                 "call %s: reached %s while the app was down (bypassed); recorded", iid, fallback
             )
     if seen:
-        await app.records.flush()  # committed before the notes go
+        # the notes go only once their records are committed; otherwise they stay in AstDB
+        # and the next reconciliation records them again (the write is idempotent)
+        if not await app.records.flush():
+            log.error(
+                "%d bypassed calls' records not yet written; their AstDB notes are kept",
+                len(seen),
+            )
+            return recorded
         await app.ari.set_vars(probe, {FORGET_VARIABLE: ",".join(seen)})
         await app.ari.continue_in_dialplan(probe, FORGET_CONTEXT, "s")
     return recorded

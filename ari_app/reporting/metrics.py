@@ -28,6 +28,36 @@ TRANSFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+# the record writer's health (RecordWriter.health(); docs/records.md): name -> (kind, help)
+RECORD_WRITER_FIGURES = {
+    "oldest_unwritten_seconds": (
+        GaugeMetricFamily,
+        "Age of the oldest record change not yet in the database (0 when none waits)",
+    ),
+    "failures": (CounterMetricFamily, "Record writer batches the database could not take"),
+    "journal_bytes": (
+        GaugeMetricFamily,
+        "Size of the record journal (changes kept on local disk while the database fails)",
+    ),
+    "journal_refused": (
+        CounterMetricFamily,
+        "Appends the record journal refused (full or failing): those changes stayed in memory",
+    ),
+    "set_aside": (
+        CounterMetricFamily,
+        "Record changes the database refused for their data, set aside in the dead-letter file",
+    ),
+}
+
+
+def _record_writer_families(
+    figures: Mapping[str, float],
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    for name, (kind, text) in RECORD_WRITER_FIGURES.items():
+        if name in figures:
+            yield kind(f"{PREFIX}_record_writer_{name}", text, value=figures[name])
+
+
 class _AppCollector(Collector):
     """Figures read from the running app at scrape time."""
 
@@ -39,6 +69,7 @@ class _AppCollector(Collector):
         self.ari_events: Callable[[], int] = lambda: 0
         self.pending_events: Callable[[], int] = lambda: 0
         self.record_backlog: Callable[[], int] = lambda: 0
+        self.record_writer: Callable[[], Mapping[str, float]] = dict
         self.shed: Callable[[], Mapping[str, int]] = dict
         self.bot_active: Callable[[], Mapping[str, int]] = dict
         self.bot_reachable: Callable[[], Mapping[str, bool]] = dict
@@ -83,6 +114,7 @@ class _AppCollector(Collector):
             "Interaction records with changes not yet committed by the record writer",
             value=self.record_backlog(),
         )
+        yield from _record_writer_families(self.record_writer())
         shed = CounterMetricFamily(
             f"{PREFIX}_calls_shed",
             "New calls shed by admission control, by the limit that was reached",
@@ -199,6 +231,7 @@ class Metrics:
         ari_events: Callable[[], int] = lambda: 0,
         pending_events: Callable[[], int] = lambda: 0,
         record_backlog: Callable[[], int] = lambda: 0,
+        record_writer: Callable[[], Mapping[str, float]] = dict,
         shed: Callable[[], Mapping[str, int]] = dict,
         bot_active: Callable[[], Mapping[str, int]] = dict,
         bot_reachable: Callable[[], Mapping[str, bool]] = dict,
@@ -214,6 +247,7 @@ class Metrics:
         self._app.ari_events = ari_events
         self._app.pending_events = pending_events
         self._app.record_backlog = record_backlog
+        self._app.record_writer = record_writer
         self._app.shed = shed
         self._app.bot_active = bot_active
         self._app.bot_reachable = bot_reachable

@@ -279,7 +279,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 # a reason that makes an app not ready but still alive (readiness only)
-NOT_READY_ONLY = frozenset({"draining"})
+NOT_READY_ONLY = frozenset({"draining", "records_unwritable"})
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:

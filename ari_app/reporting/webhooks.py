@@ -206,4 +206,5 @@ class WebhookSender:
             delivered_at=None,
             next_attempt_at=now + backoff_seconds(self.settings, attempts),
             error=error,
+            given_up=attempts >= self.settings.max_attempts,
         )

@@ -56,6 +56,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -137,7 +138,14 @@ webhook_outbox = Table(
     Column("next_attempt_at", Float, nullable=False),
     Column("delivered_at", Float),
     Column("last_error", Text),
-    Index("webhook_outbox_due", "delivered_at", "next_attempt_at"),
+    Column("given_up_at", Float),  # the last attempt allowed failed: no longer polled
+    # the sender's poll: only rows still to deliver (delivered and given-up rows leave it)
+    Index(
+        "webhook_outbox_due",
+        "next_attempt_at",
+        sqlite_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
+        postgresql_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
+    ),
 )
 
 # One row per scheduled report run that some node claimed: several nodes sharing a store run
@@ -311,28 +319,41 @@ class InteractionStore:
     ) -> None:
         """Create and update many records in one transaction (the record writer's batches).
 
-        Rows that change the same columns go to the database as one executemany. A change
-        that sets an outcome in ``webhook_outcomes`` also puts its event into the webhook
-        outbox, one row per URL, in the same transaction. All or nothing: when it raises,
-        nothing of the batch was written.
+        Idempotent, so a batch may be written again after a failure whose outcome was unknown
+        (a COMMIT that succeeded while the connection dropped): a create is an insert-or-update
+        by interaction id (``ON CONFLICT DO UPDATE`` of the fields it names; the defaults
+        ``started_at``, ``state`` and ``node`` are not reapplied to an existing row), an
+        update sets values, and a webhook event already in the outbox is left as it is
+        (``ON CONFLICT DO NOTHING``). Rows that change the same columns go to the database as
+        one executemany. A change that sets an outcome in ``webhook_outcomes`` also puts its
+        event into the webhook outbox, one row per URL, in the same transaction. All or
+        nothing: when it raises, nothing of the batch was written.
         """
         now = time.time()
-        inserts: dict[frozenset[str], list[dict[str, Any]]] = {}
+        inserts: dict[tuple[frozenset[str], frozenset[str]], list[dict[str, Any]]] = {}
         for interaction_id, fields in creates.items():
             values = {"started_at": now, "state": "started", **fields}
             if self.node is not None:
                 values.setdefault("node", self.node)
             row = {k: _encode(v) for k, v in values.items()}
             row.update(interaction_id=interaction_id, updated_at=now)
-            inserts.setdefault(frozenset(row), []).append(row)
+            key = (frozenset(row), frozenset(fields) | {"updated_at"})
+            inserts.setdefault(key, []).append(row)
         changes: dict[frozenset[str], list[dict[str, Any]]] = {}
         for interaction_id, fields in updates.items():
             row = {k: _encode(v) for k, v in fields.items()}
             row["updated_at"] = now
             changes.setdefault(frozenset(row), []).append({**row, "_iid": interaction_id})
         with self.engine.begin() as db:
-            for rows in inserts.values():
-                db.execute(insert(interactions), rows)
+            for (_, named), rows in inserts.items():
+                upsert = _dialect_insert(db, interactions)
+                db.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[interactions.c.interaction_id],
+                        set_={name: upsert.excluded[name] for name in sorted(named)},
+                    ),
+                    rows,
+                )
             for columns, rows in changes.items():
                 statement = (
                     update(interactions)
@@ -360,15 +381,6 @@ class InteractionStore:
                 select(interactions).where(interactions.c.interaction_id.in_(list(events)))
             ).mappings()
         }
-        ids = [outbox.event_id(iid, outcome) for iid, outcome in events.items()]
-        present = {
-            (row.event_id, row.url)
-            for row in db.execute(
-                select(webhook_outbox.c.event_id, webhook_outbox.c.url).where(
-                    webhook_outbox.c.event_id.in_(ids)
-                )
-            )
-        }
         rows = []
         for iid, outcome in events.items():
             record = records.get(iid)
@@ -376,8 +388,6 @@ class InteractionStore:
                 continue
             body = outbox.event_body(record, outcome, now)
             for url in urls:
-                if (outbox.event_id(iid, outcome), url) in present:
-                    continue
                 rows.append(
                     {
                         "event_id": outbox.event_id(iid, outcome),
@@ -391,7 +401,10 @@ class InteractionStore:
                     }
                 )
         if rows:
-            db.execute(insert(webhook_outbox), rows)
+            statement = _dialect_insert(db, webhook_outbox).on_conflict_do_nothing(
+                index_elements=[webhook_outbox.c.event_id, webhook_outbox.c.url]
+            )
+            db.execute(statement, rows)
 
     # -- the webhook outbox ------------------------------------------------------------------
 
@@ -401,6 +414,7 @@ class InteractionStore:
             select(webhook_outbox)
             .where(
                 webhook_outbox.c.delivered_at.is_(None),
+                webhook_outbox.c.given_up_at.is_(None),
                 webhook_outbox.c.next_attempt_at <= now,
                 webhook_outbox.c.attempts < max_attempts,
             )
@@ -438,7 +452,10 @@ class InteractionStore:
         delivered_at: float | None,
         next_attempt_at: float,
         error: str | None,
+        given_up: bool = False,
     ) -> None:
+        """Record one delivery attempt; ``given_up`` (the last allowed attempt failed) takes the
+        row out of the sender's poll (``given_up_at``)."""
         with self.engine.begin() as db:
             db.execute(
                 update(webhook_outbox)
@@ -448,6 +465,7 @@ class InteractionStore:
                     delivered_at=delivered_at,
                     next_attempt_at=next_attempt_at,
                     last_error=error,
+                    given_up_at=next_attempt_at if given_up else None,
                 )
             )
 
@@ -648,6 +666,13 @@ def lock_for_migration(connection: Connection) -> None:
         dbapi = connection.connection.dbapi_connection
         if dbapi is not None and not dbapi.in_transaction:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _dialect_insert(db: Connection, table: Table) -> Any:
+    """The INSERT of ``db``'s dialect, which has ``on_conflict_do_update``/``_nothing``."""
+    if db.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _encode(value: Any) -> Any:

@@ -23,7 +23,7 @@ from ari_app.store import (
 )
 from tests.records import stored
 
-HEAD = ("0005_report_runs",)
+HEAD = ("0006_outbox_given_up",)
 FIRST = "0001_initial"
 NEW_IN_0002 = {
     "node",
