@@ -47,6 +47,7 @@ class PostgresServer:
     admin_url: str = ""
     data_dir: Path | None = None
     bin_dir: Path | None = None
+    options: str = ""  # the server's command-line options (port, socket directory)
     databases: list[str] = field(default_factory=list)
 
     @classmethod
@@ -88,7 +89,18 @@ class PostgresServer:
             "--no-locale",
             "--no-sync",
         )
-        options = f"-h 127.0.0.1 -p {port} -k {self.data_dir} -c fsync=off"
+        self.options = f"-h 127.0.0.1 -p {port} -k {self.data_dir} -c fsync=off"
+        self.resume()
+        self.admin_url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (fault tests; ``resume`` starts it again)."""
+        assert self.data_dir is not None
+        self._run("pg_ctl", "-D", str(self.data_dir / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server on its data directory and port (again)."""
+        assert self.data_dir is not None
         self._run(
             "pg_ctl",
             "-D",
@@ -96,13 +108,12 @@ class PostgresServer:
             "-l",
             str(self.data_dir / "server.log"),
             "-o",
-            options,
+            self.options,
             "-w",
             "-t",
             str(START_TIMEOUT_SECONDS),
             "start",
         )
-        self.admin_url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
     def _run(self, program: str, *args: str) -> None:
         assert self.bin_dir is not None

@@ -465,7 +465,7 @@ class InteractionStore:
                     delivered_at=delivered_at,
                     next_attempt_at=next_attempt_at,
                     last_error=error,
-                    given_up_at=next_attempt_at if given_up else None,
+                    given_up_at=time.time() if given_up else None,
                 )
             )
 

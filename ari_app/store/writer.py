@@ -129,6 +129,11 @@ class RecordWriter:
         """Record changes not yet committed: in memory, and in the journal."""
         return len(self._pending) + (self.journal.entries if self.journal else 0)
 
+    @property
+    def in_memory(self) -> int:
+        """Records whose changes are held in memory (not yet in the database or journal)."""
+        return len(self._pending)
+
     def unwritten_seconds(self) -> float:
         """Age of the oldest change not yet in the database (0 when none waits)."""
         return 0.0 if self._oldest is None else time.monotonic() - self._oldest
@@ -142,6 +147,7 @@ class RecordWriter:
         """The figures of ``/metrics`` and ``/readyz``."""
         return {
             "backlog": self.backlog,
+            "in_memory": self.in_memory,
             "oldest_unwritten_seconds": round(self.unwritten_seconds(), 3),
             "failures": self.failures,
             "journal_bytes": self.journal.size if self.journal else 0,

@@ -126,6 +126,7 @@ async def test_healthz_needs_no_token(client: TestClient[Any, Any]) -> None:
         (["ari_disconnected"], 503, 503),
         (["store_unreachable", "ari_disconnected"], 503, 503),
         (["draining"], 200, 503),  # a draining app is alive, not ready
+        (["records_unwritable"], 200, 503),  # a restart would not help the database
     ],
 )
 async def test_health_and_readiness_say_why(
