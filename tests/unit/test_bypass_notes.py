@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,6 @@ from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri
 
 IID = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture
-def store() -> Iterator[InteractionStore]:
-    store = InteractionStore(":memory:", node="n1")
-    yield store
-    store.close()
 
 
 def notes(started: float) -> dict[str, str]:
@@ -41,22 +34,30 @@ def forgotten(ari: FakeAri) -> bool:
 
 
 async def test_bypass_notes_stay_while_the_records_cannot_be_written(
-    store: InteractionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = load_config(env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STATE_DIR": str(tmp_path)})
-    ari = FakeAri(variables=notes(time.time() - 60))
-    app = BridgeApp(config, ari, store)
-    real = store.write_batch
+    store = InteractionStore(tmp_path / "records.sqlite3", node="n1")
+    try:
+        config = load_config(
+            env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STATE_DIR": str(tmp_path)}
+        )
+        ari = FakeAri(variables=notes(time.time() - 60))
+        app = BridgeApp(config, ari, store)
+        real = store.write_batch
 
-    def down(creates: Mapping[str, Any], updates: Mapping[str, Any], **_: Any) -> None:
-        raise OperationalError("INSERT", {}, Exception("connection refused"))
+        def down(creates: Mapping[str, Any], updates: Mapping[str, Any], **_: Any) -> None:
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(store, "write_batch", down)
-    assert await reconcile.record_bypassed(app) == 1
-    assert not forgotten(ari) and store.get(IID) is None  # the notes are kept
+        monkeypatch.setattr(store, "write_batch", down)
+        assert await reconcile.record_bypassed(app) == 1
+        assert not forgotten(ari) and store.get(IID) is None  # the notes are kept
 
-    monkeypatch.setattr(store, "write_batch", real)  # the database is back: next reconcile
-    assert await reconcile.record_bypassed(app) == 1
-    assert forgotten(ari)
-    row = store.get(IID)
-    assert row is not None and row["outcome"] == "bypassed" and row["caller_number"] == "+4930123"
+        monkeypatch.setattr(store, "write_batch", real)  # the database is back: next reconcile
+        assert await reconcile.record_bypassed(app) == 1
+        assert forgotten(ari)
+        row = store.get(IID)
+        assert (
+            row is not None and row["outcome"] == "bypassed" and row["caller_number"] == "+4930123"
+        )
+    finally:
+        store.close()
