@@ -212,13 +212,14 @@ class RecordWriter:
             if not batch and not (self.journal and self.journal.entries):
                 return True
             taken = time.monotonic()
+            waiting = self.backlog + len(batch)
             kept, error = await asyncio.to_thread(self._write_all, batch)
             if kept:  # changes made meanwhile are newer: they win
                 self._pending = merge(kept, self._pending)
             if error is not None:
                 self.failures += 1
                 where = "in memory" if kept else "in the journal"
-                log.error("writing %d records failed (%s); kept %s", len(batch), error, where)
+                log.error("writing %d records failed (%s); kept %s", waiting, error, where)
                 return False
             self.batches += 1
             self._oldest = taken if self._pending else None

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ari_app.store import InteractionStore
+from ari_app.store.journal import Change, Journal
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
@@ -261,3 +262,32 @@ async def test_killed_under_load_every_state_older_than_a_second_is_on_disk(
     rows = await until(closed, 20, "every record of the load closed")
     assert {r["outcome"] for r in rows} == {"resolved"}
     assert all(r["reconciled_at"] for r in rows)
+
+
+async def test_the_app_replays_a_record_journal_left_by_an_earlier_run(
+    stack: DevStack, store: InteractionStore
+) -> None:
+    """Record changes an earlier run could not write (the database down at its shutdown) are
+    in the journal of the state directory: the next start writes them before anything new."""
+    kill_app(stack)
+    settings = stack.config.store
+    journal = Journal(stack.config.state_path(settings.journal_path), settings.journal_max_bytes)
+    iid, now = uuid.uuid4().hex, time.time()
+    journaled = {
+        "profile": "default",
+        "caller_channel": f"journal-{iid}",
+        "caller_number": "journal-1",
+        "state": "resolved",
+        "outcome": "resolved",
+        "started_at": now - 10,
+        "ended_at": now - 5,
+    }
+    assert journal.append({iid: Change(True, journaled)}) and store.get(iid) is None
+    stack.start_app()
+
+    def replayed() -> dict[str, Any] | None:
+        emptied = Journal(journal.path, settings.journal_max_bytes).entries == 0
+        return store.get(iid) if emptied else None
+
+    row = await until(replayed, 20, "the journaled record written, the journal emptied")
+    assert row["outcome"] == "resolved" and row["caller_number"] == "journal-1"
