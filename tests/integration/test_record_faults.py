@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ari_app.store import InteractionStore
@@ -30,6 +31,7 @@ BEFORE_SECONDS, OUTAGE_SECONDS, AFTER_SECONDS = 5, 30, 5
 CALLS = RATE * (BEFORE_SECONDS + OUTAGE_SECONDS + AFTER_SECONDS)
 BOT_TALK_MS = 1000
 PREFIX = "1999"
+UNWRITABLE_AFTER_SECONDS = 5  # [store] unwritable_after_seconds of this stack
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,10 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="module")
 def pg_stack(runtime: Runtime, postgres: PostgresServer) -> Iterator[DevStack]:
     root = runtime.scratch_root() / f"test-record-faults-{uuid.uuid4().hex[:8]}"
-    env = {"BOTBRIDGE_DATABASE_URL": postgres.create_database()}
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "botbridge.toml"
+    config.write_text(f"[store]\nunwritable_after_seconds = {UNWRITABLE_AFTER_SECONDS}\n")
+    env = {"BOTBRIDGE_DATABASE_URL": postgres.create_database(), "BOTBRIDGE_CONFIG": str(config)}
     stack = build_stack(runtime, root, free_ports=True, extra_env=env)
     stack.start()
     yield stack
@@ -69,7 +74,10 @@ async def test_postgres_stopped_for_30_s_under_20_calls_per_second_loses_no_reco
     callers = load_callers(stack, calls=CALLS, rate=RATE, prefix=PREFIX, timeout=180)
     await asyncio.sleep(BEFORE_SECONDS)
     await asyncio.to_thread(postgres.halt)
-    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.sleep(UNWRITABLE_AFTER_SECONDS * 3)
+    status, reasons = await readiness(stack)
+    assert status == 503 and "records_unwritable" in reasons, (status, reasons)
+    await asyncio.sleep(OUTAGE_SECONDS - UNWRITABLE_AFTER_SECONDS * 3)
     await asyncio.to_thread(postgres.resume)
     for run in (callers, bot):
         await sipp_finished(run, 180)
@@ -91,3 +99,15 @@ async def test_postgres_stopped_for_30_s_under_20_calls_per_second_loses_no_reco
     assert {r["outcome"] for r in rows} == {"resolved"}
     log = stack.app_log_text()
     assert "kept in the journal" in log and "replayed" in log
+    assert await until(lambda: _ready(stack), 30, "/readyz 200 again")
+
+
+async def readiness(stack: DevStack) -> tuple[int, list[str]]:
+    """/readyz's status and reasons."""
+    url = f"http://{stack.config.http.host}:{stack.config.http.port}/readyz"
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        return reply.status, list((await reply.json()).get("reasons", []))
+
+
+async def _ready(stack: DevStack) -> bool:
+    return (await readiness(stack))[0] == 200
