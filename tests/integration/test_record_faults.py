@@ -83,7 +83,7 @@ async def test_postgres_stopped_for_30_s_under_20_calls_per_second_loses_no_reco
         await sipp_finished(run, 180)
         assert run.wait(1) == 0, run.report()[-3000:]
 
-    store = InteractionStore(stack.config.store_url, migrate=False)
+    store = InteractionStore(stack.config.store.url, migrate=False)
     try:
 
         def complete() -> list[dict[str, Any]] | None:
