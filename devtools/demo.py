@@ -96,7 +96,7 @@ VARIABLES = (
     VAR_UUI,
 )
 
-# "2026-11-23 23:18:58,397 INFO ari_app.calls.session: call ...": the app's logging format (ari_app/cli)
+# "2026-11-23 23:18:58,397 INFO ari_app.calls.session: call ...": the app's log format (ari_app/cli)
 _SESSION_LINE = re.compile(
     r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-Z]+) ari_app\.session: "
     r"(?P<text>.*)$"
