@@ -21,7 +21,7 @@ from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from tests.harness import load_callers, sipp_finished, until
-from tests.postgres import PostgresServer, PostgresUnavailable
+from tests.postgres import PostgresServer, stoppable_postgres
 
 # load, restart and benchmark runs last minutes: a longer per-test limit than the default
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -36,15 +36,7 @@ UNWRITABLE_AFTER_SECONDS = 5  # [store] unwritable_after_seconds of this stack
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer.start()
-    except PostgresUnavailable as exc:
-        pytest.fail(str(exc))
-    if server.data_dir is None:
-        server.stop()
-        pytest.fail("this test stops the server: it needs a throwaway one, not an existing URL")
-    yield server
-    server.stop()
+    yield from stoppable_postgres()
 
 
 @pytest.fixture(scope="module")

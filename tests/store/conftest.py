@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import PostgresServer, PostgresUnavailable
+from tests.postgres import PostgresServer, PostgresUnavailable, stoppable_postgres
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -37,12 +37,4 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test's own, which it may stop and start (fault tests)."""
-    try:
-        server = PostgresServer.start()
-    except PostgresUnavailable as exc:
-        pytest.fail(str(exc))
-    if server.data_dir is None:
-        server.stop()
-        pytest.fail("fault tests stop the server: they need a throwaway one, not an existing URL")
-    yield server
-    server.stop()
+    yield from stoppable_postgres()
