@@ -71,7 +71,16 @@ async def run_app(config: Config) -> None:
     log.info("interaction store %r, node %s", store, store.node)
     metrics = Metrics()
     async with ari_rest(config) as ari:
-        app = BridgeApp(config, ari, store, observer=metrics)
+        bye_contexts: ByeContexts | None = None
+        if config.bye_context.enabled:
+            bye_contexts = ByeContexts(
+                config.bye_context,
+                hep_password(config),
+                (config.sip.port, config.sip.tls_port),
+                config.bridge.max_context_bytes,
+            )
+            await bye_contexts.start()
+        app = BridgeApp(config, ari, store, observer=metrics, bye_contexts=bye_contexts)
         loop = asyncio.get_running_loop()
         draining: set[asyncio.Task[None]] = set()
 
@@ -83,22 +92,14 @@ async def run_app(config: Config) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, drain)
         log.info("bot bridge app %s starting against %s", config.ari.app, mask_url(config.ari.url))
-        if config.bye_context.enabled:
-            app.bye_contexts = ByeContexts(
-                config.bye_context,
-                hep_password(config),
-                (config.sip.port, config.sip.tls_port),
-                config.bridge.max_context_bytes,
-            )
-            await app.bye_contexts.start()
         try:
             async with side_services(config, store, app, metrics):
                 frozen = freeze_startup_heap()
                 log.info("%d objects of the start-up kept out of garbage collection", frozen)
                 await app.run()
         finally:
-            if app.bye_contexts is not None:
-                app.bye_contexts.close()
+            if bye_contexts is not None:
+                bye_contexts.close()
     store.close()
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools import prerequisites
 from devtools.certs import ensure_dev_certs
@@ -261,7 +262,7 @@ class Cluster:
 
     # -- records -------------------------------------------------------------------------------
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[Record]:
         return all_records(self.database_url)
 
 
@@ -278,7 +279,7 @@ def _unbindable(host: str, port: int, proto: str) -> str | None:
     return None
 
 
-def all_records(database_url: str) -> list[dict[str, Any]]:
+def all_records(database_url: str) -> list[Record]:
     store = InteractionStore(database_url, migrate=False)
     try:
         return store.all()

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ari_app.ari import AriError, AriRest, Channel
@@ -36,6 +36,7 @@ from ari_app.calls.transfer import (
     VAR_QUEUE,
     VAR_UUI,
 )
+from ari_app.records import Record
 from ari_app.sip import parse_refer_to, uui
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
@@ -156,7 +157,7 @@ class DemoResult:
     reports: dict[str, str]
     timeline: str
     contexts: dict[str, DecodedUUI]
-    record: dict[str, Any] | None
+    record: Record | None
     store_path: Path
 
     @property
@@ -444,7 +445,7 @@ def decode_refer_to_uui(refer_to: str | None, discriminator: bool = False) -> De
     return decode_uui(embedded, discriminator)
 
 
-def _record(store_path: Path, interaction_id: str) -> dict[str, Any] | None:
+def _record(store_path: Path, interaction_id: str) -> Record | None:
     # opening a store creates it: do not leave an empty database behind a failed run
     if not interaction_id or not store_path.exists():
         return None

@@ -1,20 +1,57 @@
-"""Test helpers: the node the unit tests' store and config name, a stored record that must
-exist."""
+"""Test helpers: the node the unit tests' store and config name, stored interaction records,
+and records written the app's one way.
+
+The app writes records only through the record writer (ari_app/store/writer.py), which checks
+each change and commits its batches with ``InteractionStore.write_batch``. ``create`` and
+``update`` here take that same path for one change, committed at once (tests read right
+after), and :class:`WriteThrough` is a record sink that does so for a call session.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from ari_app.records import Record, RecordChange
+from ari_app.store import InteractionStore
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # the node the unit tests' in-memory store writes new records as (and their config names)
 NODE = "node-a"
 
 
 class RecordGetter(Protocol):
-    def get(self, interaction_id: str) -> dict[str, Any] | None: ...
+    def get(self, interaction_id: str) -> Record | None: ...
 
 
-def stored(store: RecordGetter, interaction_id: str) -> dict[str, Any]:
+def stored(store: RecordGetter, interaction_id: str) -> Record:
     """The record of ``interaction_id``; fails the test when there is none."""
     row = store.get(interaction_id)
     assert row is not None, f"no record {interaction_id!r}"
     return row
+
+
+def create(store: InteractionStore, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
+    """A new record, checked and committed as the record writer does."""
+    store.check_fields(fields)
+    store.write_batch({interaction_id: fields}, {})
+
+
+def update(store: InteractionStore, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
+    """A change of one record, checked and committed as the record writer does."""
+    store.check_fields(fields)
+    store.write_batch({}, {interaction_id: fields})
+
+
+class WriteThrough:
+    """A call session's record sink committing each change at once (the writer's path)."""
+
+    def __init__(self, store: InteractionStore) -> None:
+        self.store = store
+
+    def create(self, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
+        create(self.store, interaction_id, **fields)
+
+    def update(self, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
+        update(self.store, interaction_id, **fields)

@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ari_app.ari import AriError, AriNotFound, Channel, Event
 from ari_app.calls import reconcile
@@ -33,46 +34,24 @@ from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.logcontext import bind_call, call_fields
 from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
-from ari_app.calls.session import (
-    CallSession,
+from ari_app.calls.services import (
+    CallServices,
     SessionObserver,
     bot_channel_id_for,
     read_queue_availability,
 )
+from ari_app.calls.session import CallSession
 from ari_app.calls.states import CallState
-from ari_app.calls.transfer import (
-    VAR_ERROR,
-    VAR_INTERACTION_ID,
-    VAR_OUTCOME,
-    VAR_PROFILE,
-    VAR_QUEUE,
-    as_channel_variables,
-)
+from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config
 from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome
+from ari_app.records import billing
 from ari_app.store import InteractionStore
 from ari_app.store.writer import RecordWriter, writer_for
 
 log = logging.getLogger(__name__)
 
-# The event types the app acts on. Asterisk is asked (eventFilter) to send no others, and the
-# reader drops any other unparsed. Each is needed: a channel leaving the app (StasisEnd) or
-# gone (ChannelDestroyed); the bot's and, for a followed caller, the agent's Dial status. Not
-# asked for, as they only repeat what these say: ChannelHangupRequest (StasisEnd follows)
-# and ChannelEnteredBridge (an agent's answer is its Dial ANSWER); the reader drops them like
-# any other type.
-EVENT_TYPES = frozenset(
-    {
-        "StasisStart",
-        "StasisEnd",
-        "ChannelDestroyed",
-        "Dial",
-        "ApplicationReplaced",
-        "ContactStatusChange",
-    }
-)
-_GONE = frozenset({"StasisEnd", "ChannelDestroyed"})
 # dialplan context that refuses a shed call with 503 (extensions.conf)
 REFUSE_CONTEXT = "botbridge-refuse"
 # how long a stopping app lets calls' pending events finish before it closes the records
@@ -99,24 +78,31 @@ class BridgeApp:
         store: InteractionStore,
         records: RecordWriter | None = None,
         observer: SessionObserver | None = None,
+        bye_contexts: ByeContexts | None = None,
     ) -> None:
         self.config = config
         self.ari = ari
         self.store = store
-        # [bye_context]: set by the composition root when the feature is on
-        self.bye_contexts: ByeContexts | None = None
         self.records = records or writer_for(store, config)
         self.sessions: dict[str, CallSession] = {}  # by caller channel id
-        self.observer = observer  # the metrics
         self.shed: Counter[str] = Counter()  # new calls shed, by reason
         self.dispatcher: Dispatcher[CallEvent] = Dispatcher(self._handle_posted)
         self.admission = Admission(config.limits)
-        self.availability = QueueAvailability(
-            functools.partial(read_queue_availability, ari),
-            config.bridge.availability_cache_seconds,
-        )
         self._by_channel: dict[str, CallSession] = {}
-        self.bots = BotPool()
+        # what every call uses: built here once, handed to each session (new, shed, adopted)
+        self.services = CallServices(
+            ari=ari,
+            config=config,
+            records=self.records,
+            availability=QueueAvailability(
+                functools.partial(read_queue_availability, ari),
+                config.bridge.availability_cache_seconds,
+            ),
+            observer=observer,  # the metrics
+            bye_contexts=bye_contexts,  # [bye_context], when on
+            on_bot_channel=self._index_bot_channel,
+        )
+        self.bots: BotPool = self.services.bots
         # health endpoint (pjsip.conf) -> the bot URI it probes
         self.bot_health = {name: uri for name, (uri, _) in config.bot_health_endpoints().items()}
         self.draining = False
@@ -172,6 +158,11 @@ class BridgeApp:
         self.stop()
 
     @property
+    def bye_contexts(self) -> ByeContexts | None:
+        """[bye_context]: the BYE copies the calls use (None when off)."""
+        return self.services.bye_contexts
+
+    @property
     def active_calls(self) -> int:
         """Calls in the bot phase or being routed (not yet in a queue, resolved or gone)."""
         return sum(1 for s in self.sessions.values() if not s.handed_off)
@@ -203,29 +194,30 @@ class BridgeApp:
         await self.dispatcher.idle()
 
     def _route(self, event: Event) -> CallSession | None:
-        channel = event.channel
-        if event.type == "ContactStatusChange":
-            self._bot_health_changed(event.aor, event.contact_status)
+        handling = EVENTS.get(event.type)
+        return handling.route(self, event) if handling is not None else None
+
+    def _route_contact_status(self, event: Event) -> None:
+        self._bot_health_changed(event.aor, event.contact_status)
+
+    def _route_dial(self, event: Event) -> CallSession | None:
+        peer = event.peer
+        if peer is None:
             return None
-        if event.type == "StasisStart":
-            assert channel is not None
-            return self._route_stasis_start(event, channel)
-        if event.type == "Dial":
-            peer = event.peer
-            if peer is None:
-                return None
-            session = self._by_channel.get(peer.id)
-            if session is not None and peer.id == session.bot_channel_id:
-                return session
-            if event.dialstatus == "ANSWER" and event.caller is not None:
-                # Queue() reached an agent for a caller the app follows after the queue
-                return self.sessions.get(event.caller.id)
-            return None
-        if event.type in _GONE and channel is not None:
-            return self._by_channel.get(channel.id)
+        session = self._by_channel.get(peer.id)
+        if session is not None and peer.id == session.bot_channel_id:
+            return session
+        if event.dialstatus == "ANSWER" and event.caller is not None:
+            # Queue() reached an agent for a caller the app follows after the queue
+            return self.sessions.get(event.caller.id)
         return None
 
-    def _route_stasis_start(self, event: Event, channel: Channel) -> CallSession | None:
+    def _route_gone(self, event: Event) -> CallSession | None:
+        return self._by_channel.get(event.channel.id) if event.channel is not None else None
+
+    def _route_stasis_start(self, event: Event) -> CallSession | None:
+        channel = event.channel
+        assert channel is not None
         args = list(event.args or ())
         replaced = event.replace_channel
         if replaced is not None:
@@ -267,21 +259,7 @@ class BridgeApp:
         return None
 
     def _new_session(self, channel: Channel, availability: str | None) -> CallSession:
-        dialled = channel.dialplan.exten if channel.dialplan else ""
-        profile = profile_for(self.config, dialled)
-        session = CallSession(
-            self.ari,
-            self.config,
-            self.records,
-            profile,
-            channel,
-            observer=self.observer,
-            availability=self.availability,
-            dialplan_availability=availability,
-            bots=self.bots,
-            on_bot_channel=self._index_bot_channel,
-            bye_contexts=self.bye_contexts,
-        )
+        session = self.session_for(channel, dialplan_availability=availability)
         session.bot_channel_id = bot_channel_id_for(session.interaction_id)
         self.adopt(session)
         log.info(
@@ -289,11 +267,25 @@ class BridgeApp:
             session.interaction_id,
             channel.name,
             channel.caller.number if channel.caller else "?",
-            dialled,
-            profile.name,
+            channel.dialplan.exten if channel.dialplan else "",
+            session.profile.name,
             extra=call_fields(session),
         )
         return session
+
+    def session_for(
+        self,
+        caller: Channel,
+        *,
+        state: CallState = CallState.STARTED,
+        dialplan_availability: str | None = None,
+    ) -> CallSession:
+        """A new or shed call's session: the profile its dialled number names, the app's
+        services (reconciliation rebuilds a session from its record with the same)."""
+        profile = profile_for(self.config, caller.dialplan.exten if caller.dialplan else "")
+        return CallSession(
+            self.services, profile, caller, state=state, dialplan_availability=dialplan_availability
+        )
 
     def _shed(self, channel: Channel, reason: str) -> None:
         """Overload: the call skips the bot, in one piece (docs/performance.md).
@@ -301,41 +293,27 @@ class BridgeApp:
         Sent to the fallback queue, it is followed like any queued call (the agent's answer
         and the end are recorded); refused, its record is closed at once."""
         self.shed[reason] += 1
-        dialled = channel.dialplan.exten if channel.dialplan else ""
-        profile = profile_for(self.config, dialled)
         # a draining app never refuses: its callers are not overloading anything
         draining = reason == APP_DRAINING
         refuse = self.config.limits.overload_action == "refuse" and not draining
         outcome = Outcome.BYPASSED if draining else Outcome.OVERLOADED
-        session = CallSession(
-            self.ari,
-            self.config,
-            self.records,
-            profile,
-            channel,
-            state=CallState.ERROR if refuse else CallState.QUEUED,
-            observer=self.observer,
+        session = self.session_for(channel, state=CallState.ERROR if refuse else CallState.QUEUED)
+        profile, now = session.profile, session.started_at
+        record = session.opening_record()
+        record.update(billing.no_charge(self.config.billing.rounding))
+        record.update(
+            {
+                "state": session.state.value,
+                "outcome": outcome,
+                "error_reason": reason,
+                "queue": None if refuse else profile.fallback_queue,
+                "queued_at": None if refuse else now,
+                "ended_at": now if refuse else None,
+            }
         )
-        now = time.time()
-        self.records.create(
-            session.interaction_id,
-            profile=profile.name,
-            dialled_number=dialled,
-            caller_number=channel.caller.number if channel.caller else "",
-            caller_channel=channel.id,
-            started_at=now,
-            state=session.state.value,
-            outcome=outcome,
-            error_reason=reason,
-            queue=None if refuse else profile.fallback_queue,
-            queued_at=None if refuse else now,
-            ended_at=now if refuse else None,
-            bot_seconds=0.0,
-            billable_minutes=0.0,
-            billing_rounding=self.config.billing.rounding,
-        )
-        if self.observer is not None:
-            self.observer.outcome(outcome)
+        self.records.create(session.interaction_id, **record)
+        if self.services.observer is not None:
+            self.services.observer.outcome(outcome)
         log.warning(
             "call %s: %s shed (%s), %s",
             session.interaction_id,
@@ -348,24 +326,9 @@ class BridgeApp:
             job = self.ari.continue_in_dialplan(channel.id, REFUSE_CONTEXT, "s")
         else:
             self.adopt(session)
-            job = self._send_shed_call(session, reason)
+            decision = TransferDecision(queue=profile.fallback_queue, error=reason)
+            job = session.route_caller(decision, outcome)
         self.dispatcher.spawn(job, f"shed {channel.name}")
-
-    async def _send_shed_call(self, session: CallSession, reason: str) -> None:
-        variables = {
-            VAR_INTERACTION_ID: session.interaction_id,
-            VAR_OUTCOME: Outcome.BYPASSED if reason == APP_DRAINING else Outcome.OVERLOADED,
-            VAR_QUEUE: session.profile.fallback_queue,
-            VAR_PROFILE: session.profile.name,
-            VAR_ERROR: reason,
-        }
-        await asyncio.gather(
-            self.ari.set_vars(session.caller_id, as_channel_variables(variables)),
-            session.follow_caller(),
-        )
-        await self.ari.continue_in_dialplan(
-            session.caller_id, self.config.bridge.queue_context, "s"
-        )
 
     # -- handling: in the call's own task ---------------------------------------------------
 
@@ -373,7 +336,9 @@ class BridgeApp:
         session, event = item
         bind_call(session)  # log records of this task carry the call's id and state
         try:
-            await self._apply(session, event)
+            handling = EVENTS.get(event.type)  # routed: the type is in the table
+            if handling is not None and handling.apply is not None:
+                await handling.apply(self, session, event)
         except AriNotFound as exc:
             # a channel vanished mid-operation: normal telephony; its own events decide
             log.info("call %s: %s: %s", session.interaction_id, event.type, exc)
@@ -392,27 +357,28 @@ class BridgeApp:
             )
             await self._fail_safe(session, f"internal_error_{type(exc).__name__}")
 
-    async def _apply(self, session: CallSession, event: Event) -> None:
+    async def _apply_stasis_start(self, session: CallSession, event: Event) -> None:
         channel = event.channel
-        if event.type == "StasisStart":
-            assert channel is not None
-            if event.replace_channel is not None:
-                await session.transfer_requested(channel)
-            elif channel.id == session.caller_id:
-                await session.start()
-            else:
-                await session.bot_entered_stasis(channel.id)
-        elif event.type == "Dial":
-            assert event.peer is not None
-            if event.peer.id == session.bot_channel_id:
-                await session.bot_dial_result(event.dialstatus or "")
-            else:
-                await session.agent_answered(event.peer.id)
-        elif channel is not None:
-            await self._channel_gone(session, event, channel)
+        assert channel is not None
+        if event.replace_channel is not None:
+            await session.transfer_requested(channel)
+        elif channel.id == session.caller_id:
+            await session.start()
+        else:
+            await session.bot_entered_stasis(channel.id)
 
-    async def _channel_gone(self, session: CallSession, event: Event, channel: Channel) -> None:
+    async def _apply_dial(self, session: CallSession, event: Event) -> None:
+        assert event.peer is not None
+        if event.peer.id == session.bot_channel_id:
+            await session.bot_dial_result(event.dialstatus or "")
+        else:
+            await session.agent_answered(event.peer.id)
+
+    async def _channel_gone(self, session: CallSession, event: Event) -> None:
         """StasisEnd or ChannelDestroyed of a channel of the call."""
+        channel = event.channel
+        if channel is None:
+            return
         if channel.id == session.caller_id:
             if not session.handed_off:
                 await session.caller_gone()
@@ -473,9 +439,11 @@ class BridgeApp:
         health = (f"{uri} {states.get(name, 'unknown')}" for name, uri in self.bot_health.items())
         log.info("bot health: %s", ", ".join(health))
 
-    def _index_bot_channel(self, session: CallSession, channel_id: str) -> None:
-        """A session dials its next bot on a new leg: route that leg's events to it."""
-        self._index(session, channel_id)
+    def _index_bot_channel(self, caller_id: str, channel_id: str) -> None:
+        """A call dials its next bot on a new leg: route that leg's events to the call."""
+        session = self.sessions.get(caller_id)
+        if session is not None:
+            self._index(session, channel_id)
 
     def forget(self, session: CallSession) -> None:
         log.info(
@@ -506,3 +474,26 @@ class BridgeApp:
             log.warning("bot health not read (%s); every bot counts as reachable", exc)
         await self.records.flush()
         await reconcile.reconcile(self, connection)
+
+
+@dataclass(frozen=True)
+class EventHandling:
+    """What the app does with one event type: ``route`` on the event reader (never waits;
+    the call the event belongs to, None for none), then ``apply`` in that call's task."""
+
+    route: Callable[[BridgeApp, Event], CallSession | None]
+    apply: Callable[[BridgeApp, CallSession, Event], Awaitable[None]] | None = None
+
+
+# The event types the app acts on, and how: the one table both steps read; Asterisk is asked
+# (eventFilter) for no others. Not asked for, as they repeat what these say:
+# ChannelHangupRequest (StasisEnd follows), ChannelEnteredBridge (the agent's Dial ANSWER).
+EVENTS: dict[str, EventHandling] = {
+    "StasisStart": EventHandling(BridgeApp._route_stasis_start, BridgeApp._apply_stasis_start),
+    "Dial": EventHandling(BridgeApp._route_dial, BridgeApp._apply_dial),
+    "StasisEnd": EventHandling(BridgeApp._route_gone, BridgeApp._channel_gone),
+    "ChannelDestroyed": EventHandling(BridgeApp._route_gone, BridgeApp._channel_gone),
+    "ContactStatusChange": EventHandling(BridgeApp._route_contact_status),
+}
+# ApplicationReplaced: logged by the event reader itself (ari_app/ari/events.py), never routed
+EVENT_TYPES = frozenset({*EVENTS, "ApplicationReplaced"})

@@ -104,6 +104,11 @@ class BotPool:
             skipped.append((target.uri, refusal))
         return Claim(None, len(plan), tuple(skipped))
 
+    def hold(self, uri: str) -> None:
+        """Count a call already talking to ``uri`` (re-adopted after a restart) as active;
+        no limit applies, the call is there."""
+        self.active[uri] += 1
+
     def release(self, uri: str) -> None:
         """The call's part with this bot is over (failed, ended, transferred)."""
         if self.active[uri] > 1:

@@ -44,20 +44,15 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ari_app.ari import AriConflict, AriError, Channel, Event
-from ari_app.calls import billing
 from ari_app.calls.control import CallControl
 from ari_app.calls.routing import profile_for, queue_for
-from ari_app.calls.session import (
-    AvailabilitySource,
-    CallSession,
-    RecordSink,
-    SessionObserver,
-    bridge_id_for,
-)
+from ari_app.calls.services import CallServices, RecordSink, bridge_id_for
+from ari_app.calls.session import CallSession
 from ari_app.calls.states import CallState
 from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config
 from ari_app.outcomes import Outcome
+from ari_app.records import Record, RecordChange, billing
 from ari_app.sip import uui
 from ari_app.store import InteractionStore, StoreError
 
@@ -78,9 +73,7 @@ class CallsHost(Protocol):
     @property
     def records(self) -> BatchedRecords: ...
     @property
-    def observer(self) -> SessionObserver | None: ...
-    @property
-    def availability(self) -> AvailabilitySource: ...
+    def services(self) -> CallServices: ...
     @property
     def sessions(self) -> dict[str, CallSession]: ...
 
@@ -114,9 +107,7 @@ PROBE_RETRY_SECONDS = 0.05
 STASIS = "Stasis"
 
 
-def orphan_bot_part(
-    record: dict[str, Any], bot_ended_at: float | None, rounding: str
-) -> dict[str, Any]:
+def orphan_bot_part(record: Record, bot_ended_at: float | None, rounding: str) -> RecordChange:
     """Billing columns for a record closed without its session.
 
     ``bot_ended_at`` is when the app ended a bot leg it found still up (None when the leg was
@@ -273,22 +264,24 @@ async def _record_bypassed(app: CallsHost, probe: str) -> int:
         started = _float(started_text) or now
         ended = _float(ends[0]) if ends else None
         if await app.store.aget(iid) is None:
-            app.records.create(
-                iid,
-                profile=profile_for(app.config, dialled).name,
-                dialled_number=uui.safe_value(dialled),
-                caller_number=uui.safe_value(caller),
-                caller_channel=uui.safe_value(channel) or iid,
-                started_at=started,
-                state=CallState.QUEUED,
-                outcome=Outcome.BYPASSED,
-                error_reason=APP_UNAVAILABLE,
-                queue=fallback,
-                queued_at=started,
-                ended_at=ended,
-                reconciled_at=now,
-                **billing.no_charge(app.config.billing.rounding),
+            record = billing.no_charge(app.config.billing.rounding)
+            record.update(
+                {
+                    "profile": profile_for(app.config, dialled).name,
+                    "dialled_number": uui.safe_value(dialled),
+                    "caller_number": uui.safe_value(caller),
+                    "caller_channel": uui.safe_value(channel) or iid,
+                    "started_at": started,
+                    "state": CallState.QUEUED,
+                    "outcome": Outcome.BYPASSED,
+                    "error_reason": APP_UNAVAILABLE,
+                    "queue": fallback,
+                    "queued_at": started,
+                    "ended_at": ended,
+                    "reconciled_at": now,
+                }
             )
+            app.records.create(iid, **record)
             recorded += 1
             log.warning(
                 "call %s: reached %s while the app was down (bypassed); recorded", iid, fallback
@@ -314,15 +307,17 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-async def close_orphan(app: CallsHost, record: dict[str, Any], channels: dict[str, Any]) -> None:
+async def close_orphan(app: CallsHost, record: Record, channels: dict[str, Any]) -> None:
     """The caller is gone: close the record, release what is left of the call."""
     iid = record["interaction_id"]
     now = time.time()
     bot = record.get("bot_channel")
     bot_alive = bool(bot) and bot in channels
-    fields: dict[str, Any] = {"ended_at": now, "reconciled_at": now}
+    fields: RecordChange = {"ended_at": now, "reconciled_at": now}
     if record.get("outcome") is None:
-        fields.update(outcome=Outcome.ERROR, state=CallState.ERROR, error_reason=APP_RESTARTED)
+        fields.update(
+            {"outcome": Outcome.ERROR, "state": CallState.ERROR, "error_reason": APP_RESTARTED}
+        )
     fields.update(orphan_bot_part(record, now if bot_alive else None, app.config.billing.rounding))
     app.records.update(iid, **fields)
     log.warning(
@@ -335,25 +330,19 @@ async def close_orphan(app: CallsHost, record: dict[str, Any], channels: dict[st
     await app.ari.destroy_bridge(bridge_id_for(iid))
 
 
-async def adopt(
-    app: CallsHost, record: dict[str, Any], caller: Channel, channels: dict[str, Any]
-) -> None:
+async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[str, Any]) -> None:
     """The caller is still there: rebuild its session and carry on from the record."""
     iid = record["interaction_id"]
     state = CallState(record["state"])
     profile = app.config.profiles.get(record["profile"]) or app.config.profiles["default"]
-    session = CallSession(
-        app.ari,
-        app.config,
-        app.records,
+    session = CallSession(  # with all the app's services, as a new call
+        app.services,
         profile,
         caller,
         interaction_id=iid,
         state=state,
         bot_channel_id=record.get("bot_channel"),
         started_at=record["started_at"],
-        observer=app.observer,
-        availability=app.availability,
         bot_answered_at=record.get("bot_answered_at"),
         agent_answered_at=record.get("agent_answered_at"),
     )
@@ -373,6 +362,7 @@ async def adopt(
     in_stasis = (caller.dialplan.app_name or "") == STASIS
 
     if state is CallState.BOT_CONNECTED:
+        await session.resume(record.get("bot_uri"), bot_alive)
         if not bot_alive:
             await session.bot_left()
             # the bot hung up while nobody watched: when is unknown
@@ -385,11 +375,13 @@ async def adopt(
         error = record.get("error_reason") or route.reason or APP_RESTARTED
         pairs = tuple((str(k), str(v)) for k, v in (record.get("context") or {}).items())
         context = uui.Context(pairs) if pairs else None
-        decision = TransferDecision(route.queue, escalate_to, context, error, None)
+        decision = TransferDecision(
+            queue=route.queue, escalate_to=escalate_to, context=context, error=error
+        )
         await session.send_to_queue(decision, outcome=Outcome.ESCALATED)
     elif state is CallState.BOT_FAILED and in_stasis:
         reason = record.get("error_reason") or APP_RESTARTED
-        decision = TransferDecision(profile.fallback_queue, None, None, reason, None)
+        decision = TransferDecision(queue=profile.fallback_queue, error=reason)
         await session.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
     else:
         if not await session.follow_caller():

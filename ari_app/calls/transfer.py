@@ -40,15 +40,17 @@ MAX_CONTEXT_VARIABLES = 16
 ATTENDED_TRANSFER_IGNORED = "attended_transfer_ignored"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TransferDecision:
-    """What the bot's REFER means for the caller: pure result of decoding and routing."""
+    """Where the caller goes and why: the bot's REFER (or BYE) decoded and routed, or the
+    fallback queue with the reason (built by keyword: ``TransferDecision(queue=q,
+    error=reason)``)."""
 
     queue: str
-    escalate_to: str | None
-    context: uui.Context | None
-    error: str | None  # reason code when the context or target was unusable
-    refer_user: str | None
+    escalate_to: str | None = None
+    context: uui.Context | None = None
+    error: str | None = None  # reason code when the context or target was unusable
+    refer_user: str | None = None
 
 
 def decide_transfer(
@@ -82,7 +84,13 @@ def decide_transfer(
         error = ATTENDED_TRANSFER_IGNORED
     # untrusted (may hold control characters): only ever logged with %r
     refer_user = refer.user if refer else None
-    return TransferDecision(decision.queue, escalate_to, context, error, refer_user)
+    return TransferDecision(
+        queue=decision.queue,
+        escalate_to=escalate_to,
+        context=context,
+        error=error,
+        refer_user=refer_user,
+    )
 
 
 def caller_variables(

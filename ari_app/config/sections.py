@@ -150,7 +150,7 @@ class LoggingSettings(Section, frozen=True):
 
 
 class BillingSettings(Section, frozen=True):
-    """``[billing]``: how bot seconds become billable minutes (ari_app/calls/billing.py)."""
+    """``[billing]``: how bot seconds become billable minutes (ari_app/records/billing.py)."""
 
     rounding: Annotated[str, one_of(BILLING_ROUNDINGS)] = "ceil_minute"
 

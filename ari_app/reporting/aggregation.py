@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from ari_app.records import Record
 from ari_app.reporting.figures import (
     NO_VALUE,
     OUTCOME_COLUMNS,
@@ -74,7 +75,7 @@ class GroupStats:
         return self.bot_seconds / self.bot_calls if self.bot_calls else None
 
 
-def summarize(key: str, records: Iterable[Mapping[str, Any]]) -> GroupStats:
+def summarize(key: str, records: Iterable[Record]) -> GroupStats:
     outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOME_COLUMNS, 0))
     targets: Counter[str] = Counter()
     usage: dict[str, float] = {}
@@ -117,9 +118,7 @@ class Report:
     total: GroupStats
 
 
-def build_report(
-    records: Iterable[Mapping[str, Any]], period: Period, group_by: str = "day"
-) -> Report:
+def build_report(records: Iterable[Record], period: Period, group_by: str = "day") -> Report:
     """Group the records that started inside ``period``; the others are ignored.
 
     Grouped by day, every day of the period has a row (zeros for a day without calls);
@@ -132,7 +131,7 @@ def build_report(
         for r in records
         if (ts := timestamp(r.get("started_at"))) is not None and start <= ts < end
     ]
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    groups: dict[str, list[Record]] = {}
     if group_by == "day":
         groups = {day.isoformat(): [] for day in period.days()}
     for record in inside:
@@ -142,10 +141,10 @@ def build_report(
 
 
 class RecordSource(Protocol):
-    def all(self) -> list[dict[str, Any]]: ...
+    def all(self) -> list[Record]: ...
 
 
-def records_between(store: RecordSource, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+def records_between(store: RecordSource, start_ts: float, end_ts: float) -> list[Record]:
     """Records started in [start_ts, end_ts): ``store.between`` where the store has one."""
     between = getattr(store, "between", None)
     if callable(between):

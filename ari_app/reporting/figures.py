@@ -1,10 +1,12 @@
 """The figures of one interaction record, as docs/reports.md defines them.
 
-Records are plain dicts as returned by ``InteractionStore.all()`` (or ``between()``): only
+Records are :class:`~ari_app.records.Record` dicts as ``InteractionStore.all()`` (or
+``between()``) returns them: only
 ``started_at``, ``outcome``, ``profile``, ``queue``, ``escalate_to``, ``bot_answered_at``,
 ``transfer_at``, ``bot_ended_at``, ``ended_at``, ``bots_tried``, ``bot_uri`` and ``node``
 are read, plus ``bot_seconds`` and ``billable_minutes`` when the record carries them (they
-win over the computed values).
+win over the computed values). Bot time and billable minutes are computed by
+ari_app/records/billing.py, as for the calls.
 """
 
 from __future__ import annotations
@@ -13,31 +15,27 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
-from typing import Any
 
 from ari_app.outcomes import OUTCOMES
+from ari_app.records import Record, billing
 from ari_app.reporting.periods import check_group_by
 
 IN_PROGRESS = "in_progress"
 OUTCOME_COLUMNS = (*OUTCOMES, IN_PROGRESS)
 NO_VALUE = "(none)"  # a record without a queue / an escalation without a target
-SECONDS_PER_MINUTE = 60
 # two-sided 95 % normal quantile, for the Wilson interval of the containment rate
 Z_95 = 1.959964
 BOT_ANSWERED = "answered"  # a bots_tried result (ari_app/calls/session.py)
 SKIPPED_PREFIX = "skipped"  # bots_tried results of bots passed over undialled
 
 
-def timestamp(value: Any) -> float | None:
-    """An epoch-seconds column (a float, or a datetime from an ORM store)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    return float(value)
+timestamp = billing.epoch_seconds
+# a record's bot time and billable minutes: computed as for the calls (ari_app/records/billing.py)
+bot_seconds = billing.record_bot_seconds
+billable_minutes = billing.record_billable_minutes
 
 
-def outcome_of(record: Mapping[str, Any]) -> str:
+def outcome_of(record: Record) -> str:
     """The record's outcome; ``in_progress`` while none is decided yet."""
     outcome = record.get("outcome")
     if outcome is None:
@@ -46,46 +44,7 @@ def outcome_of(record: Mapping[str, Any]) -> str:
     return outcome if outcome in OUTCOMES else "error"
 
 
-def bot_seconds(record: Mapping[str, Any]) -> float | None:
-    """Seconds the caller was connected to the bot; None if unknown (no bot, still talking).
-
-    The record's own ``bot_seconds`` wins. Otherwise: from ``bot_answered_at`` to the bot's
-    transfer request (``transfer_at``) or, without one, to the end of the bot leg
-    (``bot_ended_at``) or of the call (``ended_at``).
-    """
-    given = record.get("bot_seconds")
-    if given is not None:
-        return max(0.0, float(given))
-    answered = timestamp(record.get("bot_answered_at"))
-    if answered is None:
-        return None
-    end = next(
-        (
-            ts
-            for ts in map(
-                timestamp, (record.get(k) for k in ("transfer_at", "bot_ended_at", "ended_at"))
-            )
-            if ts is not None
-        ),
-        None,
-    )
-    if end is None:
-        return None
-    return max(0.0, end - answered)
-
-
-def billable_minutes(record: Mapping[str, Any]) -> float:
-    """The record's ``billable_minutes`` (the store may round differently, e.g. to 6 s),
-    else each started minute of bot time, the seconds rounded to the millisecond first so
-    that 60.0004 s is one minute."""
-    given = record.get("billable_minutes")
-    if given is not None:
-        return max(0.0, float(given))
-    seconds = bot_seconds(record) or 0.0
-    return float(math.ceil(round(seconds, 3) / SECONDS_PER_MINUTE))
-
-
-def group_key(record: Mapping[str, Any], group_by: str, tz: tzinfo = UTC) -> str:
+def group_key(record: Record, group_by: str, tz: tzinfo = UTC) -> str:
     check_group_by(group_by)
     if group_by == "day":
         started = timestamp(record.get("started_at"))
@@ -99,7 +58,7 @@ def group_key(record: Mapping[str, Any], group_by: str, tz: tzinfo = UTC) -> str
     return str(record.get(group_by) or NO_VALUE)
 
 
-def bots_tried(record: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+def bots_tried(record: Record) -> list[tuple[str, str | None]]:
     """The record's bot attempts in order, (uri, result): ``answered``, a failure such as
     ``bot_busy``, ``skipped_...`` for a bot passed over, None while in progress or when the
     caller hung up meanwhile. Empty for a record without any (an older record, a shed call)."""
@@ -119,14 +78,14 @@ def bots_tried(record: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     return attempts
 
 
-def first_bot_attempt(record: Mapping[str, Any]) -> tuple[str, str | None] | None:
+def first_bot_attempt(record: Record) -> tuple[str, str | None] | None:
     """The first bot actually dialled (the A/B arm the call was assigned to)."""
     return next(
         (a for a in bots_tried(record) if not (a[1] or "").startswith(SKIPPED_PREFIX)), None
     )
 
 
-def first_bot_failed(record: Mapping[str, Any]) -> bool:
+def first_bot_failed(record: Record) -> bool:
     """The first bot dialled did not take the call (another bot or the fallback queue did)."""
     first = first_bot_attempt(record)
     return first is not None and first[1] not in {None, BOT_ANSWERED}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from ari_app.records import Record
 from ari_app.reporting.aggregation import build_report, records_between
 from ari_app.reporting.periods import Period
 from ari_app.reporting.rendering import render_csv, render_json
@@ -24,7 +24,7 @@ from ari_app.reporting.report_html import report_page
 from ari_app.store import InteractionStore
 
 # the records started in [start_ts, end_ts): called in a report worker process (picklable)
-Records = Callable[[float, float], Sequence[Mapping[str, Any]]]
+Records = Callable[[float, float], Sequence[Record]]
 PAGE = "page"  # the /reports HTML page; "csv" and "json" are the downloads
 JOB_FORMATS = ("csv", "json", PAGE)
 
@@ -44,7 +44,7 @@ class StoreRecords:
     def __repr__(self) -> str:  # the URL may hold a password
         return "StoreRecords(...)"
 
-    def __call__(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+    def __call__(self, start_ts: float, end_ts: float) -> list[Record]:
         return records_between(_store_at(self.url), start_ts, end_ts)
 
 

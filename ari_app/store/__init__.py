@@ -8,17 +8,17 @@ documented (docs/records.md):
 - ``postgresql+psycopg://user:password@host/db`` for several nodes sharing one store.
   ``postgresql://`` without a driver means psycopg 3 as well.
 
-The schema belongs to Alembic: the migrations ship in ``ari_app/store/migrations`` and a store
-brings its database to ``head`` when it is opened (``migrate=True``), so the app upgrades
-the schema at start. Concurrent upgrades of one PostgreSQL database are serialised with an
-advisory lock.
+The schema belongs to Alembic (ari_app/store/schema.py): a store brings its database to
+``head`` when it is opened (``migrate=True``), so the app upgrades the schema at start.
+Engines and URLs: ari_app/store/engine.py.
 
 Why a synchronous engine, and worker threads for the event loop: the app's call sessions
 never write here directly. They hand changes to the single record writer
 (ari_app/store/writer.py), which commits them in batches with ``write_batch`` in a worker
 thread, so a slow database (a PostgreSQL round trip, an fsync) never stalls a call or the
-event loop. The ``a*`` methods run the plain ones in a thread for the rest of the app
-(reconciliation, reports); the plain methods serve scripts, the CLI and reports. One engine
+event loop; ``write_batch`` is the one way records are written. The ``a*`` methods run the
+readers in a thread for the rest of the app (reconciliation, reports); the plain methods
+serve scripts, the CLI and reports. Reads return :class:`~ari_app.records.Record`. One engine
 with a connection pool serves all; SQLite writers from several processes wait for each other
 (busy timeout).
 """
@@ -29,41 +29,47 @@ import asyncio
 import functools
 import json
 import logging
-import sqlite3
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import (
-    Column,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    PrimaryKeyConstraint,
-    Table,
-    Text,
-    bindparam,
-    create_engine,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Table, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from ari_app.config import mask_url
 from ari_app.outcomes import OUTCOMES
+from ari_app.records import FIELDS, Record, RecordChange
 from ari_app.store import outbox
+from ari_app.store.engine import database_url, make_engine
+from ari_app.store.schema import (
+    MIGRATING,
+    alembic_config,
+    current_revisions,
+    head_revisions,
+    interactions,
+    lock_for_migration,
+    metadata,
+    report_runs,
+    webhook_outbox,
+)
+
+__all__ = [
+    "COLUMNS",
+    "InteractionStore",
+    "StoreError",
+    "StoreNotReady",
+    "alembic_config",
+    "database_url",
+    "head_revisions",
+    "lock_for_migration",
+    "make_engine",
+    "metadata",
+    "open_existing_store",
+    "open_store",
+]
 
 if TYPE_CHECKING:
     from ari_app.config import Config
@@ -72,174 +78,18 @@ log = logging.getLogger(__name__)
 
 # what a failing database raises through the store (connection lost, disk full...)
 StoreError = SQLAlchemyError
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
-# pause between attempts to switch a new SQLite database to WAL while another connection has it
-SQLITE_WAL_RETRY_SECONDS = 0.05
-MIGRATIONS = "ari_app.store:migrations"
-# key of the PostgreSQL advisory lock that serialises schema upgrades of one database
-MIGRATION_LOCK_KEY = 0x626F7462  # "botb"
-# Alembic's migration context is process-global: one upgrade at a time per process (other
-# processes wait on the database's lock, see lock_for_migration)
-_MIGRATING = threading.Lock()
-
-metadata = MetaData()
-
-# The table as the migrations leave it at head (tests compare the two). Timestamps are Unix
-# epoch seconds (float); docs/records.md describes every column.
-interactions = Table(
-    "interactions",
-    metadata,
-    Column("interaction_id", Text, primary_key=True),
-    Column("node", Text),
-    Column("state", Text, nullable=False),
-    Column("outcome", Text),
-    Column("profile", Text, nullable=False),
-    Column("dialled_number", Text),
-    Column("caller_number", Text),
-    Column("caller_channel", Text, nullable=False),
-    Column("bot_channel", Text),
-    Column("agent_channel", Text),
-    Column("availability", Text),
-    Column("escalate_to", Text),
-    Column("queue", Text),
-    Column("context_json", Text),
-    Column("error_reason", Text),
-    Column("started_at", Float, nullable=False),
-    Column("bot_answered_at", Float),
-    Column("transfer_at", Float),
-    Column("queued_at", Float),
-    Column("agent_answered_at", Float),
-    Column("bot_ended_at", Float),
-    Column("ended_at", Float),
-    Column("reconciled_at", Float),
-    Column("bot_seconds", Float),
-    Column("billable_minutes", Float),
-    Column("billing_rounding", Text),
-    Column("bot_uri", Text),
-    Column("bots_tried", Text),
-    Column("updated_at", Float, nullable=False),
-    Index("interactions_started", "started_at"),
-    Index("interactions_open", "ended_at"),
-)
-
-# Interaction events waiting for (or done with) delivery to the webhook URLs: one row per
-# event and URL, written in the same transaction as the record change that made the event
-# (write_batch), read and updated by the webhook sender (ari_app/reporting/webhooks.py).
-webhook_outbox = Table(
-    "webhook_outbox",
-    metadata,
-    Column("event_id", Text, primary_key=True),
-    Column("url", Text, primary_key=True),
-    Column("interaction_id", Text, nullable=False),
-    Column("event", Text, nullable=False),  # the outcome that made it
-    Column("body", Text, nullable=False),  # the JSON posted, byte for byte
-    Column("created_at", Float, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", Float, nullable=False),
-    Column("delivered_at", Float),
-    Column("last_error", Text),
-    Column("given_up_at", Float),  # the last attempt allowed failed: no longer polled
-    # the sender's poll: only rows still to deliver (delivered and given-up rows leave it)
-    Index(
-        "webhook_outbox_due",
-        "next_attempt_at",
-        sqlite_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
-        postgresql_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
-    ),
-)
-
-# One row per scheduled report run that some node claimed: several nodes sharing a store run
-# the same [[report_schedules]], and the first to insert (schedule, run) sends the email; the
-# others find the key taken (docs/scaling.md). run = the minute it fired, ISO 8601.
-report_runs = Table(
-    "report_runs",
-    metadata,
-    Column("schedule", Text, nullable=False),
-    Column("run", Text, nullable=False),
-    Column("node", Text),
-    Column("claimed_at", Float, nullable=False),
-    PrimaryKeyConstraint("schedule", "run", name="report_runs_pkey"),
-)
-
-# the columns create() and update() accept (interaction_id and updated_at are the store's)
-COLUMNS = frozenset(c.name for c in interactions.columns) - {"interaction_id", "updated_at"}
-
-
-def database_url(value: str | Path | URL) -> URL:
-    """A SQLAlchemy URL from a URL or a plain SQLite file path (``":memory:"`` too)."""
-    if isinstance(value, URL):
-        url = value
-    elif isinstance(value, Path) or "://" not in value:
-        path = str(value)
-        url = make_url("sqlite://" if path == ":memory:" else f"sqlite:///{Path(path).resolve()}")
-    else:
-        url = make_url(value)
-    if url.drivername in {"postgresql", "postgres"}:
-        url = url.set(drivername="postgresql+psycopg")
-    return url
-
-
-# errors never show the bound parameters (caller numbers, bot context): they reach the logs
-HIDE_PARAMETERS = True
-
-
-def make_engine(url: URL) -> Engine:
-    """An engine for ``url``: SQLite in WAL mode with a busy timeout, or a pooled server."""
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(
-                url,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-                hide_parameters=HIDE_PARAMETERS,
-            )
-        else:  # one shared in-memory database for every thread
-            engine = create_engine(
-                url,
-                connect_args={"check_same_thread": False},
-                poolclass=StaticPool,
-                hide_parameters=HIDE_PARAMETERS,
-            )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=HIDE_PARAMETERS
-    )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0] not in {"memory", "wal"}:
-            _switch_to_wal(cursor)
-        cursor.execute("PRAGMA synchronous=FULL")
-    finally:
-        cursor.close()
-
-
-def _switch_to_wal(cursor: Any) -> None:
-    """PRAGMA journal_mode=WAL, retried: the switch needs the database to itself, and SQLite
-    answers "database is locked" at once (no busy timeout) while another connection, e.g.
-    a second node's first start, holds it."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(SQLITE_WAL_RETRY_SECONDS)
+# the columns a record change may set (interaction_id and updated_at are the store's)
+COLUMNS = FIELDS
 
 
 class InteractionStore:
-    """The ``interactions`` table behind a small API: create, update, get and queries.
+    """The ``interactions`` table behind a small API: one write (``write_batch``, the record
+    writer's), reads and the webhook outbox.
 
     ``url`` is a database URL or a SQLite file path. ``node`` names the app instance that
-    writes new records (``create`` fills it in); reconciliation only touches its own node's
-    records. Reading methods return plain dicts, with ``context`` decoded from
-    ``context_json`` when present.
+    writes new records (``write_batch`` fills it in); reconciliation only touches its own
+    node's records. Reading methods return :class:`~ari_app.records.Record` dicts, with
+    ``context`` decoded from ``context_json`` when present.
     """
 
     def __init__(
@@ -270,13 +120,13 @@ class InteractionStore:
         from alembic import command
 
         log.info("interaction store %r: migrating the schema to %s", self, revision)
-        with _MIGRATING, self.engine.begin() as connection:
+        with MIGRATING, self.engine.begin() as connection:
             command.upgrade(alembic_config(connection), revision)
 
     def downgrade(self, revision: str) -> None:
         from alembic import command
 
-        with _MIGRATING, self.engine.begin() as connection:
+        with MIGRATING, self.engine.begin() as connection:
             command.downgrade(alembic_config(connection), revision)
 
     def revision(self) -> tuple[str, ...]:
@@ -285,34 +135,10 @@ class InteractionStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def create(self, interaction_id: str, **fields: Any) -> None:
-        now = time.time()
-        fields.setdefault("started_at", now)
-        fields.setdefault("state", "started")
-        if self.node is not None:
-            fields.setdefault("node", self.node)
-        self.check_fields(fields)
-        values = {k: _encode(v) for k, v in fields.items()}
-        with self.engine.begin() as db:
-            db.execute(
-                insert(interactions).values(interaction_id=interaction_id, updated_at=now, **values)
-            )
-
-    def update(self, interaction_id: str, **fields: Any) -> None:
-        """Set ``fields`` on one record; a record that does not exist is left alone."""
-        self.check_fields(fields)
-        values = {k: _encode(v) for k, v in fields.items()}
-        with self.engine.begin() as db:
-            db.execute(
-                update(interactions)
-                .where(interactions.c.interaction_id == interaction_id)
-                .values(updated_at=time.time(), **values)
-            )
-
     def write_batch(
         self,
-        creates: Mapping[str, Mapping[str, Any]],
-        updates: Mapping[str, Mapping[str, Any]],
+        creates: Mapping[str, RecordChange],
+        updates: Mapping[str, RecordChange],
         *,
         webhook_urls: Sequence[str] = (),
         webhook_outcomes: Sequence[str] = (),
@@ -363,10 +189,11 @@ class InteractionStore:
                 db.execute(statement, rows)
             if webhook_urls:
                 events = {
-                    iid: fields["outcome"]
+                    iid: outcome
                     for batch in (creates, updates)
                     for iid, fields in batch.items()
-                    if fields.get("outcome") in webhook_outcomes
+                    if (outcome := fields.get("outcome")) is not None
+                    and outcome in webhook_outcomes
                 }
                 if events:
                     self._enqueue_events(db, events, webhook_urls, now)
@@ -376,7 +203,7 @@ class InteractionStore:
     ) -> None:
         """Outbox rows for ``events`` (interaction id -> outcome), once per event id and URL."""
         records = {
-            row["interaction_id"]: dict(row)
+            row["interaction_id"]: cast(Record, dict(row))
             for row in db.execute(
                 select(interactions).where(interactions.c.interaction_id.in_(list(events)))
             ).mappings()
@@ -515,14 +342,14 @@ class InteractionStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get(self, interaction_id: str) -> dict[str, Any] | None:
+    def get(self, interaction_id: str) -> Record | None:
         query = select(interactions).where(interactions.c.interaction_id == interaction_id)
         rows = self._rows(query)
         return rows[0] if rows else None
 
     def open_interactions(
         self, node: str | None = None, *, include_unowned: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[Record]:
         """Records without ``ended_at``; of one ``node`` if given (and of none, if asked)."""
         query = select(interactions).where(interactions.c.ended_at.is_(None))
         if node is not None:
@@ -532,10 +359,10 @@ class InteractionStore:
             )
         return self._rows(query.order_by(interactions.c.started_at))
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Record]:
         return self._rows(select(interactions).order_by(interactions.c.started_at))
 
-    def between(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+    def between(self, start_ts: float, end_ts: float) -> list[Record]:
         """Records that started in ``[start_ts, end_ts)`` (Unix seconds), oldest first."""
         query = (
             select(interactions)
@@ -546,24 +373,15 @@ class InteractionStore:
 
     # -- the same, off the event loop --------------------------------------------------------
 
-    async def acreate(self, interaction_id: str, **fields: Any) -> None:
-        await asyncio.to_thread(functools.partial(self.create, interaction_id, **fields))
-
-    async def aupdate(self, interaction_id: str, **fields: Any) -> None:
-        await asyncio.to_thread(functools.partial(self.update, interaction_id, **fields))
-
-    async def aget(self, interaction_id: str) -> dict[str, Any] | None:
+    async def aget(self, interaction_id: str) -> Record | None:
         return await asyncio.to_thread(self.get, interaction_id)
 
     async def aopen_interactions(
         self, node: str | None = None, *, include_unowned: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[Record]:
         return await asyncio.to_thread(
             functools.partial(self.open_interactions, node, include_unowned=include_unowned)
         )
-
-    async def abetween(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.between, start_ts, end_ts)
 
     def close(self) -> None:
         if not self._closed:
@@ -572,7 +390,7 @@ class InteractionStore:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _rows(self, query: Any) -> list[dict[str, Any]]:
+    def _rows(self, query: Any) -> list[Record]:
         with self.engine.connect() as db:
             return [_decode(row._mapping) for row in db.execute(query)]
 
@@ -627,47 +445,6 @@ def open_existing_store(config: Config) -> InteractionStore:
     return store
 
 
-# -- Alembic ---------------------------------------------------------------------------------
-
-
-def alembic_config(connection: Connection | None = None) -> Any:
-    """An Alembic config for the shipped migrations, running on ``connection``."""
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", MIGRATIONS)
-    cfg.attributes["connection"] = connection
-    return cfg
-
-
-@functools.cache
-def head_revisions() -> tuple[str, ...]:
-    from alembic.script import ScriptDirectory
-
-    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
-
-
-def current_revisions(connection: Connection) -> tuple[str, ...]:
-    from alembic.runtime.migration import MigrationContext
-
-    return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
-
-
-def lock_for_migration(connection: Connection) -> None:
-    """Serialise schema upgrades of one database; held until the upgrade commits.
-
-    PostgreSQL: a transaction-level advisory lock. SQLite: the database's write lock, taken
-    before Alembic reads the current version, so a second process waits, then finds the
-    schema at head.
-    """
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-    elif connection.dialect.name == "sqlite":
-        dbapi = connection.connection.dbapi_connection
-        if dbapi is not None and not dbapi.in_transaction:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _dialect_insert(db: Connection, table: Table) -> Any:
     """The INSERT of ``db``'s dialect, which has ``on_conflict_do_update``/``_nothing``."""
     if db.dialect.name == "postgresql":
@@ -681,13 +458,9 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(row: Mapping[Any, Any]) -> dict[str, Any]:
-    record = dict(row)
-    if record.get("context_json"):
-        record["context"] = json.loads(record["context_json"])
+def _decode(row: Mapping[Any, Any]) -> Record:
+    record = cast(Record, dict(row))
+    context_json = record.get("context_json")
+    if context_json:
+        record["context"] = json.loads(context_json)
     return record
-
-
-def record_columns() -> Sequence[str]:
-    """Column names in table order (for exports)."""
-    return [c.name for c in interactions.columns]

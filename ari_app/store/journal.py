@@ -28,7 +28,9 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from ari_app.records import RecordChange
 
 __all__ = ["Change", "DeadLetters", "Journal", "merge"]
 
@@ -40,7 +42,7 @@ class Change:
     """What the writer holds for one record: created or not, and the fields to set."""
 
     create: bool
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: RecordChange = field(default_factory=lambda: RecordChange())
 
 
 def merge(into: dict[str, Change], newer: Mapping[str, Change]) -> dict[str, Change]:
@@ -133,7 +135,8 @@ class Journal:
         """Every change in the file, merged in order (older first, newer values win)."""
         merged: dict[str, Change] = {}
         for entry in self._read():
-            merge(merged, {entry["id"]: Change(bool(entry["create"]), dict(entry["fields"]))})
+            fields = cast(RecordChange, dict(entry["fields"]))  # as _lines wrote it
+            merge(merged, {entry["id"]: Change(bool(entry["create"]), fields)})
         return merged
 
     def clear(self) -> None:

@@ -10,23 +10,13 @@ fields.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+
+from ari_app.records import TIMESTAMP_FIELDS, Record
 
 __all__ = ["EVENT_VERSION", "TIMESTAMP_FIELDS", "event_body", "event_id"]
 
 # the "version" field of every body; a receiver can tell a layout change by it
 EVENT_VERSION = 1
-# record timestamps (Unix seconds, or null when not reached) copied into "timestamps"
-TIMESTAMP_FIELDS = (
-    "started_at",
-    "bot_answered_at",
-    "transfer_at",
-    "queued_at",
-    "agent_answered_at",
-    "bot_ended_at",
-    "ended_at",
-)
 
 
 def event_id(interaction_id: str, outcome: str) -> str:
@@ -34,8 +24,10 @@ def event_id(interaction_id: str, outcome: str) -> str:
     return f"{interaction_id}.{outcome}"
 
 
-def event_body(record: Mapping[str, Any], outcome: str, created_at: float) -> str:
-    """The JSON body of the event for ``record`` reaching ``outcome`` (compact, key-sorted)."""
+def event_body(record: Record, outcome: str, created_at: float) -> str:
+    """The JSON body of the event for ``record`` reaching ``outcome`` (compact, key-sorted);
+    its "timestamps" are the record's ``TIMESTAMP_FIELDS`` (Unix seconds, or null when not
+    reached)."""
     context_json = record.get("context_json")
     context = json.loads(context_json) if context_json else None
     body = {

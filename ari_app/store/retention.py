@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, delete, or_
 
 from ari_app.config import Config
-from ari_app.store import InteractionStore, StoreError, interactions, report_runs, webhook_outbox
+from ari_app.store import InteractionStore, StoreError
+from ari_app.store.schema import interactions, report_runs, webhook_outbox
 
 __all__ = ["RETENTION_CHECK_SECONDS", "RETENTION_SCHEDULE", "prune", "run_retention"]
 

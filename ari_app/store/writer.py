@@ -41,15 +41,18 @@ import contextlib
 import logging
 import time
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ari_app.config import StoreSettings, WebhookSettings
+from ari_app.records import RecordChange
 from ari_app.store import InteractionStore
 from ari_app.store.journal import Change, DeadLetters, Journal, merge
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ari_app.config import Config
 
 __all__ = ["DEFAULT_FLUSH_SECONDS", "RecordWriter", "writer_for"]
@@ -112,14 +115,14 @@ class RecordWriter:
 
     # -- the call path: never waits ------------------------------------------------------
 
-    def create(self, interaction_id: str, **fields: Any) -> None:
+    def create(self, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
         self.store.check_fields(fields)
-        merge(self._pending, {interaction_id: Change(True, dict(fields))})
+        merge(self._pending, {interaction_id: Change(True, fields)})
         self._kick()
 
-    def update(self, interaction_id: str, **fields: Any) -> None:
+    def update(self, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
         self.store.check_fields(fields)
-        merge(self._pending, {interaction_id: Change(False, dict(fields))})
+        merge(self._pending, {interaction_id: Change(False, fields)})
         self._kick()
 
     # -- health ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from ari_app.connect import event_stream
+from ari_app.records import Record
 from ari_app.reporting.aggregation import report_from_store
 from ari_app.reporting.periods import Period
 from ari_app.store import InteractionStore
@@ -47,7 +48,7 @@ def lonely(runtime: Runtime) -> Iterator[DevStack]:
     stack.stop()
 
 
-def records(stack: DevStack) -> list[dict[str, Any]]:
+def records(stack: DevStack) -> list[Record]:
     store = InteractionStore(stack.config.store.url)
     try:
         return store.all()
@@ -91,7 +92,7 @@ async def test_calls_while_the_app_is_down_reach_an_agent_and_are_recorded(
 
     stack.start_app()  # back: it records what happened meanwhile
 
-    def bypassed() -> list[dict[str, Any]] | None:
+    def bypassed() -> list[Record] | None:
         rows = [r for r in records(stack) if r["outcome"] == "bypassed"]
         return rows if len(rows) == CALLS else None
 
@@ -140,11 +141,11 @@ def waiting_caller(stack: DevStack, sipp: Sipp, number: str) -> SippRun:
 
 
 async def bot_connected(stack: DevStack, number: str) -> dict[str, Any]:
-    def connected() -> dict[str, Any] | None:
+    def connected() -> Record | None:
         rows = [r for r in records(stack) if r["caller_number"] == number]
         return rows[0] if rows and rows[0]["state"] == "bot_connected" else None
 
-    return await until(connected, 15, f"the call from {number} with the bot")
+    return dict(await until(connected, 15, f"the call from {number} with the bot"))
 
 
 def terminate(stack: DevStack) -> int:
@@ -216,7 +217,7 @@ async def test_rolling_restart_under_load_drops_no_caller(lonely: DevStack) -> N
     stack.restart_app()
     assert await finished(callers, 60) == 0, callers.report()[-3000:]
 
-    def closed() -> list[dict[str, Any]] | None:
+    def closed() -> list[Record] | None:
         rows = [r for r in records(stack) if (r["caller_number"] or "").startswith("1777")]
         done = len(rows) == RESTART_CALLS and all(r["ended_at"] and r["outcome"] for r in rows)
         return rows if done else None
@@ -262,7 +263,7 @@ async def test_a_caller_whose_stasis_start_was_never_handled_is_taken_up(
     assert await finished(bot, 10) == 0, bot.report()
     invite = next(m for m in bot.messages() if m.method == "INVITE")
 
-    def ended() -> dict[str, Any] | None:
+    def ended() -> Record | None:
         rows = [r for r in records(stack) if r["caller_number"] == number]
         return rows[0] if len(rows) == 1 and rows[0]["ended_at"] else None
 

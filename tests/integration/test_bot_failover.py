@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
@@ -144,7 +145,7 @@ def checked_stack(multi: DevStack) -> DevStack:
     return multi
 
 
-def records(stack: DevStack, dialled: str) -> list[dict[str, Any]]:
+def records(stack: DevStack, dialled: str) -> list[Record]:
     store = InteractionStore(stack.config.store.url)
     try:
         return [r for r in store.all() if r["dialled_number"] == dialled]
@@ -152,7 +153,7 @@ def records(stack: DevStack, dialled: str) -> list[dict[str, Any]]:
         store.close()
 
 
-def tried(record: dict[str, Any]) -> list[tuple[str, str | None]]:
+def tried(record: Record) -> list[tuple[str, str | None]]:
     return [(a["uri"], a["result"]) for a in json.loads(record["bots_tried"] or "[]")]
 
 
@@ -178,8 +179,8 @@ def caller(stack: DevStack, service: str, scenario: str = "common/caller_waits")
     )
 
 
-async def ended(stack: DevStack, dialled: str, count: int) -> list[dict[str, Any]]:
-    def done() -> list[dict[str, Any]] | None:
+async def ended(stack: DevStack, dialled: str, count: int) -> list[Record]:
+    def done() -> list[Record] | None:
         rows = records(stack, dialled)
         return rows if len(rows) == count and all(r["ended_at"] for r in rows) else None
 

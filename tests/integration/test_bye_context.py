@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from ari_app.config import hep_password
+from ari_app.records import Record
+from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
@@ -45,6 +47,9 @@ SIP_REPLY_BYTES = 65535
 STRANGER = "127.0.0.2"
 # what the old receiver kept of such a flood, measured: 10,000 entries x 31 KB = 314 MB
 OLD_FLOOD_RSS_BYTES = 314 * 2**20
+# the bot talks long enough for a killed app to be back before its BYE (tests/integration/
+# test_restart.py does the same)
+RESTART_TALK_MS = 6000
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,7 @@ def hep_stack(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def start_parties(
-    stack: DevStack, context: str, *, agent: bool
+    stack: DevStack, context: str, *, agent: bool, bot_talk_ms: int = 1500
 ) -> tuple[SippRun, SippRun, SippRun | None]:
     sipp = stack.sipp()
     agent_run = (
@@ -77,7 +82,7 @@ def start_parties(
         "bye_context/bot",
         local_port=stack.bot_port,
         keys={"bye_uui": context.encode().hex() + ";encoding=hex"},
-        extra=["-d", "1500"],
+        extra=["-d", str(bot_talk_ms)],
     )
     caller = sipp.start(
         "common/caller_waits",
@@ -241,3 +246,35 @@ async def test_asterisk_copies_forged_byes_and_the_app_drops_them_unparsed(
     assert counted >= FORGED_TO_ASTERISK  # ...after Asterisk had copied its BYEs
     assert samples[("botbridge_bye_context_held", ())] == 0
     assert copies(samples, "kept") == kept
+
+
+async def test_a_call_re_adopted_after_a_restart_keeps_its_bye_context(
+    hep_stack: DevStack,
+) -> None:
+    """The app is killed (SIGKILL) while the bot talks and started again: the re-adopted
+    call still gets the bot's BYE context, and its escalate_to escalates it."""
+    caller, bot, agent = start_parties(
+        hep_stack, "escalate_to=billing;order=A-9", agent=True, bot_talk_ms=RESTART_TALK_MS
+    )
+
+    def talking() -> Record | None:
+        store = InteractionStore(hep_stack.config.store.url, migrate=False)
+        try:
+            rows = [r for r in store.open_interactions() if r["state"] == "bot_connected"]
+        finally:
+            store.close()
+        return rows[0] if rows else None
+
+    row = await until(talking, 20, "the call with the bot")
+    assert hep_stack.app_proc is not None
+    hep_stack.app_proc.kill()  # no cleanup, no last write
+    hep_stack.app_proc.wait()
+    hep_stack.start_app()
+    assert agent is not None
+    for run in (caller, bot, agent):
+        await sipp_finished(run, CALL_TIMEOUT)
+        assert run.wait(1) == 0, run.report()
+    final = await final_record(hep_stack, row["interaction_id"], "escalated")
+    assert final["reconciled_at"] is not None
+    assert final["queue"] == "billing-queue" and final["escalate_to"] == "billing"
+    assert final["context"] == {"escalate_to": "billing", "order": "A-9"}

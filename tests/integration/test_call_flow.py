@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ari_app.ari import Channel
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
@@ -137,7 +138,7 @@ async def place_seed_escalation(stack: DevStack) -> Call:
     )
 
 
-def record(stack: DevStack, interaction_id: str) -> dict[str, Any]:
+def record(stack: DevStack, interaction_id: str) -> Record:
     store = InteractionStore(stack.config.store.url)
     try:
         row = store.get(interaction_id)
@@ -148,12 +149,12 @@ def record(stack: DevStack, interaction_id: str) -> dict[str, Any]:
 
 
 async def final_record(stack: DevStack, interaction_id: str, outcome: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
+    def done() -> Record | None:
         row = record(stack, interaction_id)
         # final: the outcome is decided and the caller's channel is gone
         return row if row["outcome"] == outcome and row["ended_at"] else None
 
-    return await until(done, 10, f"record {interaction_id} with outcome {outcome}, ended")
+    return dict(await until(done, 10, f"record {interaction_id} with outcome {outcome}, ended"))
 
 
 def decode_uui_header(value: str) -> str:
@@ -387,7 +388,7 @@ async def test_bot_hangs_up_resolved_with_audio_both_ways(stack: DevStack) -> No
 
         channel_ids = await until(bridged_pair, 15, "caller and bot bridged")
 
-        async def media_both_ways() -> list[dict[str, Any]] | None:
+        async def media_both_ways() -> list[Record] | None:
             stats = [await ari.get(f"/channels/{cid}/rtp_statistics") for cid in channel_ids]
             ok = all(
                 s["rxcount"] > MIN_RTP_PACKETS and s["txcount"] > MIN_RTP_PACKETS for s in stats

@@ -24,6 +24,7 @@ import pytest
 from ari_app import cli
 from ari_app.config import load_config
 from ari_app.store import InteractionStore, head_revisions
+from tests.records import create, update
 
 ARI_APP = Path(sys.executable).parent / "ari-app"
 COMMANDS = (
@@ -72,8 +73,9 @@ def seed(env: dict[str, str], started: list[tuple[str, datetime]]) -> Path:
     try:
         for iid, moment in started:
             start = moment.timestamp()
-            store.create(iid, profile="default", caller_channel=iid, started_at=start)
-            store.update(
+            create(store, iid, profile="default", caller_channel=iid, started_at=start)
+            update(
+                store,
                 iid,
                 state="resolved",
                 outcome="resolved",

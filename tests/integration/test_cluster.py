@@ -12,10 +12,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from ari_app.records import Record
 from devtools.cluster import Cluster, ClusterNotReady, build_cluster
 from devtools.postgres import PostgresUnavailable
 from devtools.runtime import Runtime
@@ -107,7 +107,7 @@ async def finish_parties(*runs: SippRun) -> None:
         assert run.wait(1) == 0, run.report()[-3000:]
 
 
-def records_of(cluster: Cluster, prefix: str) -> list[dict[str, Any]]:
+def records_of(cluster: Cluster, prefix: str) -> list[Record]:
     return [r for r in cluster.records() if str(r.get("caller_number") or "").startswith(prefix)]
 
 
@@ -183,7 +183,7 @@ async def test_allow_list_and_rate_limit_at_the_edge(cluster: Cluster) -> None:
     assert 0 < replies[200] <= edge.rate_max_requests * 3, replies
     assert replies[200] + replies[503] == 400, replies
 
-    def all_ten() -> list[dict[str, Any]] | None:
+    def all_ten() -> list[Record] | None:
         rs = records_of(cluster, "3777")
         return rs if len(rs) == 10 else None
 
@@ -222,7 +222,7 @@ async def test_calls_over_tcp_and_tls_reach_the_nodes(cluster: Cluster) -> None:
     await finish_parties(bot, agent)
     for prefix in ("4777", "5777"):
 
-        def ended(p: str = prefix) -> list[dict[str, Any]] | None:
+        def ended(p: str = prefix) -> list[Record] | None:
             return [r for r in records_of(cluster, p) if r.get("ended_at")] or None
 
         records = await until(ended, 15, f"the {prefix} call's ended record")
@@ -241,7 +241,7 @@ async def test_load_through_the_edge_spreads_over_both_nodes(cluster: Cluster) -
         assert any(m.status == 200 and m.cseq_method == "INVITE" for m in messages), messages
         assert any(m.method == "BYE" and m.direction == "received" for m in messages), messages
 
-    def ended() -> list[dict[str, Any]] | None:
+    def ended() -> list[Record] | None:
         rs = records_of(cluster, "1777")
         return rs if len(rs) == calls and all(r.get("ended_at") for r in rs) else None
 
@@ -274,7 +274,7 @@ async def test_load_through_the_edge_spreads_over_both_nodes(cluster: Cluster) -
         invite = next(m for m in messages if m.method == "INVITE" and m.direction == "received")
         iid = invite.header("X-Interaction-Id")
         assert iid in by_iid
-        owner = by_iid[iid]["node"]
+        owner = by_iid[iid]["node"] or ""
         assert host_of(invite.header("Via") or "") == node_host[owner], invite
         refer = next(m for m in messages if m.method == "REFER" and m.direction == "sent")
         assert host_of(refer.start_line.split(" ")[1]) == node_host[owner], refer

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import build_stack
 from devtools.runtime import Runtime
@@ -61,7 +62,7 @@ async def test_refer_declined_when_no_agent_is_logged_in(runtime: Runtime, tmp_p
             assert run.wait(1) == 0, run.report()
         iid = first(bot, method="INVITE", direction="received").header("X-Interaction-Id") or ""
 
-        def ended() -> dict[str, object] | None:
+        def ended() -> Record | None:
             store = InteractionStore(stack.config.store.url, migrate=False)
             try:
                 row = store.get(iid)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
@@ -92,7 +92,7 @@ def load_party(
     )
 
 
-def all_records(stack: DevStack) -> list[dict[str, Any]]:
+def all_records(stack: DevStack) -> list[Record]:
     store = InteractionStore(stack.config.store.url)
     try:
         return store.all()
@@ -147,7 +147,7 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
     assert len(bot_ids["resolved"]) == len(bot_ids["escalated"]) == CALLS_PER_FLOW
     assert agent_ids == bot_ids["escalated"]  # every escalated caller reached the agent
 
-    def settled() -> list[dict[str, Any]] | None:
+    def settled() -> list[Record] | None:
         rows = all_records(stack)
         done = len(rows) == 2 * CALLS_PER_FLOW and all(r["ended_at"] for r in rows)
         return rows if done else None

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import RUN_INFO, DevStack, build_stack, free_port_env, stack_settings
 from devtools.runtime import Runtime
@@ -110,7 +111,7 @@ def observer(runtime: Runtime, checkout: Checkout) -> Iterator[list[DevStack]]:
         shutil.rmtree(stack.root, ignore_errors=True)
 
 
-def calls_of(store: InteractionStore, prefix: str) -> list[dict[str, Any]]:
+def calls_of(store: InteractionStore, prefix: str) -> list[Record]:
     return [r for r in store.all() if (r["caller_number"] or "").startswith(prefix)]
 
 
@@ -183,7 +184,7 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
     # the bot answered every call: the ones in progress and the ones placed after
     assert sum(1 for m in bot.messages() if m.method == "INVITE") == CALLS_BEFORE + CALLS_AFTER
 
-    def closed(prefix: str, count: int) -> list[dict[str, Any]] | None:
+    def closed(prefix: str, count: int) -> list[Record] | None:
         rows = calls_of(store, prefix)
         return rows if len(rows) == count and all(r["ended_at"] for r in rows) else None
 
@@ -192,7 +193,7 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
     for row in in_progress + placed_after:
         # resolved by the bot's hang-up: none cut, none sent to the fallback queue
         assert (row["outcome"], row["error_reason"]) == ("resolved", None), row
-        assert row["bot_seconds"] >= BOT_TALK_MS / 1000 - 1, row
+        assert (row["bot_seconds"] or 0.0) >= BOT_TALK_MS / 1000 - 1, row
     store.close()
 
     down = checkout.make("down")

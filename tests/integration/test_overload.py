@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
@@ -51,7 +52,7 @@ def overloaded(request: pytest.FixtureRequest, runtime: Runtime) -> Iterator[Dev
         stack.stop()
 
 
-def records(stack: DevStack) -> list[dict[str, object]]:
+def records(stack: DevStack) -> list[Record]:
     store = InteractionStore(stack.config.store.url)
     try:
         return store.all()
@@ -97,7 +98,7 @@ async def test_a_call_over_the_limit_is_shed_whole(overloaded: DevStack) -> None
     # the bot only ever saw the call that was taken
     assert len(all_of(bot, "INVITE")) == 1, bot.report()
 
-    def shed_record() -> dict[str, object] | None:
+    def shed_record() -> Record | None:
         rows = [r for r in records(stack) if r["outcome"] == "overloaded"]
         return rows[0] if rows and rows[0]["ended_at"] else None
 
@@ -111,7 +112,7 @@ async def test_a_call_over_the_limit_is_shed_whole(overloaded: DevStack) -> None
         assert row["queue"] == "agents-queue" and row["state"] == "queued"
         assert row["interaction_id"] == shed_iid
 
-    def taken() -> list[object]:
+    def taken() -> list[str | None]:
         outcomes = [r["outcome"] for r in records(stack) if r["outcome"] != "overloaded"]
         return outcomes if outcomes and all(outcomes) else []
 

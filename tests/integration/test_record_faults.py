@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import pytest
 
+from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
@@ -78,7 +78,7 @@ async def test_postgres_stopped_for_30_s_under_20_calls_per_second_loses_no_reco
     store = InteractionStore(stack.config.store.url, migrate=False)
     try:
 
-        def complete() -> list[dict[str, Any]] | None:
+        def complete() -> list[Record] | None:
             rows = [r for r in store.all() if (r["caller_number"] or "").startswith(PREFIX)]
             done = len(rows) >= CALLS and all(r["ended_at"] for r in rows)
             return rows if done else None

@@ -36,6 +36,7 @@ from ari_app.reporting.scheduler import ReportScheduler
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
 from tests.integration.test_report_page_browser import HEADLESS_FLAGS, read_png
+from tests.records import create, update
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
@@ -153,8 +154,9 @@ def store(tmp_path: Path) -> Iterator[InteractionStore]:
     ]
     for i, (iid, outcome, queue, target) in enumerate(calls):
         start = YESTERDAY + 60 * i
-        store.create(iid, profile="default", caller_channel=iid, started_at=start)
-        store.update(
+        create(store, iid, profile="default", caller_channel=iid, started_at=start)
+        update(
+            store,
             iid,
             state=outcome,
             outcome=outcome,
@@ -164,7 +166,7 @@ def store(tmp_path: Path) -> Iterator[InteractionStore]:
             transfer_at=start + 31 if outcome == "escalated" else None,
             ended_at=start + 40,
         )
-    store.create("today", profile="default", caller_channel="t", started_at=FIRE_AT.timestamp())
+    create(store, "today", profile="default", caller_channel="t", started_at=FIRE_AT.timestamp())
     yield store
     store.close()
 

@@ -27,12 +27,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from ari_app.config import load_config
+from ari_app.records import RecordChange
 from ari_app.reporting.aggregation import build_report, records_between
 from ari_app.reporting.periods import MAX_PERIOD_DAYS, Period
 from ari_app.reporting.web import settings_for, start_http_server
@@ -52,7 +52,7 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractionS
     """``RECORDS`` records spread evenly over ``MAX_PERIOD_DAYS`` days, written in one batch."""
     store = InteractionStore(tmp_path_factory.mktemp("load") / "interactions.sqlite3")
     step = MAX_PERIOD_DAYS * 86400 / RECORDS
-    creates: dict[str, dict[str, Any]] = {}
+    creates: dict[str, RecordChange] = {}
     for i in range(RECORDS):
         start = FIRST_DAY.timestamp() + i * step
         outcome = OUTCOMES[i % len(OUTCOMES)]

@@ -25,6 +25,7 @@ from ari_app.reporting.report_html import BAR_COLOUR, LINE_COLOUR
 from ari_app.reporting.web import WebSettings, start_http_server, store_records
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
+from tests.records import create, update
 from tests.tools import require_tool
 
 # headless and offline: no sandbox (root in CI), no GPU, no network side traffic
@@ -118,9 +119,10 @@ def store(tmp_path: Path) -> Iterator[InteractionStore]:
             n += 1
             start = base + 120 * n
             iid = f"call{n}"
-            store.create(iid, profile="default" if n % 3 else "sales", caller_channel=iid,
+            create(store, iid, profile="default" if n % 3 else "sales", caller_channel=iid,
                          started_at=start)  # fmt: skip
-            store.update(
+            update(
+                store,
                 iid,
                 state=outcome,
                 outcome=outcome,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ari_app.records import Record, RecordChange
 from ari_app.store import InteractionStore
 from ari_app.store.journal import Change, Journal
 from devtools.devstack import DevStack, build_stack
@@ -71,11 +72,11 @@ def kill_app(stack: DevStack) -> None:
 
 
 def record_of(
-    store: InteractionStore, caller_number: str, check: Callable[[dict[str, Any]], bool]
-) -> Callable[[], dict[str, Any] | None]:
+    store: InteractionStore, caller_number: str, check: Callable[[Record], bool]
+) -> Callable[[], Record | None]:
     """A poll for the record of the call from ``caller_number`` once ``check`` holds."""
 
-    def poll() -> dict[str, Any] | None:
+    def poll() -> Record | None:
         for row in store.all():
             if row["caller_number"] == caller_number and check(row):
                 return row
@@ -112,8 +113,10 @@ async def test_killed_while_the_bot_talks_the_call_is_re_adopted(
     stack.start_app()
     back_at = time.time()
 
-    final = await until(
-        record_of(store, number, lambda r: r["ended_at"] is not None), 30, "the record ended"
+    final: dict[str, Any] = dict(
+        await until(
+            record_of(store, number, lambda r: r["ended_at"] is not None), 30, "the record ended"
+        )
     )
     for run in (caller, bot):
         run.wait(CALL_TIMEOUT)
@@ -155,8 +158,10 @@ async def test_caller_gone_while_the_app_was_down_is_marked(
     assert stored(store, row["interaction_id"])["ended_at"] is None
     stack.start_app()
 
-    final = await until(
-        record_of(store, number, lambda r: r["ended_at"] is not None), 15, "the record closed"
+    final: dict[str, Any] = dict(
+        await until(
+            record_of(store, number, lambda r: r["ended_at"] is not None), 15, "the record closed"
+        )
     )
     # the bot leg left behind is released by the reconciliation
     bot.wait(CALL_TIMEOUT)
@@ -190,8 +195,10 @@ async def test_killed_while_queued_the_end_is_still_recorded(
     kill_app(stack)
     stack.start_app()
 
-    final = await until(
-        record_of(store, number, lambda r: r["ended_at"] is not None), 30, "the record ended"
+    final: dict[str, Any] = dict(
+        await until(
+            record_of(store, number, lambda r: r["ended_at"] is not None), 30, "the record ended"
+        )
     )
     for run in (caller, bot, agent):
         run.wait(CALL_TIMEOUT)
@@ -255,7 +262,7 @@ async def test_killed_under_load_every_state_older_than_a_second_is_on_disk(
         await sipp_finished(run, 40)
         assert run.wait(1) == 0, run.report()[-3000:]
 
-    def closed() -> list[dict[str, Any]] | None:
+    def closed() -> list[Record] | None:
         rows = [r for r in store.all() if (r["caller_number"] or "").startswith("1777")]
         return rows if len(rows) == LOAD_CALLS and all(r["ended_at"] for r in rows) else None
 
@@ -273,7 +280,7 @@ async def test_the_app_replays_a_record_journal_left_by_an_earlier_run(
     settings = stack.config.store
     journal = Journal(stack.config.state_path(settings.journal_path), settings.journal_max_bytes)
     iid, now = uuid.uuid4().hex, time.time()
-    journaled = {
+    journaled: RecordChange = {
         "profile": "default",
         "caller_channel": f"journal-{iid}",
         "caller_number": "journal-1",
@@ -285,7 +292,7 @@ async def test_the_app_replays_a_record_journal_left_by_an_earlier_run(
     assert journal.append({iid: Change(True, journaled)}) and store.get(iid) is None
     stack.start_app()
 
-    def replayed() -> dict[str, Any] | None:
+    def replayed() -> Record | None:
         emptied = Journal(journal.path, settings.journal_max_bytes).entries == 0
         return store.get(iid) if emptied else None
 

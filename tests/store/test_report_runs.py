@@ -16,6 +16,7 @@ from pathlib import Path
 from ari_app.config import Config, load_config
 from ari_app.reporting.scheduler import ReportScheduler, run_key
 from ari_app.store import InteractionStore
+from tests.records import create
 
 SCHEDULES = """
 [smtp]
@@ -58,8 +59,8 @@ async def test_two_nodes_send_each_run_once(database_url: str, tmp_path: Path) -
     stores = [InteractionStore(database_url, node=f"node-{n}") for n in (1, 2)]
     try:
         yesterday = datetime(2024, 5, 7, 9, 0, tzinfo=UTC).timestamp()
-        stores[0].create("a", profile="default", caller_channel="c1", started_at=yesterday)
-        stores[1].create("b", profile="default", caller_channel="c2", started_at=yesterday)
+        create(stores[0], "a", profile="default", caller_channel="c1", started_at=yesterday)
+        create(stores[1], "b", profile="default", caller_channel="c2", started_at=yesterday)
         outboxes = [_Outbox(), _Outbox()]
         schedulers = [
             ReportScheduler(config, store, sender=outbox)

@@ -12,6 +12,7 @@ import pytest
 from ari_app.config import load_config
 from ari_app.store import InteractionStore
 from ari_app.store.retention import DAY_SECONDS, prune, prune_today
+from tests.records import create
 
 NOW = time.time()
 OLD = NOW - 401 * DAY_SECONDS
@@ -30,7 +31,9 @@ def fill(store: InteractionStore) -> None:
         ("old-open", OLD, None),
         ("recent", NOW - DAY_SECONDS, NOW - DAY_SECONDS + 60),
     ):
-        store.create(iid, profile="default", caller_channel=iid, started_at=started, ended_at=ended)
+        create(
+            store, iid, profile="default", caller_channel=iid, started_at=started, ended_at=ended
+        )
     store.write_batch(
         {},
         {iid: {"outcome": "escalated"} for iid in ("old-ended", "old-open", "recent")},

@@ -14,14 +14,10 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from ari_app.store import (
-    InteractionStore,
-    alembic_config,
-    head_revisions,
-    interactions,
-    make_engine,
-)
-from tests.records import stored
+from ari_app.records import BotAttempt
+from ari_app.store import InteractionStore, alembic_config, head_revisions, make_engine
+from ari_app.store.schema import interactions
+from tests.records import create, stored, update
 
 HEAD = ("0006_outbox_given_up",)
 FIRST = "0001_initial"
@@ -86,7 +82,7 @@ def test_upgrade_from_empty_matches_the_table(database_url: str) -> None:
 def test_upgrade_is_idempotent(database_url: str) -> None:
     store = InteractionStore(database_url)
     try:
-        store.create("i1", profile="default", caller_channel="c", started_at=1.5)
+        create(store, "i1", profile="default", caller_channel="c", started_at=1.5)
         store.upgrade()  # the fast path: already at head
         with store.engine.begin() as connection:  # and Alembic itself, twice
             command.upgrade(alembic_config(connection), "head")
@@ -102,7 +98,7 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
 def test_downgrade_and_upgrade_keep_the_records(database_url: str) -> None:
     store = InteractionStore(database_url)
     try:
-        store.create("i1", profile="default", caller_channel="c", queue="q", bot_seconds=3.0)
+        create(store, "i1", profile="default", caller_channel="c", queue="q", bot_seconds=3.0)
         store.downgrade(FIRST)
         assert store.revision() == (FIRST,)
         assert not NEW_IN_0002 & set(columns(database_url))
@@ -118,13 +114,13 @@ def test_downgrade_and_upgrade_keep_the_records(database_url: str) -> None:
 def test_bot_choice_columns_come_and_go_with_0003(database_url: str) -> None:
     store = InteractionStore(database_url)
     try:
-        tried = [{"uri": "sip:a@127.0.0.1", "result": "bot_busy"}]
-        store.create(
-            "i1", profile="default", caller_channel="c", bot_uri="sip:b@h", bots_tried=tried
+        tried: list[BotAttempt] = [{"uri": "sip:a@127.0.0.1", "result": "bot_busy"}]
+        create(
+            store, "i1", profile="default", caller_channel="c", bot_uri="sip:b@h", bots_tried=tried
         )
         assert store.get("i1") is not None
-        row = store.get("i1") or {}
-        assert row["bot_uri"] == "sip:b@h" and json.loads(row["bots_tried"]) == tried
+        row = stored(store, "i1")
+        assert row["bot_uri"] == "sip:b@h" and json.loads(row["bots_tried"] or "") == tried
         store.downgrade("0002_record_fields")
         assert not {"bot_uri", "bots_tried"} & set(columns(database_url))
         store.upgrade()
@@ -163,6 +159,7 @@ def test_concurrent_first_starts_migrate_once(database_url: str) -> None:
 
 OPEN_AT = """
 import sys, time
+from ari_app.records import BotAttempt
 from ari_app.store import InteractionStore
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # a start barrier for all processes
 print(",".join(InteractionStore(sys.argv[1]).revision()))
@@ -207,7 +204,7 @@ def test_a_database_of_the_first_store_is_adopted(tmp_path: Path) -> None:
         assert row["outcome"] == "escalated" and row["context"] == {"a": "b"}
         assert row["ended_at"] is None and row["agent_answered_at"] is None
         assert row["node"] is None  # reconciled by whichever node owns the file
-        store.update("old", ended_at=20.0, reconciled_at=20.0)
+        update(store, "old", ended_at=20.0, reconciled_at=20.0)
         assert stored(store, "old")["ended_at"] == 20.0
     finally:
         store.close()

@@ -133,7 +133,9 @@ def test_sqlite_on_a_full_file_system_logs_and_writes_once_space_returns(
     store = InteractionStore(db, migrate=False)
     try:
         records = store.all()
-        assert sorted(r["caller_number"] for r in records) == [caller_number(n) for n in range(20)]
+        assert sorted(r["caller_number"] or "" for r in records) == [
+            caller_number(n) for n in range(20)
+        ]
     finally:
         store.close()
 

@@ -13,10 +13,12 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from ari_app.config import WebhookSettings
+from ari_app.records import RecordChange
 from ari_app.reporting.metrics import Metrics
 from ari_app.store import InteractionStore
 from ari_app.store.journal import Change, DeadLetters, Journal
 from ari_app.store.writer import RecordWriter
+from tests.records import update
 
 HOOK = WebhookSettings(
     urls=("http://127.0.0.1:9/a", "http://127.0.0.1:9/b"), outcomes=("resolved",)
@@ -30,18 +32,19 @@ def store(database_url: str) -> Iterator[InteractionStore]:
     store.close()
 
 
-def record(n: int) -> dict[str, Any]:
+def record(n: int) -> RecordChange:
     return {"profile": "default", "caller_channel": f"c{n}", "caller_number": f"+4930777{n:04d}"}
 
 
 def test_a_batch_written_twice_is_one_record_and_one_event_per_url(
     store: InteractionStore,
 ) -> None:
-    creates = {"a": {**record(1), "started_at": 1.0}}
-    updates: dict[str, Mapping[str, Any]] = {}
-    store.write_batch(creates, updates)
-    store.update("a", state="bot_connected", bot_answered_at=2.0)
-    resolved = {"a": {**record(1), "state": "resolved", "outcome": "resolved"}}
+    created: RecordChange = {**record(1), "started_at": 1.0}
+    store.write_batch({"a": created}, {})
+    update(store, "a", state="bot_connected", bot_answered_at=2.0)
+    resolved: dict[str, RecordChange] = {
+        "a": {**record(1), "state": "resolved", "outcome": "resolved"}
+    }
     for _ in range(2):  # the second is the replay of a batch whose COMMIT reply was lost
         store.write_batch(resolved, {}, webhook_urls=HOOK.urls, webhook_outcomes=HOOK.outcomes)
     row = store.get("a")
@@ -118,7 +121,9 @@ def test_a_torn_last_journal_line_is_skipped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     journal = Journal(tmp_path / "journal.jsonl", 1024 * 1024)
-    assert journal.append({"a": Change(True, {"profile": "p"}), "b": Change(False, {"x": 1})})
+    assert journal.append(
+        {"a": Change(True, {"profile": "p"}), "b": Change(False, {"state": "resolved"})}
+    )
     with journal.path.open("ab") as f:
         f.write(b'{"id":"c","create":tr')  # a crash in the middle of an append
     again = Journal(journal.path, 1024 * 1024)

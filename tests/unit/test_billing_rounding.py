@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.calls.billing import (
+from ari_app.records import Record
+from ari_app.records.billing import (
     ROUNDINGS,
     billable_minutes,
     bot_seconds,
     charge,
     no_charge,
 )
+from ari_app.reporting.figures import billable_minutes as report_minutes
 
 # seconds -> (ceil_minute, ceil_6s, exact)
 TABLE = [
@@ -83,3 +85,18 @@ def test_charge_and_no_charge_are_record_columns() -> None:
         "billable_minutes": 0.0,
         "billing_rounding": "exact",
     }
+
+
+@pytest.mark.parametrize(
+    ("rounding", "expected"), [("ceil_6s", 0.2), ("exact", 0.12), (None, 1.0), ("bogus", 1.0)]
+)
+def test_a_report_bills_a_record_without_minutes_as_the_call_would(
+    rounding: str | None, expected: float
+) -> None:
+    """The reports bill with the calls' function, under the record's rounding (ceil_minute
+    when it names none it knows); a call settled under that rounding bills the same."""
+    record: Record = {"bot_answered_at": 100.0, "bot_ended_at": 107.0, "billing_rounding": rounding}
+    assert report_minutes(record) == expected
+    known = rounding is not None and rounding in ROUNDINGS
+    settled = charge(100.0, 107.0, rounding if known and rounding else "ceil_minute")
+    assert settled["billable_minutes"] == expected

@@ -114,7 +114,7 @@ async def test_every_bot_unreachable_sends_the_caller_to_the_fallback_queue_undi
         "bot_unavailable",
         "agents-queue",
     )
-    assert json.loads(row["bots_tried"]) == [
+    assert json.loads(row["bots_tried"] or "") == [
         {"uri": A, "result": "skipped_unreachable"},
         {"uri": B, "result": "skipped_unreachable"},
     ]

@@ -21,6 +21,7 @@ from ari_app.calls.admission import (
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.config import DEFAULT_LIMITS
+from ari_app.records import RecordChange
 from ari_app.store import InteractionStore
 from ari_app.store.writer import RecordWriter
 from tests.records import NODE
@@ -208,7 +209,7 @@ async def test_changes_are_merged_and_committed_in_one_batch(store: InteractionS
 async def test_unknown_fields_are_refused_at_once(store: InteractionStore) -> None:
     writer = RecordWriter(store)
     with pytest.raises(KeyError):
-        writer.update("a", no_such_column=1)
+        writer.update("a", no_such_column=1)  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         writer.update("a", outcome="made_up")
 
@@ -222,8 +223,8 @@ def fail_first_write(
     calls = 0
 
     def flaky(
-        creates: Mapping[str, Mapping[str, Any]],
-        updates: Mapping[str, Mapping[str, Any]],
+        creates: Mapping[str, RecordChange],
+        updates: Mapping[str, RecordChange],
         **webhooks: Any,
     ) -> None:
         nonlocal calls

@@ -18,14 +18,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "ari_app"
 # layer -> the layers it may import (its own included)
 ALLOWED: dict[str, set[str]] = {
     "outcomes": set(),
+    "records": {"records", "outcomes"},
     "sip": {"sip"},
     "ari": {"ari"},
     "config": {"config", "outcomes"},
     "asterisk": {"asterisk", "config"},
-    "store": {"store", "config", "outcomes"},
+    "store": {"store", "config", "outcomes", "records"},
     "connect": {"connect", "ari", "config"},
-    "calls": {"calls", "ari", "sip", "config", "store", "outcomes", "connect"},
-    "reporting": {"reporting", "config", "store", "outcomes"},
+    "calls": {"calls", "ari", "sip", "config", "store", "outcomes", "records", "connect"},
+    "reporting": {"reporting", "config", "store", "outcomes", "records"},
     "main": {"*"},
     "cli": {"*"},
 }

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ari_app.calls.reconcile import orphan_bot_part
+from ari_app.records import Record
 
 
 @pytest.mark.parametrize(
@@ -26,9 +27,9 @@ from ari_app.calls.reconcile import orphan_bot_part
     ],
 )
 def test_orphan_bot_part(
-    record: dict[str, Any], alive_until: float | None, expected: dict[str, Any]
+    record: Record, alive_until: float | None, expected: dict[str, Any]
 ) -> None:
-    got = orphan_bot_part(record, alive_until, "ceil_minute")
+    got: dict[str, Any] = dict(orphan_bot_part(record, alive_until, "ceil_minute"))
     assert {k: got[k] for k in expected} == expected
     if "bot_seconds" not in got:
         assert "bot_ended_at" not in got

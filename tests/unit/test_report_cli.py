@@ -14,6 +14,7 @@ from ari_app.reporting.aggregation import build_report
 from ari_app.reporting.periods import Period
 from ari_app.reporting.rendering import render
 from ari_app.store import InteractionStore
+from tests.records import create, update
 
 
 @pytest.fixture
@@ -25,8 +26,9 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     start = datetime(2024, 5, 2, 9, 0, tzinfo=UTC).timestamp()
     for i, outcome in enumerate(["resolved", "escalated", "abandoned"]):
         iid = f"call{i}"
-        store.create(iid, profile="default", caller_channel=iid, started_at=start + 60 * i)
-        store.update(
+        create(store, iid, profile="default", caller_channel=iid, started_at=start + 60 * i)
+        update(
+            store,
             iid,
             state=outcome,
             outcome=outcome,

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ari_app.outcomes import OUTCOMES
+from ari_app.records import Record, RecordChange
 from ari_app.reporting.aggregation import (
     TOTAL_KEY,
     GroupStats,
@@ -51,13 +52,14 @@ from ari_app.reporting.rendering import (
     render_table,
 )
 from ari_app.reporting.report_html import report_summary
+from tests.records import create
 
 PARIS = ZoneInfo("Europe/Paris")
 MAY_1 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC).timestamp()
 DAY = 86400.0
 
 
-def rec(outcome: str | None = "resolved", at: float = MAY_1, **fields: Any) -> dict[str, Any]:
+def rec(outcome: str | None = "resolved", at: float = MAY_1, **fields: Any) -> Record:
     """A record as the store returns it; the bot answers 2 s in unless told otherwise."""
     record: dict[str, Any] = {
         "interaction_id": f"i{at}-{outcome}-{sorted(fields.items())}",
@@ -73,7 +75,7 @@ def rec(outcome: str | None = "resolved", at: float = MAY_1, **fields: Any) -> d
         "ended_at": at + 32 if outcome else None,
     }
     record.update(fields)
-    return record
+    return cast(Record, record)
 
 
 # -- one record ----------------------------------------------------------------------------
@@ -129,7 +131,7 @@ BOT_SECONDS_CASES = [
     [c[1:] for c in BOT_SECONDS_CASES],
     ids=[c[0] for c in BOT_SECONDS_CASES],
 )
-def test_bot_seconds(fields: dict[str, Any], expected: float | None) -> None:
+def test_bot_seconds(fields: Record, expected: float | None) -> None:
     assert bot_seconds(fields) == expected
 
 
@@ -157,7 +159,7 @@ BILLABLE_CASES = [
 @pytest.mark.parametrize(
     ("fields", "expected"), [c[1:] for c in BILLABLE_CASES], ids=[c[0] for c in BILLABLE_CASES]
 )
-def test_billable_minutes(fields: dict[str, Any], expected: float) -> None:
+def test_billable_minutes(fields: Record, expected: float) -> None:
     assert billable_minutes(fields) == expected
 
 
@@ -194,7 +196,7 @@ GROUP_KEY_CASES = [
 
 
 @pytest.mark.parametrize(("group_by", "fields", "tz", "expected"), GROUP_KEY_CASES)
-def test_group_key(group_by: str, fields: dict[str, Any], tz: Any, expected: str) -> None:
+def test_group_key(group_by: str, fields: Record, tz: Any, expected: str) -> None:
     assert group_key(fields, group_by, tz) == expected
 
 
@@ -663,22 +665,22 @@ def test_bot_supplied_names_are_quoted_and_escaped_in_html() -> None:
 
 
 class _AllOnly:
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[Record]) -> None:
         self.records = records
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Record]:
         return self.records
 
 
 class _WithBetween(_AllOnly):
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[Record]) -> None:
         super().__init__(records)
         self.asked: list[tuple[float, float]] = []
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Record]:
         raise AssertionError("between() should have been used")
 
-    def between(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+    def between(self, start_ts: float, end_ts: float) -> list[Record]:
         self.asked.append((start_ts, end_ts))
         return [r for r in self.records if start_ts <= r["started_at"] < end_ts]
 
@@ -704,7 +706,7 @@ def test_records_from_a_real_store(tmp_path: Any) -> None:
                 for k, v in record.items()
                 if k not in {"interaction_id", "state"} and v is not None
             }
-            store.create(f"r{i}", caller_channel=f"c{i}", **fields)
+            create(store, f"r{i}", **cast(RecordChange, {**fields, "caller_channel": f"c{i}"}))
         report = build_report(records_between(store, MAY.start_ts, MAY.end_ts), MAY, "day")
     finally:
         store.close()
@@ -722,7 +724,7 @@ _offsets = st.one_of(st.none(), st.floats(min_value=0, max_value=4000, allow_nan
 
 
 @st.composite
-def records(draw: st.DrawFn) -> dict[str, Any]:
+def records(draw: st.DrawFn) -> Record:
     started = draw(
         st.floats(
             min_value=PERIOD.start_ts - 2 * DAY, max_value=PERIOD.end_ts + 2 * DAY, allow_nan=False
@@ -748,7 +750,7 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
         record["billable_minutes"] = draw(
             st.one_of(st.none(), st.floats(min_value=0, max_value=2000))
         )
-    return record
+    return cast(Record, record)
 
 
 def _check_stats(stats: GroupStats) -> None:
@@ -769,7 +771,7 @@ def _check_stats(stats: GroupStats) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(records(), max_size=40), st.sampled_from(GROUP_BYS))
-def test_counts_add_up_and_rates_are_fractions(items: list[dict[str, Any]], group_by: str) -> None:
+def test_counts_add_up_and_rates_are_fractions(items: list[Record], group_by: str) -> None:
     report = build_report(items, PERIOD, group_by)
     inside = [r for r in items if PERIOD.contains(r["started_at"])]
     assert report.total.total == len(inside)
@@ -807,7 +809,7 @@ def test_each_started_minute_is_billed(seconds: float) -> None:
     assert (minutes - 1) * 60 < round(seconds, 3) or minutes == 0
 
 
-def _ab_record(n: int, first: str, result: str, outcome: str, **more: Any) -> dict[str, Any]:
+def _ab_record(n: int, first: str, result: str, outcome: str, **more: Any) -> Record:
     attempts = [{"uri": first, "result": result}]
     if result != "answered" and "bot_uri" in more:
         attempts.append({"uri": more["bot_uri"], "result": "answered"})
@@ -840,7 +842,7 @@ def test_group_by_bot_is_the_first_bot_dialled() -> None:
         {"interaction_id": "x", "started_at": datetime(2024, 5, 1, 11, tzinfo=UTC).timestamp(),
          "profile": "default", "outcome": "overloaded"},
     ]  # fmt: skip
-    report = build_report(records, MAY, "bot")
+    report = build_report(cast(list[Record], records), MAY, "bot")
     rows = {r.key: r for r in report.rows}
     assert set(rows) == {a, b, NO_VALUE}
     assert (rows[a].total, rows[a].first_bot_failures, rows[a].outcomes["resolved"]) == (3, 1, 2)
@@ -872,7 +874,7 @@ def test_wilson_interval_matches_published_values(k: int, n: int, low: float, hi
 
 
 def test_group_by_node_shows_every_node_of_a_shared_store() -> None:
-    records = [
+    records: list[Record] = [
         {**rec("resolved", at=MAY_1), "node": "node-1"},
         {**rec("escalated", at=MAY_1 + 60), "node": "node-2"},
         {**rec("resolved", at=MAY_1 + 120), "node": "node-2"},

@@ -30,18 +30,20 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from ari_app.ari import parse_event
 from ari_app.calls.app import BridgeApp
+from ari_app.calls.services import CallServices
 from ari_app.calls.session import CallSession
 from ari_app.calls.states import CallState
 from ari_app.config import Config, load_config
+from ari_app.records import RecordChange
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri, Request, bridge, channel, channel_json
-from tests.records import NODE, stored
+from tests.records import NODE, WriteThrough, create, stored
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios" / "ari"
 SCRIPTS = sorted(SCENARIOS.rglob("*.json"))
@@ -69,7 +71,7 @@ async def test_scenario(script_path: Path, store: InteractionStore) -> None:
     given = {fields["interaction_id"] for fields in script.get("records", ())}
     for fields in script.get("records", ()):  # records an earlier run left open
         values = {k: given_value(v) for k, v in fields.items() if k != "interaction_id"}
-        store.create(fields["interaction_id"], **values)
+        create(store, fields["interaction_id"], **cast(RecordChange, values))
     app = BridgeApp(config, ari, store)
     app.draining = script.get("draining", False)
     session = None
@@ -98,9 +100,9 @@ async def test_scenario(script_path: Path, store: InteractionStore) -> None:
         if "in_order" in step:
             assert_in_order(made, [(m, fill(args, iid)) for m, args in step["in_order"]], where)
         for record_id, fields in fill(step.get("records", {}), iid).items():
-            row = stored(store, record_id)
-            check_record(row, fields, seen.get(record_id, {}), where)
-            seen[record_id] = dict(row)
+            record = dict(stored(store, record_id))
+            check_record(record, fields, seen.get(record_id, {}), where)
+            seen[record_id] = record
         if "record_count" in step:
             assert len(store.all()) == step["record_count"], (where, store.all())
         if "sessions" in step:
@@ -109,7 +111,7 @@ async def test_scenario(script_path: Path, store: InteractionStore) -> None:
                 assert app._by_channel == {}, where
 
     if "record" in script:
-        row = stored(store, iid)
+        row: dict[str, Any] = dict(stored(store, iid))
         for field, value in fill(script["record"], iid).items():
             assert row[field] == value, (field, row)
         for field in script.get("record_set", []):
@@ -148,13 +150,11 @@ def given_session(
     channels: Mapping[str, Any],
 ) -> CallSession:
     """The call the app follows when the script starts, in ``spec["state"]``, with its
-    record (written through at once: the store is a record sink too)."""
+    record (its changes committed at once, through the writer's path)."""
     caller = channel(**channel_fields(channels[spec["caller"]]))
     state = CallState(spec["state"])
     session = CallSession(
-        ari,
-        config,
-        store,
+        CallServices(ari=ari, config=config, records=WriteThrough(store)),
         config.profiles["default"],
         caller,
         interaction_id=spec["interaction_id"],
@@ -162,8 +162,12 @@ def given_session(
         bot_channel_id=spec.get("bot_channel_id"),
         bot_answered_at=given_value(spec.get("bot_answered_at")),
     )
-    store.create(
-        spec["interaction_id"], profile="default", caller_channel=caller.id, state=state.value
+    create(
+        store,
+        spec["interaction_id"],
+        profile="default",
+        caller_channel=caller.id,
+        state=state.value,
     )
     return session
 

@@ -9,12 +9,12 @@ import io
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ari_app.config import Config, load_config
 from ari_app.config import reporting as reporting_config
+from ari_app.records import Record
 from ari_app.reporting.aggregation import build_report
 from ari_app.reporting.mail import MailError
 from ari_app.reporting.metrics import Metrics
@@ -29,7 +29,7 @@ def _ts(day: int, hour: int, minute: int, second: int = 0) -> float:
     return datetime(2024, 5, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
-RECORDS: list[dict[str, Any]] = [
+RECORDS: list[Record] = [
     {"outcome": "resolved", "profile": "default", "started_at": _ts(7, 9, 0)},
     {
         "outcome": "escalated",
@@ -65,7 +65,7 @@ recipients = ["boss@example.com", "sup@example.com"]
 
 
 class _Records:
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Record]:
         return RECORDS
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ari_app.calls.routing import profile_for, queue_for
-from ari_app.calls.session import availability_from_queue, dialstatus_for_cause
+from ari_app.calls.services import availability_from_queue, dialstatus_for_cause
 from ari_app.calls.states import (
     HANDED_OFF,
     IN_PROGRESS,

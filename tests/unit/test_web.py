@@ -24,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ari_app.config import load_config
+from ari_app.records import Record
 from ari_app.reporting.aggregation import build_report
 from ari_app.reporting.jobs import StoreRecords
 from ari_app.reporting.metrics import Metrics
@@ -45,6 +46,7 @@ from ari_app.reporting.web import (
 )
 from ari_app.store import InteractionStore
 from devtools.stack import free_port
+from tests.records import create, update
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -77,7 +79,7 @@ def store(tmp_path: Path) -> Iterator[InteractionStore]:
     store = InteractionStore(tmp_path / "interactions.sqlite3")
     for i, (day, outcome, profile, queue, target, seconds) in enumerate(CALLS):
         start = _at(day) + i
-        store.create(f"call{i}", profile=profile, caller_channel=f"c{i}", started_at=start)
+        create(store, f"call{i}", profile=profile, caller_channel=f"c{i}", started_at=start)
         fields: dict[str, Any] = {"outcome": outcome, "state": outcome, "queue": queue}
         if seconds is not None:
             fields["bot_answered_at"] = start + 1
@@ -86,7 +88,7 @@ def store(tmp_path: Path) -> Iterator[InteractionStore]:
         fields["ended_at"] = fields.get("ended_at") or start + 300
         if target:
             fields["escalate_to"] = target
-        store.update(f"call{i}", **fields)
+        update(store, f"call{i}", **fields)
     yield store
     store.close()
 
@@ -281,7 +283,7 @@ class GatedRecords:
     reading: Path
     gate: Path
 
-    def __call__(self, start_ts: float, end_ts: float) -> list[dict[str, Any]]:
+    def __call__(self, start_ts: float, end_ts: float) -> list[Record]:
         self.reading.touch()
         deadline = time.monotonic() + WORKER_WAIT_SECONDS
         while not self.gate.exists() and time.monotonic() < deadline:

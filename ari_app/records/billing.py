@@ -1,4 +1,5 @@
-"""Billable bot time: pure functions, no I/O.
+"""Billable bot time: pure functions, no I/O; the one place it is computed (the call
+sessions and reconciliation write it into the record, the reports read it back).
 
 Billable time is the time the caller was connected to the bot: from ``bot_answered_at`` to
 the end of the bot's part of the call (``transfer_at`` for an escalation, otherwise the
@@ -16,6 +17,10 @@ Seconds are first rounded to the millisecond, so that float noise in the timesta
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
+from typing import Any
+
+from ari_app.records import Record, RecordChange
 
 ROUNDING_CEIL_MINUTE = "ceil_minute"
 ROUNDING_CEIL_6S = "ceil_6s"
@@ -47,7 +52,7 @@ def billable_minutes(seconds: float | None, rounding: str = DEFAULT_ROUNDING) ->
 
 def charge(
     answered_at: float | None, ended_at: float | None, rounding: str = DEFAULT_ROUNDING
-) -> dict[str, float | str | None]:
+) -> RecordChange:
     """The record's billing columns for a bot part from ``answered_at`` to ``ended_at``."""
     seconds = bot_seconds(answered_at, ended_at)
     return {
@@ -57,6 +62,47 @@ def charge(
     }
 
 
-def no_charge(rounding: str = DEFAULT_ROUNDING) -> dict[str, float | str | None]:
+def no_charge(rounding: str = DEFAULT_ROUNDING) -> RecordChange:
     """Billing columns of a call the bot never answered."""
     return {"bot_seconds": 0.0, "billable_minutes": 0.0, "billing_rounding": rounding}
+
+
+# -- a stored record's bot time and minutes (the reports) --------------------------------------
+
+
+def record_bot_seconds(record: Record) -> float | None:
+    """Seconds the caller was connected to the bot; None if unknown (no bot, still talking).
+
+    The record's own ``bot_seconds`` wins. Otherwise: from ``bot_answered_at`` to the bot's
+    transfer request (``transfer_at``) or, without one, to the end of the bot leg
+    (``bot_ended_at``) or of the call (``ended_at``).
+    """
+    given = record.get("bot_seconds")
+    if given is not None:
+        return max(0.0, float(given))
+    ends = (record.get("transfer_at"), record.get("bot_ended_at"), record.get("ended_at"))
+    end = next((epoch_seconds(e) for e in ends if e is not None), None)
+    return bot_seconds(epoch_seconds(record.get("bot_answered_at")), end)
+
+
+def record_billable_minutes(record: Record) -> float:
+    """The record's ``billable_minutes``, else its bot time billed under its
+    ``billing_rounding`` (``ceil_minute`` when it names none); 0 without bot time."""
+    given = record.get("billable_minutes")
+    if given is not None:
+        return max(0.0, float(given))
+    rounding = record.get("billing_rounding")
+    minutes = billable_minutes(
+        record_bot_seconds(record) or 0.0,
+        rounding if rounding is not None and rounding in ROUNDINGS else DEFAULT_ROUNDING,
+    )
+    return minutes or 0.0
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """An epoch-seconds column (a float, or a datetime from an ORM store)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return float(value)

@@ -1,0 +1,264 @@
+"""A call's state, its record and the caller's ways out of the app.
+
+:class:`Call` is what every call has, whatever its bot does: its ids and state, the record
+changes it queues (each move of the state table, ari_app/calls/states.py, with its entry
+and exit actions), the caller sent to a queue or followed to its end. The bot's part
+(dialling, answer, failover, escalation) is :class:`~ari_app.calls.session.CallSession`'s,
+built on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ari_app.ari import AriBadRequest, AriError, AriNotFound, AriUnprocessable, Bridge, Channel
+from ari_app.calls.bot_leg import BotAttempts
+from ari_app.calls.control import CallControl
+from ari_app.calls.services import CallServices, RecordSink, bridge_id_for
+from ari_app.calls.states import (
+    IN_PROGRESS,
+    CallState,
+    Trigger,
+    bot_part_ends,
+    entry_outcome,
+    next_state,
+)
+from ari_app.calls.transfer import TransferDecision, as_channel_variables, caller_variables
+from ari_app.config import BotProfile, Config
+from ari_app.outcomes import Outcome
+from ari_app.records import RecordChange, billing
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["CHANNEL_LEFT", "Call", "gather_all", "raise_first"]
+
+log = logging.getLogger(__name__)
+
+# what Asterisk answers an addChannel naming a channel that is gone or no longer in the
+# app: "Channel not found" (400), 404, "Channel not in Stasis application" (422)
+CHANNEL_LEFT = (AriBadRequest, AriNotFound, AriUnprocessable)
+
+
+@dataclass(eq=False)
+class Call:
+    """State of one interaction, keyed by the caller's channel.
+
+    What it uses comes in ``services`` (one bundle for every call of the app); the rest is
+    the call's own state. The one way to make a call's session: a new call gives its
+    profile and caller, a shed or re-adopted one the state it is in besides.
+
+    Record changes go to ``services.records`` without waiting; the ARI requests of one step
+    that do not depend on each other are sent concurrently.
+    """
+
+    services: CallServices
+    profile: BotProfile
+    caller: Channel
+    interaction_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: CallState = CallState.STARTED
+    bot_channel_id: str | None = None
+    bridge_id: str | None = None
+    started_at: float = field(default_factory=time.time)
+    bot_answered_at: float | None = None
+    agent_answered_at: float | None = None
+    ended_at: float | None = None
+    # business_hours as the dialplan passed it in Stasis(app,inbound,<value>); None when the
+    # dialplan passed nothing (then the variable is read from the channel)
+    dialplan_availability: str | None = None
+    # the call's bots: plan, claimed bot, attempts, answer timeout (calls/bot_leg.py)
+    bots: BotAttempts = field(init=False)
+    _bot_variables: dict[str, str] = field(default_factory=dict)
+    _caller_bridged: bool = False  # the caller is in the call's bridge (a bot leg joins it)
+    # the app subscribed to the caller: its events keep coming once it has left Stasis
+    followed: bool = False
+    # the channels of this call the app's index points at (caller, bot, transfer channel)
+    channel_ids: set[str] = field(default_factory=set)
+    # [bye_context]: the bot dialog's Call-ID, the key of its BYE's copy
+    bot_call_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.bots = BotAttempts(self.services.bots, self.profile)
+
+    @property
+    def ari(self) -> CallControl:
+        return self.services.ari
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def records(self) -> RecordSink:
+        return self.services.records
+
+    @property
+    def caller_id(self) -> str:
+        return self.caller.id
+
+    @property
+    def handed_off(self) -> bool:
+        """The app's part is over (queued, resolved, abandoned, error): it only watches."""
+        return self.state not in IN_PROGRESS
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _fire(self, trigger: Trigger, **record: Unpack[RecordChange]) -> None:
+        """Move the call (states.TRANSITIONS) and queue the record change with the entry
+        and exit actions of the move: the new state, the outcome it decides, the end of the
+        bot's part (its time, billed), the end of an abandoned call."""
+        previous = self.state
+        self.state = new = next_state(previous, trigger)
+        log.info("call %s: %s -(%s)-> %s", self.interaction_id, previous, trigger, new)
+        record.setdefault("state", new.value)
+        outcome = entry_outcome(previous, new)
+        if outcome is not None:
+            record.setdefault("outcome", outcome.value)
+        if new is CallState.ABANDONED:  # every other call ends when its caller is destroyed
+            self.ended_at = record.setdefault("ended_at", time.time())
+        rounding = self.config.billing.rounding
+        bot_part = bot_part_ends(previous, new)
+        if bot_part is not None:
+            self.bots.release()
+        if bot_part == "charged":
+            ended = record.get("transfer_at") or time.time()
+            record.setdefault("bot_ended_at", ended)
+            record = {**billing.charge(self.bot_answered_at, ended, rounding), **record}
+        elif bot_part == "free":
+            record = {**billing.no_charge(rounding), **record}
+        self.record(**record)
+        if outcome is not None and self.services.observer is not None:
+            self.services.observer.outcome(outcome.value)
+
+    def record(self, **fields: Unpack[RecordChange]) -> None:
+        """Queue a record change; the writer commits it off the call path. A misspelt field
+        is a type error (``RecordChange``), not a change refused here at run time."""
+        self.records.update(self.interaction_id, **fields)
+
+    def opening_record(self) -> RecordChange:
+        """The record's first fields: who called whom, through which profile, when."""
+        caller = self.caller
+        return {
+            "profile": self.profile.name,
+            "dialled_number": caller.dialplan.exten if caller.dialplan else "",
+            "caller_number": caller.caller.number if caller.caller else "",
+            "caller_channel": self.caller_id,
+            "started_at": self.started_at,
+        }
+
+    async def _create_bridge(self) -> None:
+        bridge_id = bridge_id_for(self.interaction_id)
+        await self.ari.create_bridge(
+            "mixing", bridge_id=bridge_id, name=f"botbridge-{self.interaction_id}"
+        )
+        self.bridge_id = bridge_id
+
+    async def send_to_queue(
+        self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()
+    ) -> None:
+        await self.route_caller(decision, outcome, release)
+        self._fire(Trigger.CALLER_ROUTED, queue=decision.queue, queued_at=time.time())
+
+    async def route_caller(
+        self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()
+    ) -> None:
+        """The caller's variables in one request, the caller into the queue context, then
+        the bot leg, the bridge and ``release`` (the transfer's Local channel) let go at once.
+        The app subscribes to the caller (with the variables, at once) so that its events
+        keep coming once it has left Stasis: the agent's answer, the end of the call."""
+        variables = caller_variables(self.interaction_id, self.profile, decision, outcome)
+        await gather_all(
+            self.ari.set_vars(self.caller_id, as_channel_variables(variables)),
+            self.follow_caller(),
+        )
+        await self.ari.continue_in_dialplan(self.caller_id, self.config.bridge.queue_context, "s")
+        await gather_all(
+            self._destroy_bridge(),
+            self._release_bot(),
+            *(self.ari.hangup(channel_id) for channel_id in release),
+        )
+
+    async def fail_safe(self, reason: str) -> None:
+        """An unexpected fault while the caller is ours: a human queue takes the caller."""
+        if self.handed_off:
+            return
+        log.error(
+            "call %s: %s; sending the caller to %s",
+            self.interaction_id,
+            reason,
+            self.profile.fallback_queue,
+        )
+        self._fire(Trigger.FAULT, error_reason=reason, queue=self.profile.fallback_queue)
+        decision = TransferDecision(queue=self.profile.fallback_queue, error=reason)
+        await self.route_caller(decision, outcome=Outcome.ERROR)
+
+    # -- the caller leaves ---------------------------------------------------------------
+
+    async def caller_gone(self) -> None:
+        if self.handed_off:
+            return
+        self._fire(Trigger.CALLER_HUNG_UP)
+        await gather_all(self._release_bot(), self._destroy_bridge())
+
+    async def agent_answered(self, agent_channel: str | None) -> None:
+        """After the queue: Queue() connected an agent (its Dial ANSWER; after a restart,
+        the caller found in a bridge that is not ours). The first answer counts."""
+        if self.state not in {CallState.QUEUED, CallState.ERROR} or self.agent_answered_at:
+            return
+        self.agent_answered_at = time.time()
+        log.info("call %s: agent answered (%s)", self.interaction_id, agent_channel)
+        self.record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
+
+    async def caller_entered_bridge(self, bridge: Bridge) -> None:
+        if bridge.id != bridge_id_for(self.interaction_id):
+            agents = [c for c in bridge.channels if c != self.caller_id]
+            await self.agent_answered(agents[0] if agents else None)
+
+    async def caller_ended(self) -> None:
+        """The caller's channel is destroyed: the interaction is over."""
+        if not self.handed_off:
+            await self.caller_gone()
+        if self.ended_at is None:
+            self.ended_at = time.time()
+            self.record(ended_at=self.ended_at)
+
+    async def follow_caller(self) -> bool:
+        """Keep receiving the caller's events once it leaves Stasis (queue, post-bot
+        context): the agent's Dial ANSWER and the caller's ChannelDestroyed (the end).
+        False when Asterisk refused (the caller's channel is gone)."""
+        try:
+            await self.ari.subscribe(self.config.ari.app, f"channel:{self.caller_id}")
+        except AriError as exc:
+            log.warning("call %s: cannot follow the caller: %s", self.interaction_id, exc)
+            return False
+        self.followed = True
+        return True
+
+    async def _release_bot(self) -> None:
+        if self.bot_channel_id:
+            await self.ari.hangup(self.bot_channel_id)
+
+    async def _destroy_bridge(self) -> None:
+        if self.bridge_id:
+            bridge_id, self.bridge_id = self.bridge_id, None
+            await self.ari.destroy_bridge(bridge_id)
+
+
+async def gather_all(*steps: Awaitable[object]) -> None:
+    """Run independent requests concurrently; the first failure (if any) is raised after
+    all have finished, so one vanished channel does not stop the others' clean-up."""
+    raise_first(await asyncio.gather(*steps, return_exceptions=True))
+
+
+def raise_first(results: Iterable[object]) -> None:
+    for result in results:
+        if isinstance(result, AriNotFound):
+            continue  # a channel or bridge already gone is what clean-up wanted
+        if isinstance(result, BaseException):
+            raise result
