@@ -29,12 +29,12 @@ from ari_app.config.values import (
     one_of,
 )
 from ari_app.outcomes import OUTCOMES
+from ari_app.records.billing import DEFAULT_ROUNDING, ROUNDINGS
 
 RtpPort = Annotated[int, Meta(ge=1024, le=65535)]
 Encryption = Annotated[str, one_of(("no", "sdes"))]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
-BILLING_ROUNDINGS = ("ceil_minute", "ceil_6s", "exact")
 # Asterisk's HTTP server listens with a backlog of 10 (main/tcptls.c, not configurable): more
 # REST connections opened at once than that overflow it, and the kernel drops their SYNs (the
 # client retries after 1 s, then 3 s: requests of a load burst stalled 3 to 6 s)
@@ -152,7 +152,7 @@ class LoggingSettings(Section, frozen=True):
 class BillingSettings(Section, frozen=True):
     """``[billing]``: how bot seconds become billable minutes (ari_app/records/billing.py)."""
 
-    rounding: Annotated[str, one_of(BILLING_ROUNDINGS)] = "ceil_minute"
+    rounding: Annotated[str, one_of(ROUNDINGS)] = DEFAULT_ROUNDING
 
 
 class WebhookSettings(Section, frozen=True):

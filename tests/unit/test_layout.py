@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "records": {"records", "outcomes"},
     "sip": {"sip"},
     "ari": {"ari"},
-    "config": {"config", "outcomes"},
+    "config": {"config", "outcomes", "records"},
     "asterisk": {"asterisk", "config"},
     "store": {"store", "config", "outcomes", "records"},
     "connect": {"connect", "ari", "config"},
