@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -111,11 +110,6 @@ report_runs = Table(
     Column("claimed_at", Float, nullable=False),
     PrimaryKeyConstraint("schedule", "run", name="report_runs_pkey"),
 )
-
-
-def record_columns() -> Sequence[str]:
-    """Column names in table order (for exports)."""
-    return [c.name for c in interactions.columns]
 
 
 def alembic_config(connection: Connection | None = None) -> Any:
