@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ari_app.store import InteractionStore
 from tests.postgres import PostgresServer, PostgresUnavailable, stoppable_postgres
 
 BACKENDS = ("sqlite", "postgresql")
@@ -32,6 +33,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = server.create_database()
     yield url
     server.drop_database(url)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[InteractionStore]:
+    """An interaction store on each backend, as node ``node-a``."""
+    store = InteractionStore(database_url, node="node-a")
+    yield store
+    store.close()
 
 
 @pytest.fixture

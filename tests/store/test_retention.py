@@ -4,10 +4,7 @@ node; open records, recent rows and events still to deliver are kept."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ari_app.config import load_config
 from ari_app.store import InteractionStore
@@ -16,13 +13,6 @@ from tests.records import create
 
 NOW = time.time()
 OLD = NOW - 401 * DAY_SECONDS
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[InteractionStore]:
-    store = InteractionStore(database_url, node="n1")
-    yield store
-    store.close()
 
 
 def fill(store: InteractionStore) -> None:

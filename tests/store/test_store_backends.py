@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,13 +14,6 @@ from ari_app.store.writer import RecordWriter
 from tests.records import create, stored, update
 
 T0 = 1_700_000_000.123456  # sub-millisecond digits must survive the round trip
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[InteractionStore]:
-    store = InteractionStore(database_url, node="node-a")
-    yield store
-    store.close()
 
 
 def new(store: InteractionStore, iid: str, **fields: Any) -> None:

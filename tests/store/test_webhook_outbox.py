@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-import pytest
 
 from ari_app.config import WebhookSettings
 from ari_app.reporting.webhooks import WebhookSender, backoff_seconds, verify
@@ -33,13 +31,6 @@ FAST = WebhookSettings(
     poll_interval_seconds=0.05,
     batch_size=10,
 )
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[InteractionStore]:
-    store = InteractionStore(database_url, node="node-a")
-    yield store
-    store.close()
 
 
 def escalate(writer: RecordWriter, iid: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,6 @@ from tests.records import update
 HOOK = WebhookSettings(
     urls=("http://127.0.0.1:9/a", "http://127.0.0.1:9/b"), outcomes=("resolved",)
 )
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[InteractionStore]:
-    store = InteractionStore(database_url, node="n1")
-    yield store
-    store.close()
 
 
 def record(n: int) -> RecordChange:
