@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ari_app.asterisk.certs import write_self_signed
+from ari_app.asterisk.hold_music import write_hold_tone
 from ari_app.config import Config, ConfigError, hep_password
 from ari_app.config.credentials import check_ari_password
 
@@ -234,6 +235,7 @@ def render_instance(
         values = template_values(config, dirs, module_dir)
     except ConfigError as exc:  # an empty HEP password file
         raise RenderError(str(exc)) from exc
+    write_hold_tone(root / "lib" / "moh")
     for name in CONFIG_FILES:
         target = root / "etc" / name
         text = render(template_text(name), values)

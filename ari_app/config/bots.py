@@ -30,11 +30,16 @@ from ari_app.config.values import (
 
 # how DTMF travels on a bot endpoint (pjsip.conf dtmf_mode); docs/media.md
 DTMF_MODES = ("rfc4733", "info", "auto", "auto_info")
+# what happens to a caller whose escalation failed (the queue timed out, had no agent, was
+# full): a new dialog with a bot of the profile, the overflow queue, or the end of the call
+ON_ESCALATION_FAILURE = ("return_to_bot", "overflow", "hangup")
 # name prefix of the endpoint and AOR rendered per probed bot URI (pjsip.conf)
 BOT_HEALTH_PREFIX = "botbridge-bot-"
 QueueName = Annotated[str, QUEUE_NAME]
 # empty: the bot endpoint's own AOR contact
 OptionalSipUri = Annotated[str, Rule(lambda v: SIP_URI.check(v) if v else None)]
+# empty: the profile's fallback_queue
+OptionalQueueName = Annotated[str, Rule(lambda v: QUEUE_NAME.check(v) if v else None)]
 QualifySeconds = Annotated[int, Meta(ge=0, le=86400)]
 
 # the values of [profiles.default] that every other profile must set itself
@@ -97,6 +102,12 @@ class BotProfile(Section, frozen=True):
     dtmf_mode: Annotated[str, one_of(DTMF_MODES)] = "rfc4733"
     # business_hours "closed": decline the bot's REFER (NOTIFY 404), the bot keeps the caller
     decline_transfer_when_closed: bool = False
+    # the queue ended without an agent (docs/call-flows.md, "The queue fails"): what then
+    on_escalation_failure: Annotated[str, one_of(ON_ESCALATION_FAILURE)] = "return_to_bot"
+    # return_to_bot: at most this many new bot dialogs per call, then overflow_target
+    max_escalation_returns: Annotated[int, Meta(ge=0, le=10)] = 2
+    # the last resort queue; empty = the profile's fallback_queue
+    overflow_target: OptionalQueueName = ""
 
     def _validate(self) -> None:
         bots = self.bots or tuple(BotTarget(uri) for uri in self.bot_uris)
@@ -116,6 +127,10 @@ class BotProfile(Section, frozen=True):
         if uri:
             return f"PJSIP/{self.bot_endpoint}/{uri}"
         return f"PJSIP/{self.bot_endpoint}"
+
+    @property
+    def overflow_queue(self) -> str:
+        return self.overflow_target or self.fallback_queue
 
     @property
     def targets(self) -> tuple[BotTarget, ...]:

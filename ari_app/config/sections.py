@@ -97,6 +97,8 @@ class BridgeSettings(Section, frozen=True):
     availability_cache_seconds: Annotated[float, Meta(ge=0, le=60)] = 2.0
     agent_ring_in_use: bool = False
     drain_seconds: Annotated[float, Meta(ge=0, le=3600)] = 30.0
+    # music on hold (musiconhold.conf class) while a caller waits for a new bot dialog
+    hold_music_class: Annotated[str, ENDPOINT_NAME] = "botbridge"
 
 
 class Limits(Section, frozen=True):

@@ -5,6 +5,8 @@ Endpoints (docs/reports.md):
 - ``GET /reports.csv``, ``GET /reports.json`` -- query ``from``, ``to`` (YYYY-MM-DD, both
   included; default the last 7 days), ``group_by`` (day|profile|queue|node, default day);
 - ``GET /reports`` -- the same as an HTML page with an inline SVG chart;
+- ``GET /interactions/{id}`` -- one interaction as an agent desktop pulls it (context, bot
+  time, escalation attempts, timeline; ``interaction.py``), 404 when unknown;
 - ``GET /metrics`` -- Prometheus text format;
 - ``GET /readyz`` -- readiness: 200 ``{"status": "ok", ...}`` when the app can take calls,
   503 ``{"status": "unavailable", "reasons": [...]}`` when the ARI event socket is down, the
@@ -44,6 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from ari_app.config import Config, ensure_secret_file
+from ari_app.reporting.interaction import INTERACTION_ID, interaction_view
 from ari_app.reporting.jobs import PAGE, Records, ReportJob, store_records, worker_started
 from ari_app.reporting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ari_app.reporting.metrics import Metrics
@@ -88,6 +91,8 @@ class WebSettings:
     metrics_public: bool = False
     health: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
     clock: Callable[[], float] = time.time
+    # one stored record by interaction id (run in a thread: one indexed row); None: no store
+    interaction: Callable[[str], Mapping[str, Any] | None] | None = None
 
 
 class ReportWorkers:
@@ -267,6 +272,20 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def interaction(request: web.Request) -> web.StreamResponse:
+    """``GET /interactions/{id}``: the record of one call, for the agent's desktop."""
+    if not _authorized(request):
+        return _unauthorized()
+    lookup = request.app[SETTINGS].interaction
+    interaction_id = request.match_info["interaction_id"]
+    record = None
+    if lookup is not None and INTERACTION_ID.fullmatch(interaction_id):
+        record = await asyncio.to_thread(lookup, interaction_id)
+    if record is None:
+        raise web.HTTPNotFound(text="404: no such interaction\n")
+    return web.json_response(interaction_view(record))
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if settings.metrics is None:
@@ -349,6 +368,7 @@ def create_web_app(settings: WebSettings) -> web.Application:
     app.router.add_get("/reports.csv", reports_csv)
     app.router.add_get("/reports.json", reports_json)
     app.router.add_get("/reports", reports_page)
+    app.router.add_get("/interactions/{interaction_id}", interaction)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -376,6 +396,7 @@ def settings_for(
         metrics=metrics,
         metrics_public=is_loopback(config.http.host),
         health=health,
+        interaction=store.get,
     )
 
 
