@@ -19,6 +19,9 @@ class Outcome(enum.StrEnum):
     ERROR = "error"  # a fault; the caller went to the fallback queue (or the app restarted)
     OVERLOADED = "overloaded"  # shed by admission control: fallback queue or 503, no bot
     BYPASSED = "bypassed"  # the app was not there: the dialplan sent the caller to a queue
+    # an escalation failed (the queue timed out, had no agent, was full) and no human took
+    # the caller afterwards: returned to the bot and resolved, overflowed, or ended
+    ESCALATION_FAILED = "escalation_failed"
 
 
 OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)

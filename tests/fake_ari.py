@@ -173,6 +173,12 @@ class FakeAri:
                 400, "POST", f"/bridges/{bridge_id}/addChannel", "Channel not found"
             )
 
+    async def start_bridge_moh(self, bridge_id: str, moh_class: str) -> None:
+        self._record("start_bridge_moh", bridge_id=bridge_id, moh_class=moh_class)
+
+    async def stop_bridge_moh(self, bridge_id: str) -> None:
+        self._record("stop_bridge_moh", bridge_id=bridge_id)
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         self._record("destroy_bridge", bridge_id=bridge_id)
 

@@ -290,6 +290,14 @@ class AriRest:
         params: dict[str, ParamValue] = {"channel": _comma_list(channel_ids)}
         await self.post(path_for("bridges", bridge_id, "removeChannel"), params=params)
 
+    async def start_bridge_moh(self, bridge_id: str, moh_class: str) -> None:
+        """Music on hold to everyone in the bridge (an announcer channel Asterisk adds)."""
+        params: dict[str, ParamValue] = {"mohClass": moh_class}
+        await self.post(path_for("bridges", bridge_id, "moh"), params=params)
+
+    async def stop_bridge_moh(self, bridge_id: str) -> None:
+        await self.delete(path_for("bridges", bridge_id, "moh"))
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         """Destroy a bridge; one that is already gone counts as success."""
         try:

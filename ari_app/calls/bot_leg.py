@@ -9,6 +9,7 @@ are the channel variables of a bot leg: the SIP headers of its INVITE. Pure, no 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ari_app.calls.bots import BotPool
@@ -51,9 +52,11 @@ class BotAttempts:
     _tried: list[BotAttempt] = field(default_factory=list)
 
     def begin(self) -> None:
-        """A new call: its plan, and the answer timeout starts."""
+        """A new call, or a new bot dialog of a returned caller: a new plan from its first
+        bot, and the answer timeout starts (the attempts so far are kept)."""
         self.deadline = time.monotonic() + self.profile.answer_timeout_seconds
         self._plan = self.pool.plan(self.profile)
+        self._next = 0
 
     def claim_next(self) -> bool:
         """Claim the next eligible bot of the plan; bots passed over (unreachable, at a
@@ -109,14 +112,18 @@ class BotAttempts:
 
 
 def bot_leg_variables(
-    profile: BotProfile, interaction_id: str, caller_number: str, availability: str
+    profile: BotProfile,
+    interaction_id: str,
+    caller_number: str,
+    availability: str,
+    context: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """The bot leg's channel variables: its INVITE's headers (the UUI with business_hours,
-    the interaction id, the profile's extra headers), the caller's number, and the declined
-    transfer context when nobody could take the caller."""
+    or ``context`` when given; the interaction id, the profile's extra headers), the
+    caller's number, and the declined transfer context when nobody could take the caller."""
     headers = {
         "User-to-User": uui.format_uui(
-            uui.encode_context([("business_hours", availability)]),
+            uui.encode_context(context or [("business_hours", availability)]),
             discriminator=profile.uui_discriminator,
         ),
         profile.interaction_header: interaction_id,

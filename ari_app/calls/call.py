@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ari_app.ari import AriBadRequest, AriError, AriNotFound, AriUnprocessable, Bridge, Channel
 from ari_app.calls.bot_leg import BotAttempts
 from ari_app.calls.control import CallControl
+from ari_app.calls.escalation import AttemptResult, attempt_closed
 from ari_app.calls.services import CallServices, RecordSink, bridge_id_for
 from ari_app.calls.states import (
     IN_PROGRESS,
@@ -32,7 +33,7 @@ from ari_app.calls.states import (
 from ari_app.calls.transfer import TransferDecision, as_channel_variables, caller_variables
 from ari_app.config import BotProfile, Config
 from ari_app.outcomes import Outcome
-from ari_app.records import RecordChange, billing
+from ari_app.records import EscalationAttempt, RecordChange, billing
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -82,6 +83,16 @@ class Call:
     channel_ids: set[str] = field(default_factory=set)
     # [bye_context]: the bot dialog's Call-ID, the key of its BYE's copy
     bot_call_id: str | None = None
+    # business_hours as the first bot dialog was told it
+    availability: str | None = None
+    # every time the caller was sent to a queue, in order (the record's escalations), the
+    # last routing decision (an overflow keeps its context), the returns to a bot so far
+    escalations: list[EscalationAttempt] = field(default_factory=list)
+    last_decision: TransferDecision | None = None
+    escalation_returns: int = 0
+    # answered bot dialogs, and the bot time of those that are over (billing counts them all)
+    bot_dialogs: int = 0
+    earlier_bot_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.bots = BotAttempts(self.services.bots, self.profile)
@@ -118,6 +129,8 @@ class Call:
         log.info("call %s: %s -(%s)-> %s", self.interaction_id, previous, trigger, new)
         record.setdefault("state", new.value)
         outcome = entry_outcome(previous, new)
+        if outcome is Outcome.RESOLVED and self.escalation_failed:
+            outcome = Outcome.ESCALATION_FAILED  # returned to the bot, which ended the call
         if outcome is not None:
             record.setdefault("outcome", outcome.value)
         if new is CallState.ABANDONED:  # every other call ends when its caller is destroyed
@@ -126,12 +139,14 @@ class Call:
         bot_part = bot_part_ends(previous, new)
         if bot_part is not None:
             self.bots.release()
+        earlier = self.earlier_bot_seconds
         if bot_part == "charged":
             ended = record.get("transfer_at") or time.time()
             record.setdefault("bot_ended_at", ended)
-            record = {**billing.charge(self.bot_answered_at, ended, rounding), **record}
+            record = {**billing.charge(self.bot_answered_at, ended, rounding, earlier), **record}
         elif bot_part == "free":
-            record = {**billing.no_charge(rounding), **record}
+            record = {**billing.no_charge(rounding, earlier), **record}
+        self.earlier_bot_seconds = record.get("bot_seconds") or earlier
         self.record(**record)
         if outcome is not None and self.services.observer is not None:
             self.services.observer.outcome(outcome.value)
@@ -159,11 +174,51 @@ class Call:
         )
         self.bridge_id = bridge_id
 
+    @property
+    def escalation_failed(self) -> bool:
+        """An escalation of the call failed and no agent has answered since."""
+        results = [a["result"] for a in self.escalations]
+        failed = [r for r in results if r not in {None, AttemptResult.ANSWERED.value}]
+        return bool(failed) and AttemptResult.ANSWERED.value not in results
+
+    def escalations_copy(self) -> list[EscalationAttempt]:
+        """The attempts as they are now (the record writer encodes them later)."""
+        return [attempt.copy() for attempt in self.escalations]
+
     async def send_to_queue(
-        self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()
+        self,
+        decision: TransferDecision,
+        outcome: Outcome,
+        release: tuple[str, ...] = (),
+        *,
+        via: str,
+        record: RecordChange | None = None,
     ) -> None:
+        """The caller to ``decision.queue``: a new escalation attempt (``via`` says what
+        sent it there: refer, bye, bot_failed, overflow)."""
         await self.route_caller(decision, outcome, release)
-        self._fire(Trigger.CALLER_ROUTED, queue=decision.queue, queued_at=time.time())
+        queued_at = time.time()
+        self.last_decision = decision
+        self.escalations.append(
+            {
+                "target": decision.queue,
+                "via": via,
+                "queued_at": queued_at,
+                "result": None,
+                "wait_seconds": None,
+                "agent_answered_at": None,
+            }
+        )
+        change: RecordChange = {**(record or {}), "queue": decision.queue, "queued_at": queued_at}
+        change["escalations"] = self.escalations_copy()
+        self._fire(Trigger.CALLER_ROUTED, **change)
+
+    def _close_attempt(self, result: AttemptResult, at: float) -> RecordChange:
+        """The open attempt (the caller in its queue) ends with ``result``."""
+        if not self.escalations or self.escalations[-1]["result"] is not None:
+            return {}
+        self.escalations[-1] = attempt_closed(self.escalations[-1], result, at)
+        return {"escalations": self.escalations_copy()}
 
     async def route_caller(
         self, decision: TransferDecision, outcome: Outcome, release: tuple[str, ...] = ()
@@ -213,7 +268,13 @@ class Call:
             return
         self.agent_answered_at = time.time()
         log.info("call %s: agent answered (%s)", self.interaction_id, agent_channel)
-        self.record(agent_answered_at=self.agent_answered_at, agent_channel=agent_channel)
+        failed_before = self.escalation_failed
+        answered = self._close_attempt(AttemptResult.ANSWERED, self.agent_answered_at)
+        answered["agent_answered_at"] = self.agent_answered_at
+        answered["agent_channel"] = agent_channel
+        if failed_before:  # a human took the caller after all
+            answered["outcome"] = Outcome.ESCALATED.value
+        self.record(**answered)
 
     async def caller_entered_bridge(self, bridge: Bridge) -> None:
         if bridge.id != bridge_id_for(self.interaction_id):
@@ -226,7 +287,11 @@ class Call:
             await self.caller_gone()
         if self.ended_at is None:
             self.ended_at = time.time()
-            self.record(ended_at=self.ended_at)
+            ended: RecordChange = {}
+            if self.state is CallState.QUEUED:  # hung up while it waited for an agent
+                ended = self._close_attempt(AttemptResult.CALLER_ABANDONED, self.ended_at)
+            ended["ended_at"] = self.ended_at
+            self.record(**ended)
 
     async def follow_caller(self) -> bool:
         """Keep receiving the caller's events once it leaves Stasis (queue, post-bot

@@ -11,11 +11,9 @@ bot dialog (same hex codec as the first one, ari_app/sip/uui.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import TypedDict
 
 from ari_app.config import BotProfile
-from ari_app.sip import uui
+from ari_app.records import EscalationAttempt as Attempt
 
 __all__ = [
     "QUEUE_ENDED_ARG",
@@ -24,10 +22,8 @@ __all__ = [
     "FailureAction",
     "attempt_closed",
     "failed_escalation_context",
-    "failed_escalation_uui",
     "failure_for_queue_status",
     "next_action",
-    "returns_of",
 ]
 
 # first Stasis() argument of a caller the queue handed back (the second is QUEUESTATUS)
@@ -60,17 +56,6 @@ class FailureAction(enum.StrEnum):
     HANGUP = "hangup"
 
 
-class Attempt(TypedDict):
-    """One escalation attempt of a call, as kept in the record's ``escalations``."""
-
-    target: str  # the queue
-    via: str  # refer, bye, bot_failed, fault, overflow: what sent the caller there
-    queued_at: float
-    result: str | None  # an AttemptResult once the attempt is over
-    wait_seconds: float | None  # queued_at -> answer, failure or abandon
-    agent_answered_at: float | None
-
-
 def failure_for_queue_status(status: str) -> AttemptResult | None:
     return _FAILURES.get(status.strip().upper())
 
@@ -83,11 +68,6 @@ def attempt_closed(attempt: Attempt, result: AttemptResult, at: float) -> Attemp
     if result is AttemptResult.ANSWERED:
         closed["agent_answered_at"] = at
     return closed
-
-
-def returns_of(attempts: Sequence[Attempt]) -> int:
-    """How many times the call went back to a bot after a failed attempt so far."""
-    return sum(1 for a in attempts if a.get("via") == "return_to_bot")
 
 
 def next_action(profile: BotProfile, returns: int, failed: Attempt) -> FailureAction:
@@ -113,11 +93,3 @@ def failed_escalation_context(
         ("reason", result.value),
         ("queue", queue),
     ]
-
-
-def failed_escalation_uui(
-    business_hours: str, result: AttemptResult, queue: str, *, discriminator: bool = False
-) -> str:
-    """The ``User-to-User`` header value of the new bot dialog (hex, as the first INVITE's)."""
-    pairs = failed_escalation_context(business_hours, result, queue)
-    return uui.format_uui(uui.encode_context(pairs), discriminator=discriminator)

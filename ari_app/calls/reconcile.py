@@ -52,7 +52,7 @@ from ari_app.calls.states import CallState
 from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config
 from ari_app.outcomes import Outcome
-from ari_app.records import Record, RecordChange, billing
+from ari_app.records import Record, RecordChange, billing, stored_escalations
 from ari_app.sip import uui
 from ari_app.store import InteractionStore, StoreError
 
@@ -345,6 +345,9 @@ async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[
         started_at=record["started_at"],
         bot_answered_at=record.get("bot_answered_at"),
         agent_answered_at=record.get("agent_answered_at"),
+        availability=record.get("availability"),
+        escalations=stored_escalations(record),
+        bot_dialogs=record.get("bot_dialogs") or 0,
     )
     if state in {
         CallState.STARTED,
@@ -378,11 +381,11 @@ async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[
         decision = TransferDecision(
             queue=route.queue, escalate_to=escalate_to, context=context, error=error
         )
-        await session.send_to_queue(decision, outcome=Outcome.ESCALATED)
+        await session.send_to_queue(decision, outcome=Outcome.ESCALATED, via="refer")
     elif state is CallState.BOT_FAILED and in_stasis:
         reason = record.get("error_reason") or APP_RESTARTED
         decision = TransferDecision(queue=profile.fallback_queue, error=reason)
-        await session.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
+        await session.send_to_queue(decision, outcome=Outcome.BOT_FAILED, via="bot_failed")
     else:
         if not await session.follow_caller():
             # the caller hung up between the channel list and the subscription: its end

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ari_app.ari import AriError, AriNotFound, Channel
 from ari_app.calls.bot_leg import (
@@ -23,6 +23,13 @@ from ari_app.calls.bot_leg import (
     bot_leg_variables,
 )
 from ari_app.calls.call import CHANNEL_LEFT, Call, gather_all, raise_first
+from ari_app.calls.escalation import (
+    AttemptResult,
+    FailureAction,
+    failed_escalation_context,
+    failure_for_queue_status,
+    next_action,
+)
 from ari_app.calls.refer_data import read_refer
 from ari_app.calls.services import bot_channel_id_for, dialstatus_for_cause, read_queue_availability
 from ari_app.calls.states import CallState, Trigger
@@ -61,7 +68,7 @@ class CallSession(Call):
         bridge to the caller in Asterisk, which answers the caller then."""
         self.records.create(self.interaction_id, **self.opening_record())
         self.bots.begin()
-        availability = await self._availability()
+        self.availability = availability = await self._availability()
         self.bot_channel_id = self.bot_channel_id or bot_channel_id_for(self.interaction_id)
         caller_number = self.caller.caller.number if self.caller.caller else ""
         self._bot_variables = bot_leg_variables(
@@ -205,10 +212,17 @@ class CallSession(Call):
         bot the failed leg may not have left yet; with three members the bridge mixes
         (softmix), which does not pass ANSWER on, so then the app answers the caller."""
         assert self.bot_channel_id
-        if self.bots.count > 1:
+        if self.escalation_returns and self.bridge_id:
+            # a returned caller heard the hold music until now (its own channel was answered
+            # with the first bot)
+            await self._hold_music(start=False)
+        elif self.bots.count > 1:
             await self.ari.answer(self.caller_id)
         self.bot_answered_at = time.time()
-        answered: RecordChange = {"bot_answered_at": self.bot_answered_at}
+        self.bot_dialogs += 1
+        answered: RecordChange = {"bot_dialogs": self.bot_dialogs}
+        if self.bot_dialogs == 1:  # the record keeps the first bot's answer
+            answered["bot_answered_at"] = self.bot_answered_at
         uri = self.bots.result(BOT_ANSWERED_RESULT)
         if uri is not None:
             answered.update({"bot_uri": uri, "bots_tried": self.bots.tried()})
@@ -228,7 +242,7 @@ class CallSession(Call):
             failed["bots_tried"] = self.bots.tried()
         self._fire(Trigger.BOT_FAILED, **failed)
         decision = TransferDecision(queue=self.profile.fallback_queue, error=reason)
-        await self.send_to_queue(decision, outcome=Outcome.BOT_FAILED)
+        await self.send_to_queue(decision, outcome=Outcome.BOT_FAILED, via="bot_failed")
 
     async def _next_bot(self, reason: str) -> bool:
         """Dial the next eligible bot on a new leg ``bot-<iid>-<n>``, the failed leg let go.
@@ -353,4 +367,96 @@ class CallSession(Call):
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
         )
-        await self.send_to_queue(decision, outcome=Outcome.ESCALATED, release=release)
+        await self.send_to_queue(
+            decision, outcome=Outcome.ESCALATED, release=release, via=via.lower()
+        )
+
+    # -- the queue ended without an agent --------------------------------------------------
+
+    async def queue_ended(self, status: str) -> None:
+        """Queue() returned without an agent and the caller is back in the app
+        (``Stasis(<app>,queue_ended,<QUEUESTATUS>)``): by the profile's
+        ``on_escalation_failure``, a new bot dialog, the overflow queue or the end."""
+        result = failure_for_queue_status(status)
+        if self.state is not CallState.QUEUED or result is None:
+            log.warning(
+                "call %s: back from the queue with %r in state %s; hanging up",
+                self.interaction_id,
+                status,
+                self.state.value,
+            )
+            await gather_all(self.ari.hangup(self.caller_id))
+            return
+        closed = self._close_attempt(result, time.time())
+        failed = self.escalations[-1]
+        action = next_action(self.profile, self.escalation_returns, failed)
+        log.info(
+            "call %s: queue %s ended (%s, %s): %s",
+            self.interaction_id,
+            failed["target"],
+            status,
+            result.value,
+            action.value,
+        )
+        failure: RecordChange = {"outcome": Outcome.ESCALATION_FAILED.value, **closed}
+        if action is FailureAction.RETURN_TO_BOT:
+            await self._return_to_bot(result, failed["target"], failure)
+        elif action is FailureAction.OVERFLOW:
+            last = self.last_decision or TransferDecision(queue=failed["target"])
+            decision = replace(last, queue=self.profile.overflow_queue)
+            await self.send_to_queue(
+                decision,
+                Outcome.ESCALATION_FAILED,
+                via=FailureAction.OVERFLOW.value,
+                record=failure,
+            )
+        else:
+            self._fire(Trigger.ESCALATION_ENDED, **failure)
+            await gather_all(self.ari.hangup(self.caller_id))
+
+    async def _return_to_bot(
+        self, result: AttemptResult, queue: str, failure: RecordChange
+    ) -> None:
+        """A new dialog with a bot of the profile, the same interaction id, and a context
+        that says why; the caller hears the hold music in the call's bridge meanwhile."""
+        self.escalation_returns += 1
+        self.bots.begin()
+        caller_number = self.caller.caller.number if self.caller.caller else ""
+        availability = self.availability or ""
+        context = failed_escalation_context(availability, result, queue)
+        self._bot_variables = bot_leg_variables(
+            self.profile, self.interaction_id, caller_number, availability, context
+        )
+        claimed = self.bots.claim_next()
+        if claimed:
+            self.bot_channel_id = bot_channel_id_for(self.interaction_id, self.bots.count)
+            if self.services.on_bot_channel is not None:
+                self.services.on_bot_channel(self.caller_id, self.bot_channel_id)
+            failure["bot_channel"] = self.bot_channel_id
+        failure["bots_tried"] = self.bots.tried()
+        self._fire(Trigger.BOT_RETURNED, **failure)
+        self._caller_bridged = False
+        await self._bridge_caller()
+        await self._hold_music(start=True)
+        if not claimed:
+            await self.bot_failed(NO_BOT_AVAILABLE)
+            return
+        try:
+            await self._create_bot_leg()
+        except AriError as exc:
+            await self.bot_failed(f"bot_channel_failed: {exc.status}")
+
+    async def _hold_music(self, *, start: bool) -> None:
+        """The hold music of a returned caller in the call's bridge, started while the new
+        bot is dialled and stopped when it answers. Never a reason to fail the call: a
+        refusal (no such class, already stopped) is logged."""
+        if self.bridge_id is None:
+            return
+        try:
+            if start:
+                moh_class = self.config.bridge.hold_music_class
+                await self.ari.start_bridge_moh(self.bridge_id, moh_class)
+            else:
+                await self.ari.stop_bridge_moh(self.bridge_id)
+        except AriError as exc:
+            log.warning("call %s: hold music (start=%s): %s", self.interaction_id, start, exc)

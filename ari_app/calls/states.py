@@ -36,6 +36,8 @@ class CallState(enum.StrEnum):
     RESOLVED = "resolved"  # the bot ended the call
     ABANDONED = "abandoned"  # the caller hung up while the app held the call
     ERROR = "error"  # a fault: the caller was sent to the fallback queue
+    # the queue ended without an agent and the profile ends the call then (hangup)
+    ESCALATION_FAILED = "escalation_failed"
 
 
 class Trigger(enum.StrEnum):
@@ -47,6 +49,9 @@ class Trigger(enum.StrEnum):
     REFER_RECEIVED = "refer_received"
     BYE_ESCALATION = "bye_escalation"  # the bot hung up with escalate_to on its BYE
     CALLER_ROUTED = "caller_routed"
+    # the queue ended without an agent (Stasis queue_ended): a new bot dialog, or the end
+    BOT_RETURNED = "bot_returned"
+    ESCALATION_ENDED = "escalation_ended"
     CALLER_HUNG_UP = "caller_hung_up"
     FAULT = "fault"
 
@@ -67,7 +72,10 @@ TRANSITIONS: Mapping[Trigger, tuple[frozenset[CallState], CallState]] = {
     Trigger.BOT_HUNG_UP: (frozenset({S.BOT_CONNECTED}), S.RESOLVED),
     Trigger.REFER_RECEIVED: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),
     Trigger.BYE_ESCALATION: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),
-    Trigger.CALLER_ROUTED: (frozenset({S.TRANSFERRING, S.BOT_FAILED}), S.QUEUED),
+    # from QUEUED: the overflow queue after a failed escalation
+    Trigger.CALLER_ROUTED: (frozenset({S.TRANSFERRING, S.BOT_FAILED, S.QUEUED}), S.QUEUED),
+    Trigger.BOT_RETURNED: (frozenset({S.QUEUED}), S.BOT_DIALLING),
+    Trigger.ESCALATION_ENDED: (frozenset({S.QUEUED}), S.ESCALATION_FAILED),
     Trigger.CALLER_HUNG_UP: (IN_PROGRESS, S.ABANDONED),
     Trigger.FAULT: (IN_PROGRESS, S.ERROR),
 }
@@ -91,6 +99,7 @@ _OUTCOME_ON_ENTRY: Mapping[CallState, Outcome] = {
     S.BOT_FAILED: Outcome.BOT_FAILED,
     S.ABANDONED: Outcome.ABANDONED,
     S.ERROR: Outcome.ERROR,
+    S.ESCALATION_FAILED: Outcome.ESCALATION_FAILED,
 }
 
 

@@ -13,9 +13,18 @@ app but the outcomes, so that the call handling, the store and the reports can a
 
 from __future__ import annotations
 
-from typing import TypedDict
+import json
+from typing import TypedDict, cast
 
-__all__ = ["FIELDS", "TIMESTAMP_FIELDS", "BotAttempt", "Record", "RecordChange"]
+__all__ = [
+    "FIELDS",
+    "TIMESTAMP_FIELDS",
+    "BotAttempt",
+    "EscalationAttempt",
+    "Record",
+    "RecordChange",
+    "stored_escalations",
+]
 
 
 class BotAttempt(TypedDict):
@@ -23,6 +32,18 @@ class BotAttempt(TypedDict):
 
     uri: str
     result: str | None
+
+
+class EscalationAttempt(TypedDict):
+    """One entry of ``escalations``: a time the caller was sent to a queue, and what came of
+    it (ari_app/calls/escalation.py names the results)."""
+
+    target: str  # the queue
+    via: str  # refer, bye, bot_failed, fault, overflow: what sent the caller there
+    queued_at: float
+    result: str | None  # answered, timeout, no_agents, full, caller_abandoned; None: waiting
+    wait_seconds: float | None  # queued_at -> the answer, the failure or the hang-up
+    agent_answered_at: float | None
 
 
 class _Columns(TypedDict, total=False):
@@ -53,6 +74,7 @@ class _Columns(TypedDict, total=False):
     billable_minutes: float | None
     billing_rounding: str | None
     bot_uri: str | None
+    bot_dialogs: int | None  # bot dialogs of the call that were answered (billed)
 
 
 class RecordChange(_Columns, total=False):
@@ -61,6 +83,7 @@ class RecordChange(_Columns, total=False):
 
     context_json: dict[str, str] | None
     bots_tried: list[BotAttempt] | None
+    escalations: list[EscalationAttempt] | None
 
 
 class Record(_Columns, total=False):
@@ -71,6 +94,7 @@ class Record(_Columns, total=False):
     updated_at: float
     context_json: str | None
     bots_tried: str | None
+    escalations: str | None
     context: dict[str, str]
 
 
@@ -86,3 +110,20 @@ TIMESTAMP_FIELDS = (
     "bot_ended_at",
     "ended_at",
 )
+
+_ATTEMPT_KEYS = frozenset(EscalationAttempt.__annotations__)
+
+
+def stored_escalations(record: Record) -> list[EscalationAttempt]:
+    """The attempts of a stored record (its ``escalations`` JSON text); [] without any, and
+    entries that are not attempts are left out."""
+    text = record.get("escalations")
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [
+        cast(EscalationAttempt, a) for a in value if isinstance(a, dict) and set(a) == _ATTEMPT_KEYS
+    ]

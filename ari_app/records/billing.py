@@ -51,10 +51,17 @@ def billable_minutes(seconds: float | None, rounding: str = DEFAULT_ROUNDING) ->
 
 
 def charge(
-    answered_at: float | None, ended_at: float | None, rounding: str = DEFAULT_ROUNDING
+    answered_at: float | None,
+    ended_at: float | None,
+    rounding: str = DEFAULT_ROUNDING,
+    earlier: float = 0.0,
 ) -> RecordChange:
-    """The record's billing columns for a bot part from ``answered_at`` to ``ended_at``."""
+    """The record's billing columns for a bot part from ``answered_at`` to ``ended_at``,
+    after ``earlier`` seconds of the call's earlier bot dialogs (a caller returned to a bot
+    after a failed escalation): the total is rounded, not each dialog."""
     seconds = bot_seconds(answered_at, ended_at)
+    if seconds is not None:
+        seconds = round(seconds + earlier, 3)
     return {
         "bot_seconds": seconds,
         "billable_minutes": billable_minutes(seconds, rounding),
@@ -62,9 +69,15 @@ def charge(
     }
 
 
-def no_charge(rounding: str = DEFAULT_ROUNDING) -> RecordChange:
-    """Billing columns of a call the bot never answered."""
-    return {"bot_seconds": 0.0, "billable_minutes": 0.0, "billing_rounding": rounding}
+def no_charge(rounding: str = DEFAULT_ROUNDING, earlier: float = 0.0) -> RecordChange:
+    """Billing columns of a bot part the bot never answered (after ``earlier`` seconds of
+    the call's earlier bot dialogs)."""
+    seconds = round(earlier, 3)
+    return {
+        "bot_seconds": seconds,
+        "billable_minutes": billable_minutes(seconds, rounding),
+        "billing_rounding": rounding,
+    }
 
 
 # -- a stored record's bot time and minutes (the reports) --------------------------------------

@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from ari_app.records import Record
+from ari_app.records import EscalationAttempt, Record
 from ari_app.reporting.figures import (
     NO_VALUE,
     OUTCOME_COLUMNS,
     billable_minutes,
     bot_seconds,
+    escalation_attempts,
     first_bot_failed,
     group_key,
     outcome_of,
@@ -26,6 +27,9 @@ from ari_app.reporting.figures import (
 )
 from ari_app.reporting.periods import Period, check_group_by
 
+# escalation attempt results the queue figures count (ari_app/calls/escalation.py)
+ANSWERED = "answered"
+CALLER_ABANDONED = "caller_abandoned"
 TOTAL_KEY = "(total)"  # parentheses cannot occur in profile or queue names
 
 
@@ -46,6 +50,15 @@ class GroupStats:
     billable_minutes: float
     usage_minutes: Mapping[str, float]  # billable minutes by bot profile
     first_bot_failures: int = 0  # the first bot dialled did not take the call
+    # escalation attempts (a caller sent to a queue) that are over, and how they ended;
+    # grouped by queue, the attempts to that queue (docs/reports.md)
+    queue_attempts: int = 0
+    queue_answered: int = 0
+    queue_abandoned: int = 0
+    answer_wait_seconds: float = 0.0  # summed over the answered attempts
+    # calls with an escalation attempt, and those of them an agent answered in the end
+    escalated_calls: int = 0
+    escalated_calls_answered: int = 0
 
     @property
     def containment_rate(self) -> float | None:
@@ -71,11 +84,52 @@ class GroupStats:
         return _ratio(self.outcomes["abandoned"], self.total)
 
     @property
+    def queue_answered_rate(self) -> float | None:
+        return _ratio(self.queue_answered, self.queue_attempts)
+
+    @property
+    def avg_speed_of_answer(self) -> float | None:
+        """Seconds from entering the queue to an agent's answer, over the answered attempts."""
+        return self.answer_wait_seconds / self.queue_answered if self.queue_answered else None
+
+    @property
+    def queue_abandon_rate(self) -> float | None:
+        return _ratio(self.queue_abandoned, self.queue_attempts)
+
+    @property
+    def escalation_success_rate(self) -> float | None:
+        """Of the calls with an escalation, the share an agent answered (grouped by bot:
+        how well that bot's escalations end)."""
+        return _ratio(self.escalated_calls_answered, self.escalated_calls)
+
+    @property
     def avg_bot_seconds(self) -> float | None:
         return self.bot_seconds / self.bot_calls if self.bot_calls else None
 
 
-def summarize(key: str, records: Iterable[Record]) -> GroupStats:
+def _attempt_figures(attempts: Iterable[EscalationAttempt]) -> dict[str, Any]:
+    """The queue figures of some escalation attempts (those still waiting left out)."""
+    closed = [a for a in attempts if a["result"] is not None]
+    answered = [a for a in closed if a["result"] == ANSWERED]
+    return {
+        "queue_attempts": len(closed),
+        "queue_answered": len(answered),
+        "queue_abandoned": sum(a["result"] == CALLER_ABANDONED for a in closed),
+        "answer_wait_seconds": sum(a["wait_seconds"] or 0.0 for a in answered),
+    }
+
+
+def summarize(
+    key: str, records: Iterable[Record], attempts: Iterable[EscalationAttempt] | None = None
+) -> GroupStats:
+    """The figures of ``records``; the queue figures of ``attempts`` when given (grouped by
+    queue: the attempts to that queue), else of the records' own attempts."""
+    records = list(records)
+    own = [a for r in records for a in escalation_attempts(r)]
+    escalated = [r for r in records if escalation_attempts(r)]
+    answered_calls = sum(
+        any(a["result"] == ANSWERED for a in escalation_attempts(r)) for r in escalated
+    )
     outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOME_COLUMNS, 0))
     targets: Counter[str] = Counter()
     usage: dict[str, float] = {}
@@ -107,6 +161,9 @@ def summarize(key: str, records: Iterable[Record]) -> GroupStats:
         billable_minutes=minutes,
         usage_minutes=usage,
         first_bot_failures=first_failures,
+        escalated_calls=len(escalated),
+        escalated_calls_answered=answered_calls,
+        **_attempt_figures(own if attempts is None else attempts),
     )
 
 
@@ -136,7 +193,16 @@ def build_report(records: Iterable[Record], period: Period, group_by: str = "day
         groups = {day.isoformat(): [] for day in period.days()}
     for record in inside:
         groups.setdefault(group_key(record, group_by, period.tz), []).append(record)
-    rows = tuple(summarize(key, groups[key]) for key in sorted(groups))
+    by_queue: dict[str, list[EscalationAttempt]] | None = None
+    if group_by == "queue":  # an attempt counts for its own queue, whatever the call's last
+        by_queue = {}
+        for attempt in (a for r in inside for a in escalation_attempts(r)):
+            by_queue.setdefault(attempt["target"], []).append(attempt)
+            groups.setdefault(attempt["target"], [])
+    rows = tuple(
+        summarize(key, groups[key], None if by_queue is None else by_queue.get(key, []))
+        for key in sorted(groups)
+    )
     return Report(period, group_by, rows, summarize(TOTAL_KEY, inside))
 
 

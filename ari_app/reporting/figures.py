@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 
 from ari_app.outcomes import OUTCOMES
-from ari_app.records import Record, billing
+from ari_app.records import EscalationAttempt, Record, billing, stored_escalations
 from ari_app.reporting.periods import check_group_by
 
 IN_PROGRESS = "in_progress"
@@ -76,6 +76,12 @@ def bots_tried(record: Record) -> list[tuple[str, str | None]]:
             result = item.get("result")
             attempts.append((item["uri"], result if isinstance(result, str) else None))
     return attempts
+
+
+def escalation_attempts(record: Record) -> list[EscalationAttempt]:
+    """The record's escalation attempts in order (the queue, its result, the wait); empty
+    for a record without any (no escalation, or an older record)."""
+    return stored_escalations(record)
 
 
 def first_bot_attempt(record: Record) -> tuple[str, str | None] | None:

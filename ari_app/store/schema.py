@@ -67,6 +67,8 @@ interactions = Table(
     Column("billing_rounding", Text),
     Column("bot_uri", Text),
     Column("bots_tried", Text),
+    Column("escalations", Text),
+    Column("bot_dialogs", Integer),
     Column("updated_at", Float, nullable=False),
     Index("interactions_started", "started_at"),
     Index("interactions_open", "ended_at"),

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
 import pytest
 
 from ari_app.asterisk.hold_music import HOLD_TONE_FILE, write_hold_tone
+from ari_app.calls.bot_leg import bot_leg_variables
 from ari_app.calls.escalation import (
     Attempt,
     AttemptResult,
     FailureAction,
     attempt_closed,
-    failed_escalation_uui,
+    failed_escalation_context,
     failure_for_queue_status,
     next_action,
-    returns_of,
 )
 from ari_app.config import ConfigError, load_config
+from ari_app.records import Record, stored_escalations
 from ari_app.sip import uui
 
 
@@ -58,8 +60,14 @@ def test_queue_status_names_the_failure(status: str, result: AttemptResult | Non
     assert failure_for_queue_status(status) is result
 
 
-def test_the_new_dialog_context_is_exactly_the_documented_one() -> None:
-    value = failed_escalation_uui("available", AttemptResult.NO_AGENTS, "billing-queue")
+def _returned_uui(profile: object, result: AttemptResult, queue: str) -> str:
+    context = failed_escalation_context("available", result, queue)
+    variables = bot_leg_variables(profile, "iid", "15550001111", "available", context)  # type: ignore[arg-type]
+    return variables["PJSIP_HEADER(add,User-to-User)"]
+
+
+def test_the_new_dialog_context_is_exactly_the_documented_one(tmp_path: Path) -> None:
+    value = _returned_uui(_profile(tmp_path), AttemptResult.NO_AGENTS, "billing-queue")
     data, _, params = value.partition(";")
     assert params == "encoding=hex"
     assert bytes.fromhex(data) == (
@@ -70,8 +78,9 @@ def test_the_new_dialog_context_is_exactly_the_documented_one() -> None:
     assert context.as_dict()["reason"] == "no_agents"
 
 
-def test_the_discriminator_is_kept_for_platforms_that_want_it() -> None:
-    value = failed_escalation_uui("closed", AttemptResult.FULL, "q", discriminator=True)
+def test_the_discriminator_is_kept_for_platforms_that_want_it(tmp_path: Path) -> None:
+    profile = _profile(tmp_path, "uui_discriminator = true\n")
+    value = _returned_uui(profile, AttemptResult.FULL, "q")
     assert value.startswith(f"{uui.UUI_PROTOCOL_DISCRIMINATOR:02x}")
 
 
@@ -104,9 +113,13 @@ def test_the_operator_policy_applies_from_the_first_failure(tmp_path: Path, poli
     assert next_action(profile, 0, _attempt()) is FailureAction(policy)  # type: ignore[arg-type]
 
 
-def test_returns_are_counted_from_the_attempts() -> None:
-    attempts = [_attempt(), _attempt(via="return_to_bot"), _attempt(via="return_to_bot")]
-    assert returns_of(attempts) == 2
+def test_stored_attempts_are_read_back_and_junk_is_dropped() -> None:
+    attempts = [_attempt(), attempt_closed(_attempt(via="overflow"), AttemptResult.FULL, 101.0)]
+    record: Record = {"escalations": json.dumps(attempts)}
+    assert stored_escalations(record) == attempts
+    assert stored_escalations({"escalations": None}) == []
+    assert stored_escalations({"escalations": "not json"}) == []
+    assert stored_escalations({"escalations": json.dumps([{"target": "q"}, 3])}) == []
 
 
 def test_defaults_and_overflow_queue(tmp_path: Path) -> None:

@@ -314,22 +314,23 @@ def test_timezone_named_rejects(name: str) -> None:
 # -- rates ---------------------------------------------------------------------------------
 
 RATE_CASES = [
-    # resolved, escalated, bot_failed, abandoned, error, overloaded, bypassed, in progress
+    # resolved, escalated, bot_failed, abandoned, error, overloaded, bypassed,
+    # escalation_failed, in progress
     #   -> containment, bot failure, abandon rates
-    ((0, 0, 0, 0, 0, 0, 0, 0), (None, None, None)),
-    ((1, 0, 0, 0, 0, 0, 0, 0), (1.0, 0.0, 0.0)),
-    ((0, 1, 0, 0, 0, 0, 0, 0), (0.0, 0.0, 0.0)),
-    ((3, 1, 0, 0, 0, 0, 0, 0), (0.75, 0.0, 0.0)),
-    ((0, 0, 2, 0, 0, 0, 0, 0), (None, 1.0, 0.0)),
-    ((0, 0, 0, 4, 0, 0, 0, 0), (None, 0.0, 1.0)),
-    ((0, 0, 0, 0, 1, 0, 0, 1), (None, 0.0, 0.0)),
-    ((5, 3, 1, 1, 0, 0, 0, 0), (5 / 8, 0.1, 0.1)),
+    ((0, 0, 0, 0, 0, 0, 0, 0, 0), (None, None, None)),
+    ((1, 0, 0, 0, 0, 0, 0, 0, 0), (1.0, 0.0, 0.0)),
+    ((0, 1, 0, 0, 0, 0, 0, 0, 0), (0.0, 0.0, 0.0)),
+    ((3, 1, 0, 0, 0, 0, 0, 0, 0), (0.75, 0.0, 0.0)),
+    ((0, 0, 2, 0, 0, 0, 0, 0, 0), (None, 1.0, 0.0)),
+    ((0, 0, 0, 4, 0, 0, 0, 0, 0), (None, 0.0, 1.0)),
+    ((0, 0, 0, 0, 1, 0, 0, 0, 1), (None, 0.0, 0.0)),
+    ((5, 3, 1, 1, 0, 0, 0, 0, 0), (5 / 8, 0.1, 0.1)),
     # calls shed by overload or that bypassed the app never met the bot: they count in no
     # rate but the total
-    ((0, 1, 0, 0, 0, 0, 3, 0), (0.0, 0.0, 0.0)),
-    ((1, 0, 0, 0, 0, 2, 0, 0), (1.0, 0.0, 0.0)),
+    ((0, 1, 0, 0, 0, 0, 3, 0, 0), (0.0, 0.0, 0.0)),
+    ((1, 0, 0, 0, 0, 2, 0, 0, 0), (1.0, 0.0, 0.0)),
     # containment ignores bot failures, abandons, errors and calls in progress
-    ((1, 1, 5, 5, 5, 0, 0, 5), (0.5, 5 / 22, 5 / 22)),
+    ((1, 1, 5, 5, 5, 0, 0, 0, 5), (0.5, 5 / 22, 5 / 22)),
 ]
 
 
@@ -491,7 +492,7 @@ def test_empty_period(group_by: str, rows: list[str]) -> None:
     table = render_table(report)
     assert "(total)" in table
     total_line = next(line for line in table.splitlines() if line.startswith(TOTAL_KEY))
-    assert total_line.split()[10:14] == ["-", "-", "-", "-"]
+    assert total_line.split()[11:15] == ["-", "-", "-", "-"]
 
 
 def test_build_report_rejects_unknown_grouping() -> None:
@@ -561,6 +562,7 @@ def test_json_layout() -> None:
         "error": 0,
         "overloaded": 0,
         "bypassed": 0,
+        "escalation_failed": 0,
         "in_progress": 0,
     }
     assert data["total"]["containment_rate"] == 0.6667
@@ -576,10 +578,11 @@ def test_table_layout() -> None:
     assert lines[2].split()[:3] == ["day", "total", "resolved"]
     assert lines[3].startswith("-")
     assert lines[4].split() == [
-        "2024-05-01", "3", "2", "1", "0", "0", "0", "0", "0", "0",
-        "66.7%", "21-94%", "0.0%", "0.0%", "0.0%", "30.0", "3", "billing=1",
+        "2024-05-01", "3", "2", "1", "0", "0", "0", "0", "0", "0", "0",
+        "66.7%", "21-94%", "0.0%", "0.0%", "0.0%", "-", "-", "-", "-", "30.0", "3",
+        "billing=1",
     ]  # fmt: skip
-    assert lines[5].split()[10:16] == ["-", "-", "100.0%", "0.0%", "0.0%", "-"]
+    assert lines[5].split()[11:17] == ["-", "-", "100.0%", "0.0%", "0.0%", "-"]
     assert lines[-1] == "Bot usage (billable minutes) by profile: default=1, night=1, sales=2"
     # the columns line up: every figure row is as wide as the header up to the last column
     assert len({len(line.rsplit("  ", 1)[0]) for line in lines[4:7]}) == 1

@@ -225,9 +225,15 @@ def test_dialstatus_for_cause(cause: int | None, status: str) -> None:
     assert dialstatus_for_cause(cause) == status
 
 
+# what moves a queued caller on when its queue ends without an agent (Stasis queue_ended)
+QUEUE_FAILURE_TRIGGERS = {Trigger.BOT_RETURNED, Trigger.CALLER_ROUTED, Trigger.ESCALATION_ENDED}
+
+
 def test_no_trigger_moves_a_call_the_app_has_handed_off() -> None:
     for state in HANDED_OFF:
         for trigger in Trigger:
+            if state is CallState.QUEUED and trigger in QUEUE_FAILURE_TRIGGERS:
+                continue
             with pytest.raises(InvalidTransition):
                 next_state(state, trigger)
 
@@ -243,6 +249,10 @@ def test_no_trigger_moves_a_call_the_app_has_handed_off() -> None:
         (CallState.BOT_CONNECTED, Trigger.BOT_HUNG_UP, CallState.RESOLVED),
         (CallState.TRANSFERRING, Trigger.CALLER_ROUTED, CallState.QUEUED),
         (CallState.TRANSFERRING, Trigger.CALLER_HUNG_UP, CallState.ABANDONED),
+        # the queue ended without an agent: a new bot dialog, the overflow queue, the end
+        (CallState.QUEUED, Trigger.BOT_RETURNED, CallState.BOT_DIALLING),
+        (CallState.QUEUED, Trigger.CALLER_ROUTED, CallState.QUEUED),
+        (CallState.QUEUED, Trigger.ESCALATION_ENDED, CallState.ESCALATION_FAILED),
     ],
 )
 def test_valid_transitions(current: CallState, trigger: Trigger, new: CallState) -> None:

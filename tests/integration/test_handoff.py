@@ -1,0 +1,229 @@
+"""The handoff never strands a caller: when its queue ends without an agent, the caller goes
+back to a bot of the same profile (same interaction id, a context saying why), and past
+``max_escalation_returns`` to the overflow queue. Real Asterisk 22, SIPp caller, bot, agent.
+
+The stack has two queues of its own, added to the rendered queues.conf and loaded with
+``module reload app_queue.so``: ``handoff-wait`` (no member, ``joinempty = yes``: the caller
+waits ``queue_timeout_seconds``, then TIMEOUT) and ``handoff-closed`` (no member, strict
+``joinempty``: JOINEMPTY at once). The bot's context names them through the routing map.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ari_app.sip import uui
+from devtools.devstack import DevStack, build_stack
+from devtools.runtime import Runtime
+from devtools.sipp import SippRun
+from devtools.stack import free_port
+from tests.harness import all_of, first, sipp_finished
+from tests.integration.test_call_flow import decode_uui_header, final_record
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_behind")]
+
+QUEUE_TIMEOUT = 3
+WAIT_QUEUE = "handoff-wait"
+CLOSED_QUEUE = "handoff-closed"
+EXTRA_QUEUES = f"""
+[{WAIT_QUEUE}]
+strategy = ringall
+joinempty = yes
+leavewhenempty = no
+
+[{CLOSED_QUEUE}]
+strategy = ringall
+joinempty = unavailable,invalid,unknown
+leavewhenempty = unavailable,invalid,unknown
+"""
+TOKEN = "handoff-test-token"
+CALL_TIMEOUT = 40
+BOT_TALK_MS = "1000"
+
+
+def refer_headers(escalate_to: str) -> str:
+    """Refer-To URI headers with ``escalate_to=<target>`` as hex User-to-User."""
+    return f"?User-to-User={f'escalate_to={escalate_to}'.encode().hex()}%3Bencoding%3Dhex"
+
+
+@pytest.fixture(scope="module")
+def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
+    root = runtime.scratch_root() / f"test-handoff-{uuid.uuid4().hex[:8]}"
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "handoff.toml"
+    config.write_text(
+        f"[bridge]\nqueue_timeout_seconds = {QUEUE_TIMEOUT}\n"
+        "[routing]\n"
+        'agents-queue = "agents-queue"\n'
+        f'nobody = "{WAIT_QUEUE}"\n'
+        f'closed = "{CLOSED_QUEUE}"\n'
+        "[profiles.default]\n"
+        "max_escalation_returns = 1\n"
+        'overflow_target = "agents-queue"\n'
+    )
+    stack = build_stack(
+        runtime,
+        root,
+        free_ports=True,
+        extra_env={
+            "BOTBRIDGE_CONFIG": str(config),
+            "BOTBRIDGE_BOT_ANSWER_TIMEOUT": "4",
+            "BOTBRIDGE_HTTP_PORT": str(free_port()),
+            "BOTBRIDGE_HTTP_TOKEN": TOKEN,
+        },
+    )
+    stack.start()
+    queues = root / "etc" / "queues.conf"
+    queues.write_text(queues.read_text() + EXTRA_QUEUES)
+    reloaded = stack.instance.cli("module reload app_queue.so").stdout
+    assert "reloaded" in reloaded, reloaded
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def checked_stack(handoff_stack: DevStack) -> DevStack:
+    return handoff_stack
+
+
+async def escalate_twice(
+    stack: DevStack, first_target: str, return_target: str, *, agent: bool = True
+) -> tuple[SippRun, SippRun, SippRun | None]:
+    """One call: the bot escalates to ``first_target``; when the caller comes back, the
+    returned dialog escalates to ``return_target``."""
+    sipp = stack.sipp()
+    agent_run = (
+        sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "1000"])
+        if agent
+        else None
+    )
+    bot = sipp.start(
+        "handoff/bot",
+        local_port=stack.bot_port,
+        keys={
+            "refer_user": "escalation",
+            "refer_headers": refer_headers(first_target),
+            "return_refer_headers": refer_headers(return_target),
+        },
+        calls=2,
+        extra=["-d", BOT_TALK_MS],
+    )
+    caller = sipp.start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service="5551000",
+        keys={"caller_number": "15550002222"},
+    )
+    for run in (caller, bot, agent_run):
+        if run is not None:
+            await sipp_finished(run, CALL_TIMEOUT)
+            assert run.wait(1) == 0, run.report()
+    return caller, bot, agent_run
+
+
+def bot_invites(bot: SippRun) -> list[Any]:
+    return [m for m in all_of(bot, "INVITE") if m.direction == "received"]
+
+
+async def interaction(stack: DevStack, iid: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{stack.config.http.port}/interactions/{iid}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def test_queue_timeout_returns_the_caller_to_the_bot_which_escalates_again(
+    handoff_stack: DevStack,
+) -> None:
+    stack = handoff_stack
+    _, bot, agent = await escalate_twice(stack, "nobody", "agents-queue")
+    invites = bot_invites(bot)
+    assert len(invites) == 2, bot.report()
+    iid = invites[0].header("X-Interaction-Id")
+    assert iid and invites[1].header("X-Interaction-Id") == iid
+    assert decode_uui_header(invites[0].header("User-to-User") or "") == "business_hours=available"
+    assert decode_uui_header(invites[1].header("User-to-User") or "") == (
+        f"business_hours=available;escalation=failed;reason=timeout;queue={WAIT_QUEUE}"
+    )
+    # the returned dialog's REFER was taken like the first one's
+    assert [n.body.splitlines()[0] for n in all_of(bot, "NOTIFY")][-1] == "SIP/2.0 200 OK"
+    assert agent is not None
+    agent_invite = first(agent, method="INVITE", direction="received")
+    assert agent_invite.header("X-Interaction-Id") == iid
+
+    row = await final_record(stack, iid, "escalated")
+    assert row["outcome"] == "escalated" and row["queue"] == "agents-queue"
+    assert row["agent_answered_at"] and row["bot_dialogs"] == 2
+    attempts = stored(row)
+    assert [(a["target"], a["via"], a["result"]) for a in attempts] == [
+        (WAIT_QUEUE, "refer", "timeout"),
+        ("agents-queue", "refer", "answered"),
+    ]
+    assert QUEUE_TIMEOUT - 0.5 <= attempts[0]["wait_seconds"] <= QUEUE_TIMEOUT + 3
+    assert attempts[1]["agent_answered_at"] == row["agent_answered_at"]
+    # both bot dialogs are billed: each talked BOT_TALK_MS before its REFER
+    assert row["bot_seconds"] >= 2 * int(BOT_TALK_MS) / 1000 - 0.2
+
+    view = await interaction(stack, iid)
+    assert view["escalations"] == attempts
+    events = [m["event"] for m in view["timeline"]]
+    assert events.index("escalation_timeout") < events.index("agent_answered")
+    assert view["context"] == {"escalate_to": "agents-queue"}
+
+
+async def test_no_agent_in_the_queue_returns_the_caller_at_once_with_no_agents(
+    handoff_stack: DevStack,
+) -> None:
+    _, bot, _ = await escalate_twice(handoff_stack, "closed", "agents-queue")
+    invites = bot_invites(bot)
+    assert decode_uui_header(invites[1].header("User-to-User") or "") == (
+        f"business_hours=available;escalation=failed;reason=no_agents;queue={CLOSED_QUEUE}"
+    )
+    iid = invites[0].header("X-Interaction-Id") or ""
+    row = await final_record(handoff_stack, iid, "escalated")
+    attempts = stored(row)
+    assert [(a["target"], a["result"]) for a in attempts] == [
+        (CLOSED_QUEUE, "no_agents"),
+        ("agents-queue", "answered"),
+    ]
+    assert attempts[0]["wait_seconds"] < 1.0  # JOINEMPTY: nobody waited for the timeout
+
+
+async def test_returns_over_the_limit_go_to_the_overflow_queue(handoff_stack: DevStack) -> None:
+    # max_escalation_returns = 1: the second failure overflows to agents-queue, no third bot
+    _, bot, agent = await escalate_twice(handoff_stack, "closed", "closed")
+    invites = bot_invites(bot)
+    assert len(invites) == 2
+    iid = invites[0].header("X-Interaction-Id") or ""
+    assert agent is not None
+    assert first(agent, method="INVITE", direction="received").header("X-Interaction-Id") == iid
+    row = await final_record(handoff_stack, iid, "escalated")
+    assert [(a["target"], a["via"], a["result"]) for a in stored(row)] == [
+        (CLOSED_QUEUE, "refer", "no_agents"),
+        (CLOSED_QUEUE, "refer", "no_agents"),
+        ("agents-queue", "overflow", "answered"),
+    ]
+    assert row["outcome"] == "escalated" and row["queue"] == "agents-queue"
+
+
+def stored(row: dict[str, Any]) -> list[dict[str, Any]]:
+    value = json.loads(row["escalations"] or "[]")
+    assert isinstance(value, list)
+    return value
+
+
+def test_context_helper_matches_the_codec() -> None:
+    header = refer_headers("nobody").split("=", 1)[1].replace("%3B", ";")
+    context = uui.decode_uui_context(uui.parse_uui(header))
+    assert context.as_dict() == {"escalate_to": "nobody"}
