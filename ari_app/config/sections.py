@@ -163,6 +163,7 @@ class WebhookSettings(Section, frozen=True):
     urls: tuple[Annotated[str, HTTP_URL], ...] = ()  # may hold credentials: see __repr__
     outcomes: Annotated[tuple[Annotated[str, one_of(OUTCOMES)], ...], Meta(min_length=1)] = (
         "escalated",
+        "escalation_failed",
     )
     secret_file: str = "webhook-secret"  # state-relative; BOTBRIDGE_WEBHOOK_SECRET wins
     timeout_seconds: Annotated[float, Meta(ge=0.1, le=60)] = 5.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ari_app.records import TIMESTAMP_FIELDS, Record
+from ari_app.records import TIMESTAMP_FIELDS, Record, stored_escalations
 
 __all__ = ["EVENT_VERSION", "TIMESTAMP_FIELDS", "event_body", "event_id"]
 
@@ -44,6 +44,8 @@ def event_body(record: Record, outcome: str, created_at: float) -> str:
         "escalate_to": record.get("escalate_to"),
         "context": context,
         "reason": record.get("error_reason"),
+        # every time the caller was sent to a queue, with its result so far
+        "escalations": stored_escalations(record),
         "node": record.get("node"),
         "timestamps": {name: record.get(name) for name in TIMESTAMP_FIELDS},
     }

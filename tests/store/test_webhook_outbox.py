@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from ari_app.config import WebhookSettings
+from ari_app.records import EscalationAttempt
 from ari_app.reporting.webhooks import WebhookSender, backoff_seconds, verify
 from ari_app.store import InteractionStore
 from ari_app.store.writer import RecordWriter
@@ -76,6 +77,33 @@ async def test_events_are_written_with_the_record_change(store: InteractionStore
     writer.update("i1", outcome="escalated", ended_at=1100.0)
     await writer.flush()
     assert len(store.webhook_events()) == 2
+
+
+async def test_a_failed_escalation_is_an_event_by_default(store: InteractionStore) -> None:
+    """The queue ended without an agent: ``interaction.escalation_failed`` with the attempts
+    (the default outcomes), once per interaction however often it fails."""
+    writer = RecordWriter(store, 0.01, WebhookSettings(urls=("http://127.0.0.1:9/a",)))
+    escalate(writer, "i1")
+    await writer.flush()
+    attempts: list[EscalationAttempt] = [
+        {
+            "target": "billing-queue",
+            "via": "refer",
+            "queued_at": 1010.5,
+            "result": "timeout",
+            "wait_seconds": 300.0,
+            "agent_answered_at": None,
+        }
+    ]
+    writer.update("i1", state="bot_dialling", outcome="escalation_failed", escalations=attempts)
+    await writer.flush()
+    writer.update("i1", outcome="escalation_failed", escalations=attempts + attempts)
+    await writer.flush()
+    events = {r["event_id"]: json.loads(r["body"]) for r in store.webhook_events()}
+    assert set(events) == {"i1.escalated", "i1.escalation_failed"}
+    failed = events["i1.escalation_failed"]
+    assert failed["event"] == "interaction.escalation_failed"
+    assert failed["escalations"] == attempts
 
 
 async def test_every_outcome_when_configured(store: InteractionStore) -> None:

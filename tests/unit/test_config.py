@@ -351,7 +351,8 @@ def test_media_and_webhook_settings(tmp_path: Path) -> None:
     assert default.codecs == ("alaw", "g722") and default.dtmf_mode == "info"
     assert default.decline_transfer_when_closed
     assert config.webhooks.enabled and config.webhooks.urls == ("http://127.0.0.1:9000/hook",)
-    assert config.webhooks.outcomes == ("escalated",) and config.webhooks.max_attempts == 3
+    assert config.webhooks.outcomes == ("escalated", "escalation_failed")
+    assert config.webhooks.max_attempts == 3
     assert not load_config(env=_env(tmp_path)).webhooks.enabled
 
 
