@@ -1,14 +1,13 @@
 """The Stasis application: routes ARI events to per-call sessions.
 
-Channels enter the app in three roles, told apart by their Stasis arguments or by
+Channels enter the app in four roles, told apart by their Stasis arguments or by
 ``replace_channel``:
 
 - ``inbound``: a carrier call (dialplan ``Stasis(app,inbound)``) -> a new CallSession, if
   admission control lets it in (else it is shed: fallback queue or 503, never half-handled);
 - ``bot,<interaction id>``: the bot leg the app created -> dial it;
 - a Local channel with ``replace_channel`` = a bot leg: the bot's REFER (core transfer mode);
-- ``queue_ended,<QUEUESTATUS>``: a caller of ours whose queue ended without an agent
-  (``[botbridge-queue]``) -> a new bot dialog, the overflow queue or the end.
+- ``queue_ended,<QUEUESTATUS>``: a caller of ours back from a queue without an agent.
 
 Routing (:meth:`BridgeApp.dispatch`) is synchronous and runs on the event reader: it only
 looks up or creates the call an event belongs to and posts the event to that call's queue
@@ -33,7 +32,6 @@ from ari_app.calls.bots import BotPool
 from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
-from ari_app.calls.escalation import QUEUE_ENDED_ARG
 from ari_app.calls.logcontext import bind_call, call_fields
 from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
@@ -251,11 +249,8 @@ class BridgeApp:
             return None
         elif args[:1] == [PROBE_ARGS]:
             return None  # reconciliation's probe channel: it hangs it up itself
-        elif args[:1] == [QUEUE_ENDED_ARG]:
-            session = self.sessions.get(channel.id)
-            if session is not None:
-                return session
-            log.warning("caller %s is back from a queue but has no call", channel.name)
+        elif args[:1] == ["queue_ended"] and channel.id in self.sessions:
+            return self.sessions[channel.id]  # a caller of ours back from its queue
         elif args[:1] == ["bot"]:
             session = self._by_channel.get(channel.id)
             if session is not None:
@@ -371,11 +366,7 @@ class BridgeApp:
         if event.replace_channel is not None:
             await session.transfer_requested(channel)
         elif channel.id == session.caller_id:
-            args = list(event.args or ())
-            if args[:1] == [QUEUE_ENDED_ARG]:
-                await session.queue_ended(args[1] if len(args) > 1 else "")
-            else:
-                await session.start()
+            await session.caller_entered(list(event.args or ()))
         else:
             await session.bot_entered_stasis(channel.id)
 

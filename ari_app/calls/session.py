@@ -24,6 +24,7 @@ from ari_app.calls.bot_leg import (
 )
 from ari_app.calls.call import CHANNEL_LEFT, Call, gather_all, raise_first
 from ari_app.calls.escalation import (
+    QUEUE_ENDED_ARG,
     AttemptResult,
     FailureAction,
     failed_escalation_context,
@@ -372,6 +373,14 @@ class CallSession(Call):
         )
 
     # -- the queue ended without an agent --------------------------------------------------
+
+    async def caller_entered(self, args: list[str]) -> None:
+        """The caller's StasisStart: a new call (``inbound``), or a caller of this call back
+        from its queue (``queue_ended,<QUEUESTATUS>``)."""
+        if args[:1] == [QUEUE_ENDED_ARG]:
+            await self.queue_ended(args[1] if len(args) > 1 else "")
+        else:
+            await self.start()
 
     async def queue_ended(self, status: str) -> None:
         """Queue() returned without an agent and the caller is back in the app

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
+
+from ari_app.records import Record, stored_escalations
 
 __all__ = ["INTERACTION_ID", "interaction_view"]
 
@@ -42,13 +44,6 @@ _SUMMARY = (
 )
 
 
-def _json_list(text: object) -> list[dict[str, Any]]:
-    if not isinstance(text, str) or not text:
-        return []
-    value = json.loads(text)
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
 def _context(record: Mapping[str, Any]) -> dict[str, str]:
     context = record.get("context")
     if isinstance(context, dict):
@@ -60,36 +55,23 @@ def _context(record: Mapping[str, Any]) -> dict[str, str]:
 
 def interaction_view(record: Mapping[str, Any]) -> dict[str, Any]:
     """The record as the agent desktop sees it (JSON-ready)."""
-    escalations = _json_list(record.get("escalations"))
+    escalations = stored_escalations(cast(Record, record))
     timeline: list[dict[str, Any]] = [
         {"at": record[field], "event": event}
         for field, event in _MOMENTS
         if record.get(field) is not None
     ]
     for number, attempt in enumerate(escalations, start=1):
-        target = attempt.get("target")
-        if attempt.get("queued_at") is not None:
-            timeline.append(
-                {"at": attempt["queued_at"], "event": "queued", "queue": target, "attempt": number}
-            )
-        if attempt.get("agent_answered_at") is not None:
-            timeline.append(
-                {
-                    "at": attempt["agent_answered_at"],
-                    "event": "agent_answered",
-                    "queue": target,
-                    "attempt": number,
-                }
-            )
-        elif attempt.get("result") and attempt.get("wait_seconds") is not None:
-            timeline.append(
-                {
-                    "at": attempt["queued_at"] + attempt["wait_seconds"],
-                    "event": f"escalation_{attempt['result']}",
-                    "queue": target,
-                    "attempt": number,
-                }
-            )
+        moments = [(attempt["queued_at"], "queued")]
+        if attempt["agent_answered_at"] is not None:
+            moments.append((attempt["agent_answered_at"], "agent_answered"))
+        elif attempt["result"] and attempt["wait_seconds"] is not None:
+            ended = attempt["queued_at"] + attempt["wait_seconds"]
+            moments.append((ended, f"escalation_{attempt['result']}"))
+        timeline.extend(
+            {"at": at, "event": event, "queue": attempt["target"], "attempt": number}
+            for at, event in moments
+        )
     if not escalations and record.get("agent_answered_at") is not None:
         timeline.append({"at": record["agent_answered_at"], "event": "agent_answered"})
     timeline.sort(key=lambda moment: moment["at"])
