@@ -9,6 +9,7 @@ reads payload types, payloads and RFC 4733 telephone-events from the packets the
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ __all__ = [
     "RtpListener",
     "RtpPacket",
     "dtmf_packets",
+    "tone_share",
+    "ulaw_samples",
     "write_rtp_pcap",
 ]
 
@@ -56,6 +59,31 @@ class RtpPacket:
             end -= data[-1]
         sequence, timestamp = struct.unpack("!HI", data[2:8])
         return cls(data[1] & 0x7F, bool(data[1] & 0x80), sequence, timestamp, data[offset:end])
+
+
+def ulaw_samples(payload: bytes) -> list[int]:
+    """G.711 mu-law (PCMU) bytes as 16-bit linear samples (ITU-T G.711's expansion)."""
+    samples = []
+    for byte in payload:
+        code = ~byte & 0xFF
+        magnitude = (((code & 0x0F) << 3) + 0x84) << ((code >> 4) & 0x07)
+        samples.append(-(magnitude - 0x84) if code & 0x80 else magnitude - 0x84)
+    return samples
+
+
+def tone_share(samples: list[int], frequency: float, rate: int = 8000) -> float:
+    """The share of the block's energy at ``frequency`` (Goertzel): about 0.5 for a pure tone
+    at that frequency, near 0 for silence or other tones (the block sets the resolution:
+    800 samples at 8 kHz resolve 10 Hz)."""
+    energy = sum(s * s for s in samples)
+    if not samples or not energy:
+        return 0.0
+    coefficient = 2 * math.cos(2 * math.pi * frequency / rate)
+    previous = before = 0.0
+    for sample in samples:
+        previous, before = sample + coefficient * previous - before, previous
+    power = previous * previous + before * before - coefficient * previous * before
+    return power / (len(samples) * energy)
 
 
 def dtmf_packets(digits: str, payload_type: int) -> list[tuple[int, bool, int, bytes]]:

@@ -10,6 +10,7 @@ waits ``queue_timeout_seconds``, then TIMEOUT) and ``handoff-closed`` (no member
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -18,13 +19,17 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ari_app.asterisk.hold_music import NOTE_SECONDS as HOLD_NOTE_SECONDS
+from ari_app.asterisk.hold_music import NOTES_HZ, REST_SECONDS
 from ari_app.sip import uui
+from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import all_of, first, sipp_finished
+from tests.harness import all_of, first, sipp_finished, until
 from tests.integration.test_call_flow import decode_uui_header, final_record
+from tests.media import RtpListener, tone_share, ulaw_samples
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_behind")]
 
@@ -215,6 +220,87 @@ async def test_returns_over_the_limit_go_to_the_overflow_queue(handoff_stack: De
         ("agents-queue", "overflow", "answered"),
     ]
     assert row["outcome"] == "escalated" and row["queue"] == "agents-queue"
+
+
+# one cycle of the generated hold tone (ari_app/asterisk/hold_music.py) and some: its
+# second note (554.37 Hz, in no ringback tone of indications.conf) is in every window
+HOLD_WINDOW_SECONDS = HOLD_NOTE_SECONDS * len(NOTES_HZ) + REST_SECONDS + 0.5
+PCMU = 0
+BLOCK_PACKETS = 5  # 100 ms blocks: 10 Hz resolution
+TONE_SHARE = 0.2  # a pure tone gives about 0.5
+
+
+async def test_the_caller_hears_hold_music_while_the_returned_bot_rings(
+    handoff_stack: DevStack,
+) -> None:
+    """Never dead air: between the failed queue and the new bot's answer the caller's RTP
+    carries the hold music (the returned dialog rings until the answer timeout, then the
+    fallback queue takes the caller)."""
+    stack = handoff_stack
+    at_caller = await RtpListener.open(free_port(udp_too=True))
+    try:
+        sipp = stack.sipp()
+        agent = sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "500"])
+        bot = sipp.start(
+            "handoff/bot_returned_rings",
+            local_port=stack.bot_port,
+            keys={"refer_user": "escalation", "refer_headers": refer_headers("closed")},
+            calls=2,
+            extra=["-d", BOT_TALK_MS],
+        )
+        caller = sipp.start(
+            "media/caller_listens",
+            local_port=free_port(udp_too=True),
+            remote=stack.sip_remote,
+            service="5551000",
+            keys={
+                "caller_number": "15550003333",
+                "sdp_port": str(at_caller.port),
+                "payloads": str(PCMU),
+            },
+        )
+
+        def returned_bot_ringing() -> dict[str, Any] | None:
+            rows = [r for r in all_records(stack) if r["caller_number"] == "15550003333"]
+            ringing = [
+                r
+                for r in rows
+                if r["state"] == "bot_dialling" and (r["bot_channel"] or "").endswith("-2")
+            ]
+            return ringing[0] if ringing else None
+
+        row = await until(returned_bot_ringing, 20, "the returned bot dialog ringing")
+        before = len(at_caller.packets)
+        await asyncio.sleep(HOLD_WINDOW_SECONDS)
+        heard = at_caller.packets[before:]
+        for run in (caller, bot, agent):
+            await sipp_finished(run, CALL_TIMEOUT)
+            assert run.wait(1) == 0, run.report()
+    finally:
+        at_caller.close()
+    # 20 ms packets all through the window, and the hold tone's note in them (the bot's
+    # ringing alone gives the caller Asterisk's ringback, 440+480 Hz, not this)
+    assert len(heard) >= HOLD_WINDOW_SECONDS * 50 * 0.8, len(heard)
+    pcm = [p.payload for p in heard if p.payload_type == PCMU]
+    blocks = [
+        ulaw_samples(b"".join(pcm[i : i + BLOCK_PACKETS]))
+        for i in range(0, len(pcm), BLOCK_PACKETS)
+    ]
+    shares = [tone_share(block, NOTES_HZ[-1]) for block in blocks]
+    assert max(shares) >= TONE_SHARE, [round(s, 3) for s in shares]
+    final = await final_record(stack, row["interaction_id"], "escalated")
+    assert [(a["target"], a["via"], a["result"]) for a in stored(final)] == [
+        (CLOSED_QUEUE, "refer", "no_agents"),
+        ("agents-queue", "bot_failed", "answered"),
+    ]
+
+
+def all_records(stack: DevStack) -> list[dict[str, Any]]:
+    store = InteractionStore(stack.config.store.url, migrate=False)
+    try:
+        return [dict(r) for r in store.all()]
+    finally:
+        store.close()
 
 
 def stored(row: dict[str, Any]) -> list[dict[str, Any]]:
