@@ -55,3 +55,12 @@ class WriteThrough:
 
     def update(self, interaction_id: str, **fields: Unpack[RecordChange]) -> None:
         update(self.store, interaction_id, **fields)
+
+
+def all_stored(url: str) -> list[Record]:
+    """Every record of the store at ``url`` (a running stack's), oldest first."""
+    store = InteractionStore(url, migrate=False)
+    try:
+        return store.all()
+    finally:
+        store.close()

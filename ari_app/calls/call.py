@@ -168,7 +168,7 @@ class Call:
         }
 
     async def _create_bridge(self) -> None:
-        bridge_id = bridge_id_for(self.interaction_id)
+        bridge_id = bridge_id_for(self.interaction_id, self.escalation_returns)
         await self.ari.create_bridge(
             "mixing", bridge_id=bridge_id, name=f"botbridge-{self.interaction_id}"
         )
@@ -277,7 +277,7 @@ class Call:
         self.record(**answered)
 
     async def caller_entered_bridge(self, bridge: Bridge) -> None:
-        if bridge.id != bridge_id_for(self.interaction_id):
+        if not bridge.id.startswith(bridge_id_for(self.interaction_id)):
             agents = [c for c in bridge.channels if c != self.caller_id]
             await self.agent_answered(agents[0] if agents else None)
 

@@ -11,6 +11,7 @@ bot dialog (same hex codec as the first one, ari_app/sip/uui.py).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from ari_app.config import BotProfile
 from ari_app.records import EscalationAttempt as Attempt
@@ -24,6 +25,7 @@ __all__ = [
     "failed_escalation_context",
     "failure_for_queue_status",
     "next_action",
+    "returns_in",
 ]
 
 # first Stasis() argument of a caller the queue handed back (the second is QUEUESTATUS)
@@ -68,6 +70,20 @@ def attempt_closed(attempt: Attempt, result: AttemptResult, at: float) -> Attemp
     if result is AttemptResult.ANSWERED:
         closed["agent_answered_at"] = at
     return closed
+
+
+def returns_in(attempts: Sequence[Attempt]) -> int:
+    """How many times the call went back to a bot, read from its attempts: every failed
+    attempt not followed by an overflow one (a failure that ended the call ends it)."""
+    failures = {
+        r.value for r in (AttemptResult.TIMEOUT, AttemptResult.NO_AGENTS, AttemptResult.FULL)
+    }
+    return sum(
+        1
+        for i, attempt in enumerate(attempts)
+        if attempt["result"] in failures
+        and not (i + 1 < len(attempts) and attempts[i + 1]["via"] == FailureAction.OVERFLOW)
+    )
 
 
 def next_action(profile: BotProfile, returns: int, failed: Attempt) -> FailureAction:

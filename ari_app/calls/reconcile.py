@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 from ari_app.ari import AriConflict, AriError, Channel, Event
 from ari_app.calls.control import CallControl
+from ari_app.calls.escalation import returns_in
 from ari_app.calls.routing import profile_for, queue_for
 from ari_app.calls.services import CallServices, RecordSink, bridge_id_for
 from ari_app.calls.session import CallSession
@@ -346,7 +347,8 @@ async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[
         bot_answered_at=record.get("bot_answered_at"),
         agent_answered_at=record.get("agent_answered_at"),
         availability=record.get("availability"),
-        escalations=stored_escalations(record),
+        escalations=(escalations := stored_escalations(record)),
+        escalation_returns=returns_in(escalations),
         bot_dialogs=record.get("bot_dialogs") or 0,
     )
     if state in {
@@ -357,7 +359,7 @@ async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[
     }:
         # the call's bridge exists from the start (the bot leg is bridged before it is
         # dialled): released with the call like any other
-        session.bridge_id = bridge_id_for(iid)
+        session.bridge_id = bridge_id_for(iid, session.escalation_returns)
     app.adopt(session)
     app.records.update(iid, reconciled_at=time.time())
     log.warning("call %s: re-adopted in state %s after a restart", iid, state.value)

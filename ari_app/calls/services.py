@@ -86,8 +86,10 @@ def bot_channel_id_for(interaction_id: str, attempt: int = 1) -> str:
     return f"bot-{interaction_id}" if attempt == 1 else f"bot-{interaction_id}-{attempt}"
 
 
-def bridge_id_for(interaction_id: str) -> str:
-    return f"call-{interaction_id}"
+def bridge_id_for(interaction_id: str, returns: int = 0) -> str:
+    """``call-<iid>``; after the n-th return to a bot, ``call-<iid>-r<n>`` (a bridge id is
+    not free again the moment its bridge is destroyed: Asterisk answers 409 for a while)."""
+    return f"call-{interaction_id}" if not returns else f"call-{interaction_id}-r{returns}"
 
 
 # Q.850 hangup cause -> the Dial status Asterisk reports for it (lower case)

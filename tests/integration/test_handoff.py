@@ -21,8 +21,8 @@ import pytest
 
 from ari_app.asterisk.hold_music import NOTE_SECONDS as HOLD_NOTE_SECONDS
 from ari_app.asterisk.hold_music import NOTES_HZ, REST_SECONDS
+from ari_app.records import Record
 from ari_app.sip import uui
-from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
@@ -30,6 +30,7 @@ from devtools.stack import free_port
 from tests.harness import all_of, first, sipp_finished, until
 from tests.integration.test_call_flow import decode_uui_header, final_record
 from tests.media import RtpListener, tone_share, ulaw_samples
+from tests.records import all_stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_behind")]
 
@@ -260,8 +261,10 @@ async def test_the_caller_hears_hold_music_while_the_returned_bot_rings(
             },
         )
 
-        def returned_bot_ringing() -> dict[str, Any] | None:
-            rows = [r for r in all_records(stack) if r["caller_number"] == "15550003333"]
+        def returned_bot_ringing() -> Record | None:
+            rows = [
+                r for r in all_stored(stack.config.store.url) if r["caller_number"] == "15550003333"
+            ]
             ringing = [
                 r
                 for r in rows
@@ -293,14 +296,6 @@ async def test_the_caller_hears_hold_music_while_the_returned_bot_rings(
         (CLOSED_QUEUE, "refer", "no_agents"),
         ("agents-queue", "bot_failed", "answered"),
     ]
-
-
-def all_records(stack: DevStack) -> list[dict[str, Any]]:
-    store = InteractionStore(stack.config.store.url, migrate=False)
-    try:
-        return [dict(r) for r in store.all()]
-    finally:
-        store.close()
 
 
 def stored(row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,10 +1,12 @@
 """Correctness under concurrency: a short SIPp load through the real stack, both flows mixed.
 
-300 calls at 30 calls/s: half dial a number whose bot hangs up after 1 s (resolved), half a
-number whose bot REFERs after 1 s with a context (escalated to the agent). Asserted: every
-SIPp party saw every call succeed, the event socket never reconnected, and the records match
-the wire exactly, call by call (outcome, queue, context, interaction id). No timing is
-asserted; speed is `make bench`'s job.
+300 calls at 30 calls/s, a third per flow: a number whose bot hangs up after 1 s
+(resolved), a number whose bot REFERs after 1 s with a context (escalated to the agent), and
+a number whose bot REFERs to a queue nobody is in (the escalation fails at once, JOINEMPTY),
+gets the caller back in a new dialog (same interaction id, ``escalation=failed``) and REFERs
+it to the agent. Asserted: every SIPp party saw every call succeed, the event socket never
+reconnected, and the records match the wire exactly, call by call (outcome, queue, context,
+interaction id, the escalation attempts). No timing is asserted; speed is `make bench`'s job.
 """
 
 from __future__ import annotations
@@ -15,25 +17,35 @@ from collections.abc import Iterator
 
 import pytest
 
-from ari_app.records import Record
-from ari_app.store import InteractionStore
+from ari_app.records import Record, stored_escalations
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
 from tests.harness import load_callers, sipp_finished, until
-from tests.integration.test_call_flow import SEED_ESCALATION_HEX
+from tests.integration.test_call_flow import SEED_ESCALATION_HEX, decode_uui_header
+from tests.integration.test_handoff import refer_headers
 from tests.integration.test_metrics import scrape
+from tests.records import all_stored
 
 # load, restart and benchmark runs last minutes: a longer per-test limit than the default
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
-CALLS_PER_FLOW = 150
-RATE_PER_FLOW = 15  # calls/s; both flows together: 30 calls/s
+CALLS_PER_FLOW = 100
+RATE_PER_FLOW = 10  # calls/s; the three flows together: 30 calls/s
 BOT_TALK_MS = 1000
 AGENT_TALK_MS = 500
 RESOLVE_NUMBER = "5551000"
 ESCALATE_NUMBER = "6661000"
+RETURN_NUMBER = "7771000"
+# a queue without members whose strict joinempty refuses every caller at once (JOINEMPTY)
+CLOSED_QUEUE = "load-closed"
+CLOSED_QUEUE_CONF = f"""
+[{CLOSED_QUEUE}]
+strategy = ringall
+joinempty = unavailable,invalid,unknown
+leavewhenempty = unavailable,invalid,unknown
+"""
 SIPP_TIMEOUT = 120
 
 
@@ -42,6 +54,7 @@ def loaded(runtime: Runtime) -> Iterator[DevStack]:
     root = runtime.scratch_root() / f"test-load-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True, exist_ok=True)
     escalating_bot = free_port(udp_too=True)
+    returning_bot = free_port(udp_too=True)
     config = root / "botbridge.toml"
     # a second profile whose bot (its own SIPp) transfers; one agent contact stands for a
     # pool of agents, so the queue rings it while it is on another call
@@ -58,9 +71,25 @@ fallback_queue = "agents-queue"
 default_queue = "agents-queue"
 availability_queue = "agents-queue"
 
+[profiles.returning]
+bot_endpoint = "voicebot"
+bot_uri = "sip:voicebot@127.0.0.1:{returning_bot}"
+answer_timeout_seconds = 10
+fallback_queue = "agents-queue"
+default_queue = "agents-queue"
+availability_queue = "agents-queue"
+
+[routing]
+agents-queue = "agents-queue"
+closed = "{CLOSED_QUEUE}"
+
 [[routes]]
 pattern = "{ESCALATE_NUMBER}"
 profile = "escalating"
+
+[[routes]]
+pattern = "{RETURN_NUMBER}"
+profile = "returning"
 
 [[routes]]
 pattern = "_X."
@@ -74,36 +103,50 @@ profile = "default"
         extra_env={"BOTBRIDGE_CONFIG": str(config), "BOTBRIDGE_HTTP_PORT": str(free_port())},
     )
     stack.escalating_bot_port = escalating_bot  # type: ignore[attr-defined]
+    stack.returning_bot_port = returning_bot  # type: ignore[attr-defined]
     stack.start()
+    queues = root / "etc" / "queues.conf"
+    queues.write_text(queues.read_text() + CLOSED_QUEUE_CONF)
+    reloaded = stack.instance.cli("module reload app_queue.so").stdout
+    assert "reloaded" in reloaded, reloaded
     yield stack
     stack.stop()
 
 
 def load_party(
-    stack: DevStack, scenario: str, port: int, *, keys: dict[str, str], extra: list[str]
+    stack: DevStack,
+    scenario: str,
+    port: int,
+    *,
+    keys: dict[str, str],
+    extra: list[str],
+    calls: int = CALLS_PER_FLOW,
 ) -> SippRun:
     return stack.sipp().start(
-        f"load/{scenario}",
+        scenario if "/" in scenario else f"load/{scenario}",
         local_port=port,
         keys=keys,
         extra=["-aa", *extra],
-        calls=CALLS_PER_FLOW,
+        calls=calls,
         timeout=SIPP_TIMEOUT,
     )
 
 
 def all_records(stack: DevStack) -> list[Record]:
-    store = InteractionStore(stack.config.store.url)
-    try:
-        return store.all()
-    finally:
-        store.close()
+    return all_stored(stack.config.store.url)
 
 
 async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: DevStack) -> None:
     stack = loaded
     before = await scrape(stack)
-    agent = load_party(stack, "agent", stack.agent_port, keys={}, extra=["-d", str(AGENT_TALK_MS)])
+    agent = load_party(
+        stack,
+        "agent",
+        stack.agent_port,
+        keys={},
+        extra=["-d", str(AGENT_TALK_MS)],
+        calls=2 * CALLS_PER_FLOW,  # the escalated callers and the returned ones
+    )
     resolver = load_party(
         stack, "bot_resolve", stack.bot_port, keys={}, extra=["-d", str(BOT_TALK_MS)]
     )
@@ -116,6 +159,18 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
             "refer_headers": f"?User-to-User={SEED_ESCALATION_HEX}%3Bencoding%3Dhex",
         },
         extra=["-d", str(BOT_TALK_MS)],
+    )
+    returner = load_party(
+        stack,
+        "handoff/bot",
+        stack.returning_bot_port,  # type: ignore[attr-defined]
+        keys={
+            "refer_user": "escalation",
+            "refer_headers": refer_headers("closed"),
+            "return_refer_headers": refer_headers("agents-queue"),
+        },
+        extra=["-d", str(BOT_TALK_MS)],
+        calls=2 * CALLS_PER_FLOW,  # two dialogs per call
     )
     resolving_callers = load_callers(
         stack,
@@ -134,7 +189,16 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         timeout=SIPP_TIMEOUT,
     )
 
-    for run in (resolving_callers, escalating_callers, resolver, escalator, agent):
+    returning_callers = load_callers(
+        stack,
+        calls=CALLS_PER_FLOW,
+        rate=RATE_PER_FLOW,
+        prefix="3555",
+        service=RETURN_NUMBER,
+        timeout=SIPP_TIMEOUT,
+    )
+    parties = (resolving_callers, escalating_callers, returning_callers, resolver, escalator)
+    for run in (*parties, returner, agent):
         await sipp_finished(run, SIPP_TIMEOUT)
         assert run.wait(1) == 0, run.report()[-3000:]
 
@@ -143,20 +207,33 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         "resolved": invites_by_caller(resolver, "1555"),
         "escalated": invites_by_caller(escalator, "2555"),
     }
+    returned = received_invites(returner, "3555")
     agent_ids = invites_by_caller(agent, "2555")
     assert len(bot_ids["resolved"]) == len(bot_ids["escalated"]) == CALLS_PER_FLOW
     assert agent_ids == bot_ids["escalated"]  # every escalated caller reached the agent
+    # every returning caller: two bot dialogs with one interaction id, the second saying why,
+    # then the agent
+    assert len(returned) == CALLS_PER_FLOW
+    failed = f"escalation=failed;reason=no_agents;queue={CLOSED_QUEUE}"
+    for invites in returned.values():
+        # business_hours as the call's first dialog was told it (under load: available or
+        # busy, as the agent's state was when the call came in)
+        (first_iid, first_context), (second_iid, second_context) = invites
+        assert first_context.startswith("business_hours=") and ";" not in first_context
+        assert second_context == f"{first_context};{failed}" and second_iid == first_iid
+    return_ids = {number: invites[0][0] for number, invites in returned.items()}
+    assert invites_by_caller(agent, "3555") == return_ids
 
     def settled() -> list[Record] | None:
         rows = all_records(stack)
-        done = len(rows) == 2 * CALLS_PER_FLOW and all(r["ended_at"] for r in rows)
+        done = len(rows) == 3 * CALLS_PER_FLOW and all(r["ended_at"] for r in rows)
         return rows if done else None
 
     rows = await until(settled, 30, "every record closed")
     by_id = {r["interaction_id"]: r for r in rows}
     assert Counter(r["outcome"] for r in rows) == {
         "resolved": CALLS_PER_FLOW,
-        "escalated": CALLS_PER_FLOW,
+        "escalated": 2 * CALLS_PER_FLOW,
     }
     for outcome, ids in bot_ids.items():
         for caller_number, iid in ids.items():
@@ -169,6 +246,15 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
                 assert row["context"] == {"escalate_to": "agents-queue"}
                 assert row["error_reason"] is None and row["agent_answered_at"], row
 
+    for caller_number, iid in return_ids.items():
+        row = by_id[iid]
+        assert row["caller_number"] == caller_number and row["bot_dialogs"] == 2, row
+        attempts = [(a["target"], a["via"], a["result"]) for a in stored_escalations(row)]
+        assert attempts == [
+            (CLOSED_QUEUE, "refer", "no_agents"),
+            ("agents-queue", "refer", "answered"),
+        ], row
+
     after = await scrape(stack)
     assert (
         after[("botbridge_ari_reconnects_total", ())]
@@ -178,13 +264,24 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
 
 
 def invites_by_caller(run: SippRun, prefix: str) -> dict[str, str]:
-    """Caller number -> X-Interaction-Id of every INVITE this party received."""
-    found: dict[str, str] = {}
+    """Caller number -> X-Interaction-Id of every INVITE this party received from a caller
+    numbered ``<prefix>...``."""
+    return {number: invites[-1][0] for number, invites in received_invites(run, prefix).items()}
+
+
+def received_invites(run: SippRun, prefix: str) -> dict[str, list[tuple[str, str]]]:
+    """Caller number -> (X-Interaction-Id, decoded User-to-User or "") of each INVITE this
+    party received from a caller numbered ``<prefix>...``, in order."""
+    found: dict[str, list[tuple[str, str]]] = {}
     for msg in run.messages():
         if msg.method != "INVITE" or msg.direction != "received":
             continue
         number = (msg.header("From") or "").split("sip:", 1)[-1].split("@", 1)[0]
+        if not number.startswith(prefix):
+            continue
         iid = msg.header("X-Interaction-Id")
-        assert number.startswith(prefix) and iid, msg.describe()
-        found[number] = iid
+        assert iid, msg.describe()
+        uui_header = msg.header("User-to-User")
+        context = decode_uui_header(uui_header) if uui_header else ""
+        found.setdefault(number, []).append((iid, context))
     return found

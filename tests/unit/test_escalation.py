@@ -18,6 +18,7 @@ from ari_app.calls.escalation import (
     failed_escalation_context,
     failure_for_queue_status,
     next_action,
+    returns_in,
 )
 from ari_app.config import ConfigError, load_config
 from ari_app.records import Record, stored_escalations
@@ -111,6 +112,16 @@ def test_return_to_bot_until_the_limit_then_overflow_then_the_end(tmp_path: Path
 def test_the_operator_policy_applies_from_the_first_failure(tmp_path: Path, policy: str) -> None:
     profile = _profile(tmp_path, f'on_escalation_failure = "{policy}"\n')
     assert next_action(profile, 0, _attempt()) is FailureAction(policy)  # type: ignore[arg-type]
+
+
+def test_returns_are_read_from_the_attempts() -> None:
+    timeout = attempt_closed(_attempt(), AttemptResult.TIMEOUT, 103.0)
+    answered = attempt_closed(_attempt(), AttemptResult.ANSWERED, 103.0)
+    overflow = _attempt(via="overflow")
+    assert returns_in([]) == 0
+    assert returns_in([timeout]) == 1  # failed, nothing after it yet: back with a bot
+    assert returns_in([timeout, timeout, answered]) == 2
+    assert returns_in([timeout, timeout, overflow]) == 1  # the second failure overflowed
 
 
 def test_stored_attempts_are_read_back_and_junk_is_dropped() -> None:
