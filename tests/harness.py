@@ -120,3 +120,12 @@ def load_callers(
         limit=calls,
         timeout=timeout,
     )
+
+
+def add_queues(stack: DevStack, sections: str) -> None:
+    """Queues of a test's own (``queues.conf`` sections) added to a running stack's rendered
+    ``queues.conf`` and loaded (``module reload app_queue.so``)."""
+    queues = stack.root / "etc" / "queues.conf"
+    queues.write_text(queues.read_text() + sections)
+    reloaded = stack.instance.cli("module reload app_queue.so").stdout
+    assert "reloaded" in reloaded, reloaded

@@ -27,7 +27,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import all_of, first, sipp_finished, until
+from tests.harness import add_queues, all_of, first, sipp_finished, until
 from tests.integration.test_call_flow import decode_uui_header, final_record
 from tests.media import RtpListener, tone_share, ulaw_samples
 from tests.records import all_stored
@@ -85,10 +85,7 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
         },
     )
     stack.start()
-    queues = root / "etc" / "queues.conf"
-    queues.write_text(queues.read_text() + EXTRA_QUEUES)
-    reloaded = stack.instance.cli("module reload app_queue.so").stdout
-    assert "reloaded" in reloaded, reloaded
+    add_queues(stack, EXTRA_QUEUES)
     yield stack
     stack.stop()
 
@@ -99,16 +96,12 @@ def checked_stack(handoff_stack: DevStack) -> DevStack:
 
 
 async def escalate_twice(
-    stack: DevStack, first_target: str, return_target: str, *, agent: bool = True
-) -> tuple[SippRun, SippRun, SippRun | None]:
+    stack: DevStack, first_target: str, return_target: str
+) -> tuple[SippRun, SippRun, SippRun]:
     """One call: the bot escalates to ``first_target``; when the caller comes back, the
     returned dialog escalates to ``return_target``."""
     sipp = stack.sipp()
-    agent_run = (
-        sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "1000"])
-        if agent
-        else None
-    )
+    agent_run = sipp.start("common/agent", local_port=stack.agent_port, extra=["-d", "1000"])
     bot = sipp.start(
         "handoff/bot",
         local_port=stack.bot_port,
@@ -128,9 +121,8 @@ async def escalate_twice(
         keys={"caller_number": "15550002222"},
     )
     for run in (caller, bot, agent_run):
-        if run is not None:
-            await sipp_finished(run, CALL_TIMEOUT)
-            assert run.wait(1) == 0, run.report()
+        await sipp_finished(run, CALL_TIMEOUT)
+        assert run.wait(1) == 0, run.report()
     return caller, bot, agent_run
 
 
@@ -164,7 +156,6 @@ async def test_queue_timeout_returns_the_caller_to_the_bot_which_escalates_again
     )
     # the returned dialog's REFER was taken like the first one's
     assert [n.body.splitlines()[0] for n in all_of(bot, "NOTIFY")][-1] == "SIP/2.0 200 OK"
-    assert agent is not None
     agent_invite = first(agent, method="INVITE", direction="received")
     assert agent_invite.header("X-Interaction-Id") == iid
 
@@ -212,7 +203,6 @@ async def test_returns_over_the_limit_go_to_the_overflow_queue(handoff_stack: De
     invites = bot_invites(bot)
     assert len(invites) == 2
     iid = invites[0].header("X-Interaction-Id") or ""
-    assert agent is not None
     assert first(agent, method="INVITE", direction="received").header("X-Interaction-Id") == iid
     row = await final_record(handoff_stack, iid, "escalated")
     assert [(a["target"], a["via"], a["result"]) for a in stored(row)] == [

@@ -22,7 +22,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import load_callers, sipp_finished, until
+from tests.harness import add_queues, load_callers, sipp_finished, until
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX, decode_uui_header
 from tests.integration.test_handoff import refer_headers
 from tests.integration.test_metrics import scrape
@@ -105,10 +105,7 @@ profile = "default"
     stack.escalating_bot_port = escalating_bot  # type: ignore[attr-defined]
     stack.returning_bot_port = returning_bot  # type: ignore[attr-defined]
     stack.start()
-    queues = root / "etc" / "queues.conf"
-    queues.write_text(queues.read_text() + CLOSED_QUEUE_CONF)
-    reloaded = stack.instance.cli("module reload app_queue.so").stdout
-    assert "reloaded" in reloaded, reloaded
+    add_queues(stack, CLOSED_QUEUE_CONF)
     yield stack
     stack.stop()
 
