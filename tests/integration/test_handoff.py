@@ -49,6 +49,7 @@ joinempty = unavailable,invalid,unknown
 leavewhenempty = unavailable,invalid,unknown
 """
 TOKEN = "handoff-test-token"
+OVERFLOW_NUMBER = "5552000"
 CALL_TIMEOUT = 40
 BOT_TALK_MS = "1000"
 
@@ -63,6 +64,8 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
     root = runtime.scratch_root() / f"test-handoff-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True, exist_ok=True)
     config = root / "handoff.toml"
+    overflow_bot = free_port(udp_too=True)
+    # a second profile (its own bot) that overflows at once to a queue that fails too
     config.write_text(
         f"[bridge]\nqueue_timeout_seconds = {QUEUE_TIMEOUT}\n"
         "[routing]\n"
@@ -72,6 +75,17 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
         "[profiles.default]\n"
         "max_escalation_returns = 1\n"
         'overflow_target = "agents-queue"\n'
+        "[profiles.overflowing]\n"
+        'bot_endpoint = "voicebot"\n'
+        f'bot_uri = "sip:voicebot@127.0.0.1:{overflow_bot}"\n'
+        "answer_timeout_seconds = 4\n"
+        'fallback_queue = "agents-queue"\n'
+        'default_queue = "agents-queue"\n'
+        'availability_queue = "agents-queue"\n'
+        'on_escalation_failure = "overflow"\n'
+        f'overflow_target = "{CLOSED_QUEUE}"\n'
+        f'[[routes]]\npattern = "{OVERFLOW_NUMBER}"\nprofile = "overflowing"\n'
+        '[[routes]]\npattern = "_X."\nprofile = "default"\n'
     )
     stack = build_stack(
         runtime,
@@ -84,6 +98,7 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
             "BOTBRIDGE_HTTP_TOKEN": TOKEN,
         },
     )
+    stack.overflow_bot_port = overflow_bot  # type: ignore[attr-defined]
     stack.start()
     add_queues(stack, EXTRA_QUEUES)
     yield stack
@@ -215,6 +230,40 @@ async def test_returns_over_the_limit_go_to_the_overflow_queue(handoff_stack: De
 
 # one cycle of the generated hold tone (ari_app/asterisk/hold_music.py) and some: its
 # second note (554.37 Hz, in no ringback tone of indications.conf) is in every window
+async def test_a_failed_overflow_queue_ends_the_call_without_a_loop(
+    handoff_stack: DevStack,
+) -> None:
+    """``on_escalation_failure = "overflow"``: the first failure goes to the overflow queue at
+    once (no bot dialog), and a failure there ends the call: the operator's last resort."""
+    stack = handoff_stack
+    sipp = stack.sipp()
+    bot = sipp.start(
+        "escalate/bot",
+        local_port=stack.overflow_bot_port,  # type: ignore[attr-defined]
+        keys={"refer_user": "escalation", "refer_headers": refer_headers("closed")},
+        extra=["-d", BOT_TALK_MS],
+    )
+    caller = sipp.start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service=OVERFLOW_NUMBER,
+        keys={"caller_number": "15550004444"},
+    )
+    for run in (caller, bot):
+        await sipp_finished(run, CALL_TIMEOUT)
+        assert run.wait(1) == 0, run.report()
+    assert len(bot_invites(bot)) == 1  # never back to the bot
+    assert first(caller, method="BYE", direction="received")
+    iid = bot_invites(bot)[0].header("X-Interaction-Id") or ""
+    row = await final_record(stack, iid, "escalation_failed")
+    assert row["state"] == "escalation_failed" and row["profile"] == "overflowing"
+    assert [(a["target"], a["via"], a["result"]) for a in stored(row)] == [
+        (CLOSED_QUEUE, "refer", "no_agents"),
+        (CLOSED_QUEUE, "overflow", "no_agents"),
+    ]
+
+
 HOLD_WINDOW_SECONDS = HOLD_NOTE_SECONDS * len(NOTES_HZ) + REST_SECONDS + 0.5
 PCMU = 0
 BLOCK_PACKETS = 5  # 100 ms blocks: 10 Hz resolution
