@@ -387,7 +387,10 @@ class CallSession(Call):
         (``Stasis(<app>,queue_ended,<QUEUESTATUS>)``): by the profile's
         ``on_escalation_failure``, a new bot dialog, the overflow queue or the end."""
         result = failure_for_queue_status(status)
-        if self.state is not CallState.QUEUED or result is None:
+        waiting = bool(self.escalations) and self.escalations[-1]["result"] is None
+        if self.state is not CallState.QUEUED or result is None or not waiting:
+            # not an escalation of ours waiting (a shed call, a fault's fallback queue) or a
+            # status that is no failure: the call ends as the dialplan had it
             log.warning(
                 "call %s: back from the queue with %r in state %s; hanging up",
                 self.interaction_id,
