@@ -3,11 +3,12 @@ the fake ARI; the wire itself is tests/integration/test_handoff.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ari_app.calls.services import CallServices
 from ari_app.calls.session import CallSession
-from ari_app.calls.states import CallState
+from ari_app.calls.states import CallState, Trigger
 from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config, load_config
 from ari_app.outcomes import Outcome
@@ -17,6 +18,8 @@ from tests.records import WriteThrough, create, stored
 
 IID = "0123456789abcdef0123456789abcdef"
 CALLER = "caller-1"
+FIRST_BOT_SECONDS = 10.0
+SECOND_BOT_SECONDS = 5.0
 
 
 def _config(tmp_path: Path, profile: str = "") -> Config:
@@ -43,9 +46,10 @@ def _session(config: Config, store: InteractionStore, ari: FakeAri) -> CallSessi
 
 
 async def _queued(session: CallSession, queue: str = "agents-queue") -> None:
-    """The first bot escalated: the caller is in ``queue``."""
-    session.bots.count = 1  # bot-<iid> was dialled
-    session.state = CallState.TRANSFERRING
+    """The first bot, answered FIRST_BOT_SECONDS ago, escalated: the caller is in ``queue``."""
+    session.bots.count = session.bot_dialogs = 1  # bot-<iid> was dialled and answered
+    session.bot_answered_at = time.time() - FIRST_BOT_SECONDS
+    session._fire(Trigger.REFER_RECEIVED, transfer_at=time.time())
     await session.send_to_queue(TransferDecision(queue=queue), Outcome.ESCALATED, via="refer")
 
 
@@ -105,3 +109,22 @@ async def test_a_return_makes_a_new_leg_in_a_new_bridge_with_hold_music(
     )
     assert created["variables"]["PJSIP_HEADER(add,X-Interaction-Id)"] == IID
     assert stored(store, IID)["outcome"] == "escalation_failed"
+
+
+async def test_the_returned_bot_ending_the_call_is_a_failed_escalation_billed_whole(
+    tmp_path: Path, store: InteractionStore
+) -> None:
+    ari = FakeAri()
+    session = _session(_config(tmp_path), store, ari)
+    await _queued(session)
+    await session.caller_entered(["queue_ended", "TIMEOUT"])
+    await session.bot_dial_result("ANSWER")
+    assert ari.called("stop_bridge_moh") == [{"bridge_id": f"call-{IID}-r1"}]
+    session.bot_answered_at = time.time() - SECOND_BOT_SECONDS
+    await session.bot_left()  # the returned bot hung up: no agent ever took the caller
+    row = stored(store, IID)
+    assert row["outcome"] == "escalation_failed" and row["state"] == "resolved"
+    assert row["bot_dialogs"] == 2
+    total = FIRST_BOT_SECONDS + SECOND_BOT_SECONDS
+    assert row["bot_seconds"] is not None and abs(row["bot_seconds"] - total) < 0.5
+    assert row["billable_minutes"] == 1.0  # the total rounded once (ceil_minute)
