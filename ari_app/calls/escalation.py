@@ -35,7 +35,7 @@ QUEUE_ENDED_ARG = "queue_ended"
 class AttemptResult(enum.StrEnum):
     ANSWERED = "answered"  # an agent answered
     TIMEOUT = "timeout"  # queue_timeout_seconds passed (QUEUESTATUS TIMEOUT)
-    NO_AGENTS = "no_agents"  # JOINEMPTY, LEAVEEMPTY, JOINUNAVAIL, LEAVEUNAVAIL
+    NO_AGENTS = "no_agents"  # JOINEMPTY, LEAVEEMPTY, JOINUNAVAIL, LEAVEUNAVAIL, UNKNOWN
     FULL = "full"  # the queue's maxlen was reached (FULL)
     CALLER_ABANDONED = "caller_abandoned"  # the caller hung up while it waited
 
@@ -48,6 +48,9 @@ _FAILURES = {
     "LEAVEEMPTY": AttemptResult.NO_AGENTS,
     "JOINUNAVAIL": AttemptResult.NO_AGENTS,
     "LEAVEUNAVAIL": AttemptResult.NO_AGENTS,
+    # the queue does not exist (a [routing] or profile name missing from queues.conf):
+    # nobody can answer there (verified: Queue() of an unknown queue returns at once)
+    "UNKNOWN": AttemptResult.NO_AGENTS,
     "FULL": AttemptResult.FULL,
 }
 

@@ -48,6 +48,7 @@ strategy = ringall
 joinempty = unavailable,invalid,unknown
 leavewhenempty = unavailable,invalid,unknown
 """
+MISSING_QUEUE = "no-such-queue"  # in no queues.conf: QUEUESTATUS=UNKNOWN
 TOKEN = "handoff-test-token"
 OVERFLOW_NUMBER = "5552000"
 CALL_TIMEOUT = 40
@@ -72,6 +73,7 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
         'agents-queue = "agents-queue"\n'
         f'nobody = "{WAIT_QUEUE}"\n'
         f'closed = "{CLOSED_QUEUE}"\n'
+        f'ghost = "{MISSING_QUEUE}"\n'
         "[profiles.default]\n"
         "max_escalation_returns = 1\n"
         'overflow_target = "agents-queue"\n'
@@ -194,19 +196,20 @@ async def test_queue_timeout_returns_the_caller_to_the_bot_which_escalates_again
     assert view["context"] == {"escalate_to": "agents-queue"}
 
 
+@pytest.mark.parametrize(("target", "queue"), [("closed", CLOSED_QUEUE), ("ghost", MISSING_QUEUE)])
 async def test_no_agent_in_the_queue_returns_the_caller_at_once_with_no_agents(
-    handoff_stack: DevStack,
+    handoff_stack: DevStack, target: str, queue: str
 ) -> None:
-    _, bot, _ = await escalate_twice(handoff_stack, "closed", "agents-queue")
+    _, bot, _ = await escalate_twice(handoff_stack, target, "agents-queue")
     invites = bot_invites(bot)
     assert decode_uui_header(invites[1].header("User-to-User") or "") == (
-        f"business_hours=available;escalation=failed;reason=no_agents;queue={CLOSED_QUEUE}"
+        f"business_hours=available;escalation=failed;reason=no_agents;queue={queue}"
     )
     iid = invites[0].header("X-Interaction-Id") or ""
     row = await final_record(handoff_stack, iid, "escalated")
     attempts = stored(row)
     assert [(a["target"], a["result"]) for a in attempts] == [
-        (CLOSED_QUEUE, "no_agents"),
+        (queue, "no_agents"),
         ("agents-queue", "answered"),
     ]
     assert attempts[0]["wait_seconds"] < 1.0  # JOINEMPTY: nobody waited for the timeout

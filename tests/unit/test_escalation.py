@@ -52,6 +52,7 @@ def _attempt(via: str = "refer", queued_at: float = 100.0) -> Attempt:
         ("JOINUNAVAIL", AttemptResult.NO_AGENTS),
         ("LEAVEUNAVAIL", AttemptResult.NO_AGENTS),
         ("FULL", AttemptResult.FULL),
+        ("UNKNOWN", AttemptResult.NO_AGENTS),  # no such queue
         ("CONTINUE", None),
         ("WITHDRAW", None),
         ("", None),
