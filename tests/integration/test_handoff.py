@@ -147,8 +147,8 @@ def bot_invites(bot: SippRun) -> list[Any]:
     return [m for m in all_of(bot, "INVITE") if m.direction == "received"]
 
 
-async def interaction(stack: DevStack, iid: str) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{stack.config.http.port}/interactions/{iid}"
+async def http_json(stack: DevStack, path: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{stack.config.http.port}{path}"
     async with (
         aiohttp.ClientSession() as http,
         http.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response,
@@ -189,11 +189,18 @@ async def test_queue_timeout_returns_the_caller_to_the_bot_which_escalates_again
     # both bot dialogs are billed: each talked BOT_TALK_MS before its REFER
     assert row["bot_seconds"] >= 2 * int(BOT_TALK_MS) / 1000 - 0.2
 
-    view = await interaction(stack, iid)
+    view = await http_json(stack, f"/interactions/{iid}")
     assert view["escalations"] == attempts
     events = [m["event"] for m in view["timeline"]]
     assert events.index("escalation_timeout") < events.index("agent_answered")
     assert view["context"] == {"escalate_to": "agents-queue"}
+    # the report by queue counts each attempt for its own queue
+    report = await http_json(stack, "/reports.json?group_by=queue")
+    rows = {row["key"]: row for row in report["rows"]}
+    waited = rows[WAIT_QUEUE]
+    assert waited["queue_attempts"] >= 1 and waited["queue_answered_rate"] == 0.0
+    answered = rows["agents-queue"]
+    assert answered["queue_attempts"] >= 1 and answered["avg_speed_of_answer_seconds"] is not None
 
 
 @pytest.mark.parametrize(("target", "queue"), [("closed", CLOSED_QUEUE), ("ghost", MISSING_QUEUE)])
