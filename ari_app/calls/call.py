@@ -129,8 +129,11 @@ class Call:
         log.info("call %s: %s -(%s)-> %s", self.interaction_id, previous, trigger, new)
         record.setdefault("state", new.value)
         outcome = entry_outcome(previous, new)
+        counted = outcome
         if outcome is Outcome.RESOLVED and self.escalation_failed:
-            outcome = Outcome.ESCALATION_FAILED  # returned to the bot, which ended the call
+            # returned to the bot, which ended the call: the outcome stays escalation_failed
+            # (counted when the queue failed)
+            outcome, counted = Outcome.ESCALATION_FAILED, None
         if outcome is not None:
             record.setdefault("outcome", outcome.value)
         if new is CallState.ABANDONED:  # every other call ends when its caller is destroyed
@@ -148,7 +151,12 @@ class Call:
             record = {**billing.no_charge(rounding, earlier), **record}
         self.earlier_bot_seconds = record.get("bot_seconds") or earlier
         self.record(**record)
-        if outcome is not None and self.services.observer is not None:
+        if counted is not None:
+            self.count_outcome(counted)
+
+    def count_outcome(self, outcome: Outcome) -> None:
+        """Tell the metrics an outcome was decided."""
+        if self.services.observer is not None:
             self.services.observer.outcome(outcome.value)
 
     def record(self, **fields: Unpack[RecordChange]) -> None:

@@ -411,6 +411,8 @@ class CallSession(Call):
             action.value,
         )
         failure: RecordChange = {"outcome": Outcome.ESCALATION_FAILED.value, **closed}
+        if action is not FailureAction.HANGUP:  # the hangup's state change counts it
+            self.count_outcome(Outcome.ESCALATION_FAILED)
         if action is FailureAction.RETURN_TO_BOT:
             await self._return_to_bot(result, failed["target"], failure)
         elif action is FailureAction.OVERFLOW:

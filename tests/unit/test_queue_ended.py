@@ -33,10 +33,25 @@ def _config(tmp_path: Path, profile: str = "") -> Config:
     return load_config(env=env)
 
 
-def _session(config: Config, store: InteractionStore, ari: FakeAri) -> CallSession:
+class Outcomes:
+    """The metrics' view: each outcome as the session reports it."""
+
+    def __init__(self) -> None:
+        self.counted: list[str] = []
+
+    def outcome(self, outcome: str) -> None:
+        self.counted.append(outcome)
+
+    def transfer_handled(self, seconds: float) -> None:
+        pass
+
+
+def _session(
+    config: Config, store: InteractionStore, ari: FakeAri, observer: Outcomes | None = None
+) -> CallSession:
     create(store, IID, profile="default", caller_channel=CALLER, state="queued")
     return CallSession(
-        CallServices(ari=ari, config=config, records=WriteThrough(store)),
+        CallServices(ari=ari, config=config, records=WriteThrough(store), observer=observer),
         config.profiles["default"],
         channel(CALLER),
         interaction_id=IID,
@@ -114,8 +129,8 @@ async def test_a_return_makes_a_new_leg_in_a_new_bridge_with_hold_music(
 async def test_the_returned_bot_ending_the_call_is_a_failed_escalation_billed_whole(
     tmp_path: Path, store: InteractionStore
 ) -> None:
-    ari = FakeAri()
-    session = _session(_config(tmp_path), store, ari)
+    ari, outcomes = FakeAri(), Outcomes()
+    session = _session(_config(tmp_path), store, ari, outcomes)
     await _queued(session)
     await session.caller_entered(["queue_ended", "TIMEOUT"])
     await session.bot_dial_result("ANSWER")
@@ -128,3 +143,5 @@ async def test_the_returned_bot_ending_the_call_is_a_failed_escalation_billed_wh
     total = FIRST_BOT_SECONDS + SECOND_BOT_SECONDS
     assert row["bot_seconds"] is not None and abs(row["bot_seconds"] - total) < 0.5
     assert row["billable_minutes"] == 1.0  # the total rounded once (ceil_minute)
+    # the metrics: the escalation, then its failure; the bot's ending adds nothing
+    assert outcomes.counted == ["escalated", "escalation_failed"]
