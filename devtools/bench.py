@@ -80,6 +80,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         action="store_true",
         help="keep queues.conf as shipped (ringinuse = no: one agent call at a time)",
     )
+    parser.add_argument(
+        "--carrier-headers",
+        default="",
+        help="the app's default profile copies these caller headers to the bot, with its "
+        "verstat header and context keys (e.g. Diversion,P-Asserted-Identity; none)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -109,6 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         hold_seconds=args.hold_seconds,
         hold_rate=args.hold_rate,
         shipped_queues=args.shipped_queues,
+        carrier_headers=tuple(h.strip() for h in args.carrier_headers.split(",") if h.strip()),
         keep=args.keep,
     )
     return options, args

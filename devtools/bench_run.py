@@ -83,6 +83,8 @@ class Options:
     hold_seconds: int = 30
     hold_rate: float = 50
     shipped_queues: bool = False
+    # the default profile's carrier_headers (with verstat_header and context_keys); () = none
+    carrier_headers: tuple[str, ...] = ()
     keep: bool = False
 
 
@@ -102,9 +104,21 @@ class Bench:
 
     # -- targets
 
+    def headers_toml(self) -> str:
+        """``--carrier-headers``: the default profile copies them (the load caller sends
+        Diversion and a verified P-Asserted-Identity), with a verstat header and context keys."""
+        names = self.options.carrier_headers
+        if not names:
+            return ""
+        listed = ", ".join(f'"{name}"' for name in names)
+        return (
+            f"[profiles.default]\ncarrier_headers = [{listed}]\n"
+            'context_keys = ["dialled", "caller", "verstat"]\nverstat_header = "X-Verstat"\n'
+        )
+
     def start_targets(self) -> None:
         config_file = self.root / "bench.toml"
-        config_file.write_text(f"[bridge]\nmax_calls = {BENCH_MAX_CALLS}\n")
+        config_file.write_text(f"[bridge]\nmax_calls = {BENCH_MAX_CALLS}\n" + self.headers_toml())
         for name in self.options.targets:
             target = make_target(
                 name,

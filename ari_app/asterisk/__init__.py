@@ -19,11 +19,20 @@ from pathlib import Path
 from ari_app.asterisk.certs import write_self_signed
 from ari_app.asterisk.hold_music import write_hold_tone
 from ari_app.config import Config, ConfigError, hep_password
-from ari_app.config.credentials import check_ari_password
+from ari_app.config.credentials import check_ari_password, read_given_secret
+from ari_app.config.headers import (
+    HEADER_ARG_PREFIX,
+    agent_header_variable,
+    agent_headers,
+    dialplan_headers,
+)
 
 __all__ = [
     "CONFIG_FILES",
     "RenderError",
+    "agent_header_steps",
+    "bot_auth_sections",
+    "carrier_header_args",
     "find_module_dir",
     "make_self_signed",
     "render",
@@ -57,8 +66,9 @@ CONFIG_FILES = (
     "queuerules.conf",
     "hep.conf",
 )
-# the rendered files that hold a secret (the ARI password, the HEP capture password): mode 0600
-SECRET_CONFIG_FILES = ("ari.conf", "hep.conf")
+# the rendered files that hold a secret (the ARI password, the HEP capture password, bots'
+# digest passwords): mode 0600
+SECRET_CONFIG_FILES = ("ari.conf", "hep.conf", "pjsip.conf")
 # days a self-signed development certificate made for an instance stays valid
 DEV_CERT_DAYS = 825
 # where distributions install Asterisk's modules (the first with chan_pjsip.so wins)
@@ -140,9 +150,38 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "AGENT_RING_IN_USE": _yes_no(bridge.agent_ring_in_use),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
+        "CARRIER_HEADER_ARGS": carrier_header_args(config),
+        "AGENT_HEADER_STEPS": agent_header_steps(config),
         "BOT_HEALTH": bot_health_sections(config),
+        "BOT_AUTH": bot_auth_sections(config),
         **_hep_values(config),
     }
+
+
+def carrier_header_args(config: Config) -> str:
+    """The Stasis() arguments that hand the carrier's headers to the app (config/headers.py):
+    ``,hdr.<name>=<base64 of ":" + the first max_header_bytes + 1 bytes of the header>``.
+    The colon keeps BASE64_ENCODE from an empty argument (it warns on each) when the
+    caller did not send the header; the extra byte shows an oversize value to the app."""
+    cut = config.bridge.max_header_bytes + 1
+    names = dialplan_headers(p.carrier_headers for p in config.profiles.values())
+    return "".join(
+        f",{HEADER_ARG_PREFIX}{name}=${{BASE64_ENCODE(:${{PJSIP_HEADER(read,{name}):0:{cut}}})}}"
+        for name in names
+    )
+
+
+def agent_header_steps(config: Config) -> str:
+    """The agent pre-dial's steps that put the bot's headers (profile bot_headers) onto the
+    agent's INVITE, one per header some profile copies, when the caller carries it."""
+    steps = []
+    for name in agent_headers(p.bot_headers for p in config.profiles.values()):
+        variable = agent_header_variable(name)
+        steps.append(
+            f' same => n,ExecIf($["${{{variable}}}" != ""]'
+            f"?Gosub(botbridge-agent-header,s,1({name},${{{variable}}})))"
+        )
+    return "\n".join(steps) or "; (no profile copies headers of the bot's REFER: bot_headers)"
 
 
 def _hep_values(config: Config) -> dict[str, object]:
@@ -178,6 +217,28 @@ def bot_health_sections(config: Config) -> str:
             f"aors = {name}\ndisallow = all\nallow = ulaw\nallow_transfer = no\n"
         )
     return "\n".join(sections) or "; no bot URI is probed ([bot_health], docs/configuration.md)\n"
+
+
+def bot_auth_sections(config: Config) -> str:
+    """Per bot URI with digest credentials: an auth section with its user name and password
+    (read from its file) and an endpoint that is its profile's bot endpoint (inherited)
+    with ``outbound_auth``, which the app dials that URI through (BotTarget.auth_endpoint).
+    Asterisk answers the bot's 401/407 challenge with these credentials."""
+    sections: dict[str, str] = {}
+    for profile in config.profiles.values():
+        for bot in profile.targets:
+            name = bot.auth_endpoint
+            if not name or name in sections:
+                continue
+            setting = f"profiles.{profile.name}.bots auth_password_file"
+            given = read_given_secret(config.state_path(bot.auth_password_file), setting)
+            realm = f"realm = {bot.auth_realm}\n" if bot.auth_realm else ""
+            sections[name] = (
+                f"[{name}]\ntype = auth\nauth_type = userpass\nusername = {bot.auth_username}\n"
+                f"password = {given.replace(';', chr(92) + ';')}\n{realm}\n"
+                f"[{name}]({profile.bot_endpoint})\noutbound_auth = {name}\n"
+            )
+    return "\n".join(sections.values()) or "; no bot has digest credentials\n"
 
 
 # where an installed bridge keeps its ARI password (docs/deployment.md, contrib/systemd)

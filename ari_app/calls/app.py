@@ -30,6 +30,7 @@ from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.bots import BotPool
 from ari_app.calls.bye_context import ByeContexts
+from ari_app.calls.carrier import split_inbound_args
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
 from ari_app.calls.logcontext import bind_call, call_fields
@@ -47,7 +48,6 @@ from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config
 from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome
-from ari_app.records import billing
 from ari_app.store import InteractionStore
 from ari_app.store.writer import RecordWriter, writer_for
 
@@ -68,6 +68,8 @@ DRAIN_POLL_SECONDS = 0.2
 UNREACHABLE_STATUS = "Unreachable"
 ENDPOINT_ONLINE = "online"
 
+# the app's own event, posted to a call whose max_bot_seconds passed (never asked of ARI)
+BOT_TIME_UP = "BotbridgeBotTimeUp"
 CallEvent = tuple[CallSession, Event]
 
 
@@ -102,6 +104,7 @@ class BridgeApp:
             observer=observer,  # the metrics
             bye_contexts=bye_contexts,  # [bye_context], when on
             on_bot_channel=self._index_bot_channel,
+            on_bot_time_up=self._bot_time_up,
         )
         self.bots: BotPool = self.services.bots
         # health endpoint (pjsip.conf) -> the bot URI it probes
@@ -242,9 +245,11 @@ class BridgeApp:
                 else self.admission.refusal(self.active_calls, self.dispatcher.pending)
             )
             if reason is None:
-                # Stasis(app,inbound,<availability>): the dialplan's business_hours value
-                given = ",".join(args[1:]) if len(args) > 1 else None
-                return self._new_session(channel, given)
+                # Stasis(app,inbound,<business_hours>,hdr.<name>=<value>...): calls/carrier.py
+                plain, headers = split_inbound_args(args[1:])
+                session = self._new_session(channel, ",".join(plain) if plain else None)
+                session.carrier_args = headers
+                return session
             self._shed(channel, reason)
             return None
         elif args[:1] == [PROBE_ARGS]:
@@ -301,20 +306,7 @@ class BridgeApp:
         refuse = self.config.limits.overload_action == "refuse" and not draining
         outcome = Outcome.BYPASSED if draining else Outcome.OVERLOADED
         session = self.session_for(channel, state=CallState.ERROR if refuse else CallState.QUEUED)
-        profile, now = session.profile, session.started_at
-        record = session.opening_record()
-        record.update(billing.no_charge(self.config.billing.rounding))
-        record.update(
-            {
-                "state": session.state.value,
-                "outcome": outcome,
-                "error_reason": reason,
-                "queue": None if refuse else profile.fallback_queue,
-                "queued_at": None if refuse else now,
-                "ended_at": now if refuse else None,
-            }
-        )
-        self.records.create(session.interaction_id, **record)
+        self.records.create(session.interaction_id, **session.shed_record(outcome, reason))
         if self.services.observer is not None:
             self.services.observer.outcome(outcome)
         log.warning(
@@ -322,16 +314,23 @@ class BridgeApp:
             session.interaction_id,
             channel.name,
             reason,
-            "refused" if refuse else f"to {profile.fallback_queue}",
+            "refused" if refuse else f"to {session.profile.fallback_queue}",
             extra=call_fields(session),
         )
         if refuse:
             job = self.ari.continue_in_dialplan(channel.id, REFUSE_CONTEXT, "s")
         else:
             self.adopt(session)
-            decision = TransferDecision(queue=profile.fallback_queue, error=reason)
+            decision = TransferDecision(queue=session.profile.fallback_queue, error=reason)
             job = session.route_caller(decision, outcome)
         self.dispatcher.spawn(job, f"shed {channel.name}")
+
+    def _bot_time_up(self, caller_id: str) -> None:
+        """A call's max_bot_seconds passed: an event of the app's own, in the call's order."""
+        session = self.sessions.get(caller_id)
+        if session is not None and not session.handed_off:
+            event = Event(type=BOT_TIME_UP, application=self.config.ari.app)
+            self.dispatcher.post(session.interaction_id, (session, event))
 
     # -- handling: in the call's own task ---------------------------------------------------
 
@@ -497,6 +496,7 @@ EVENTS: dict[str, EventHandling] = {
     "StasisEnd": EventHandling(BridgeApp._route_gone, BridgeApp._channel_gone),
     "ChannelDestroyed": EventHandling(BridgeApp._route_gone, BridgeApp._channel_gone),
     "ContactStatusChange": EventHandling(BridgeApp._route_contact_status),
+    BOT_TIME_UP: EventHandling(lambda app, event: None, lambda app, s, event: s.bot_time_up()),
 }
 # ApplicationReplaced: logged by the event reader itself (ari_app/ari/events.py), never routed
-EVENT_TYPES = frozenset({*EVENTS, "ApplicationReplaced"})
+EVENT_TYPES = frozenset({*EVENTS, "ApplicationReplaced"}) - {BOT_TIME_UP}

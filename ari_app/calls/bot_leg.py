@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ari_app.calls.bots import BotPool
+from ari_app.calls.carrier import CallerFacts
 from ari_app.calls.services import AVAILABILITY_CLOSED
 from ari_app.config import BotProfile, BotTarget
 from ari_app.records import BotAttempt
@@ -114,23 +115,29 @@ class BotAttempts:
 def bot_leg_variables(
     profile: BotProfile,
     interaction_id: str,
-    caller_number: str,
+    caller: CallerFacts,
     availability: str,
     context: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """The bot leg's channel variables: its INVITE's headers (the UUI with business_hours,
-    or ``context`` when given; the interaction id, the profile's extra headers), the
+    or ``context`` when given, then the profile's context keys; the interaction id, the
+    profile's extra headers, the carrier headers it copies, the verstat header), the
     caller's number, and the declined transfer context when nobody could take the caller."""
+    facts = {"dialled": caller.dialled, "caller": caller.number, "verstat": caller.carrier.verstat}
+    pairs = list(context or [("business_hours", availability)])
+    pairs += [(key, uui.safe_value(facts[key])) for key in profile.context_keys]
     headers = {
+        **caller.carrier.allowed(profile.carrier_headers),
         "User-to-User": uui.format_uui(
-            uui.encode_context(context or [("business_hours", availability)]),
-            discriminator=profile.uui_discriminator,
+            uui.encode_context(pairs), discriminator=profile.uui_discriminator
         ),
         profile.interaction_header: interaction_id,
         **profile.extra_headers,
     }
+    if profile.verstat_header:
+        headers[profile.verstat_header] = caller.carrier.verstat
     variables = {f"PJSIP_HEADER(add,{name})": value for name, value in headers.items()}
-    number = uui.safe_value(caller_number)
+    number = uui.safe_value(caller.number)
     if number:
         variables["CALLERID(num)"] = number
     if profile.decline_transfer_when_closed and availability == AVAILABILITY_CLOSED:

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ari_app.ari import AriBadRequest, AriError, AriNotFound, AriUnprocessable, Bridge, Channel
 from ari_app.calls.bot_leg import BotAttempts
+from ari_app.calls.carrier import CallerFacts
 from ari_app.calls.control import CallControl
 from ari_app.calls.escalation import AttemptResult, attempt_closed
 from ari_app.calls.services import CallServices, RecordSink, bridge_id_for
@@ -42,6 +43,10 @@ __all__ = ["CHANNEL_LEFT", "Call", "gather_all", "raise_first"]
 
 log = logging.getLogger(__name__)
 
+# why a caller went to the fallback queue when its bot held it past max_bot_seconds
+MAX_BOT_SECONDS = "max_bot_seconds"
+# a max_bot_seconds timer may fire this much early (the event loop's clock is not the wall's)
+TIMER_SLACK = 0.5
 # what Asterisk answers an addChannel naming a channel that is gone or no longer in the
 # app: "Channel not found" (400), 404, "Channel not in Stasis application" (422)
 CHANNEL_LEFT = (AriBadRequest, AriNotFound, AriUnprocessable)
@@ -73,6 +78,10 @@ class Call:
     # business_hours as the dialplan passed it in Stasis(app,inbound,<value>); None when the
     # dialplan passed nothing (then the variable is read from the channel)
     dialplan_availability: str | None = None
+    # the carrier's headers as the dialplan passed them (hdr.<name>=<base64>, calls/carrier.py)
+    carrier_args: Mapping[str, str] = field(default_factory=dict)
+    # the caller's numbers and its carrier headers checked, once (CallSession.start)
+    caller_facts: CallerFacts = field(default_factory=CallerFacts)
     # the call's bots: plan, claimed bot, attempts, answer timeout (calls/bot_leg.py)
     bots: BotAttempts = field(init=False)
     _bot_variables: dict[str, str] = field(default_factory=dict)
@@ -175,6 +184,21 @@ class Call:
             "started_at": self.started_at,
         }
 
+    def shed_record(self, outcome: Outcome, reason: str) -> RecordChange:
+        """The whole record of a call shed before its bot (the app's overload or drain):
+        queued to the fallback queue, or refused (state ERROR) and ended at once."""
+        refused, now = self.state is CallState.ERROR, self.started_at
+        return {
+            **self.opening_record(),
+            **billing.no_charge(self.config.billing.rounding),
+            "state": self.state.value,
+            "outcome": outcome,
+            "error_reason": reason,
+            "queue": None if refused else self.profile.fallback_queue,
+            "queued_at": None if refused else now,
+            "ended_at": now if refused else None,
+        }
+
     async def _create_bridge(self) -> None:
         bridge_id = bridge_id_for(self.interaction_id, self.escalation_returns)
         await self.ari.create_bridge(
@@ -260,6 +284,29 @@ class Call:
         self._fire(Trigger.FAULT, error_reason=reason, queue=self.profile.fallback_queue)
         decision = TransferDecision(queue=self.profile.fallback_queue, error=reason)
         await self.route_caller(decision, outcome=Outcome.ERROR)
+
+    # -- the bot's time limit (max_bot_seconds) ------------------------------------------
+
+    def _arm_bot_timer(self) -> None:
+        """The profile's max_bot_seconds, counted from the bot's answer: then the app posts
+        ``bot_time_up`` to this call's events."""
+        limit, time_up = self.profile.max_bot_seconds, self.services.on_bot_time_up
+        if limit and time_up is not None and self.bot_answered_at is not None:
+            left = max(0.0, self.bot_answered_at + limit - time.time())
+            asyncio.get_running_loop().call_later(left, time_up, self.caller_id)
+
+    async def bot_time_up(self) -> None:
+        """max_bot_seconds passed since the bot answered: the bot is hung up and the caller
+        goes to the fallback queue (outcome bot_failed, error_reason max_bot_seconds). A
+        call that moved on meanwhile is left alone."""
+        if self.state is not CallState.BOT_CONNECTED or self.bot_answered_at is None:
+            return
+        if time.time() - self.bot_answered_at < self.profile.max_bot_seconds - TIMER_SLACK:
+            return  # a bot answered again since (a return to the bot): its own timer runs
+        log.info("call %s: the bot held the caller too long", self.interaction_id)
+        self._fire(Trigger.BOT_TIME_UP, error_reason=MAX_BOT_SECONDS)
+        decision = TransferDecision(queue=self.profile.fallback_queue, error=MAX_BOT_SECONDS)
+        await self.send_to_queue(decision, outcome=Outcome.BOT_FAILED, via=MAX_BOT_SECONDS)
 
     # -- the caller leaves ---------------------------------------------------------------
 

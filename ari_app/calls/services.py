@@ -79,6 +79,9 @@ class CallServices:
     # told of each new bot leg of a call, (caller channel id, leg id), before the leg is
     # created: the app routes the leg's events to the caller's call
     on_bot_channel: Callable[[str, str], None] | None = None
+    # told, with the caller's channel id, when a call's max_bot_seconds has passed: the app
+    # posts it to the call's queue of events (CallSession.bot_time_up)
+    on_bot_time_up: Callable[[str], None] | None = None
 
 
 def bot_channel_id_for(interaction_id: str, attempt: int = 1) -> str:

@@ -23,6 +23,7 @@ from ari_app.calls.bot_leg import (
     bot_leg_variables,
 )
 from ari_app.calls.call import CHANNEL_LEFT, Call, gather_all, raise_first
+from ari_app.calls.carrier import caller_facts, copy_bot_headers, log_refused
 from ari_app.calls.escalation import (
     QUEUE_ENDED_ARG,
     AttemptResult,
@@ -67,13 +68,16 @@ class CallSession(Call):
         The bot is bridged before it is dialled, so its REFER always finds the caller
         beside it, however late the app hears of the answer; and its answer crosses the
         bridge to the caller in Asterisk, which answers the caller then."""
-        self.records.create(self.interaction_id, **self.opening_record())
+        opening = self.opening_record()
+        facts = caller_facts(self.carrier_args, opening, self.config.bridge.max_header_bytes)
+        log_refused(self.interaction_id, "carrier", facts.carrier.refused)
+        self.caller_facts = facts
+        self.records.create(self.interaction_id, **opening)
         self.bots.begin()
         self.availability = availability = await self._availability()
         self.bot_channel_id = self.bot_channel_id or bot_channel_id_for(self.interaction_id)
-        caller_number = self.caller.caller.number if self.caller.caller else ""
         self._bot_variables = bot_leg_variables(
-            self.profile, self.interaction_id, caller_number, availability
+            self.profile, self.interaction_id, facts, availability
         )
         if not self.bots.claim_next():
             self.record(availability=availability)
@@ -101,6 +105,7 @@ class CallSession(Call):
         call), and its BYE's copy is looked for again."""
         self.bots.hold(bot_uri)
         if bot_alive:
+            self._arm_bot_timer()
             await self._read_bot_call_id()
 
     async def _read_bot_call_id(self) -> None:
@@ -228,6 +233,7 @@ class CallSession(Call):
         if uri is not None:
             answered.update({"bot_uri": uri, "bots_tried": self.bots.tried()})
         self._fire(Trigger.BOT_ANSWERED, **answered)
+        self._arm_bot_timer()
         await self._read_bot_call_id()
 
     async def bot_failed(self, reason: str) -> None:
@@ -336,8 +342,14 @@ class CallSession(Call):
             return
         handling_started = time.monotonic()
         self._fire(Trigger.REFER_RECEIVED, transfer_at=time.time())
-        refer_to, headers = await read_refer(self.ari, local.id)
-        decision = decide_transfer(self.config, self.profile, refer_to, headers)
+        refer_to, headers = await read_refer(self.ari, local.id, self.profile.bot_headers)
+        copied, refused = copy_bot_headers(
+            headers, self.profile.bot_headers, self.config.bridge.max_context_bytes
+        )
+        log_refused(self.interaction_id, "bot", refused)
+        decision = replace(
+            decide_transfer(self.config, self.profile, refer_to, headers), headers=copied
+        )
         # Asterisk hangs the bot up itself once the transfer is done (core transfer mode):
         # only the transfer's Local channel is the app's to release, answered or not. The
         # bot was told the outcome before the app saw the channel (NOTIFY 200, sent as the
@@ -367,6 +379,7 @@ class CallSession(Call):
             escalate_to=decision.escalate_to,
             context_json=decision.context.as_dict() if decision.context else None,
             error_reason=decision.error,
+            bot_headers=dict(decision.headers) or None,
         )
         await self.send_to_queue(
             decision, outcome=Outcome.ESCALATED, release=release, via=via.lower()
@@ -435,11 +448,10 @@ class CallSession(Call):
         that says why; the caller hears the hold music in the call's bridge meanwhile."""
         self.escalation_returns += 1
         self.bots.begin()
-        caller_number = self.caller.caller.number if self.caller.caller else ""
         availability = self.availability or ""
         context = failed_escalation_context(availability, result, queue)
         self._bot_variables = bot_leg_variables(
-            self.profile, self.interaction_id, caller_number, availability, context
+            self.profile, self.interaction_id, self.caller_facts, availability, context
         )
         claimed = self.bots.claim_next()
         if claimed:

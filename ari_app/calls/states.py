@@ -54,6 +54,7 @@ class Trigger(enum.StrEnum):
     ESCALATION_ENDED = "escalation_ended"
     CALLER_HUNG_UP = "caller_hung_up"
     FAULT = "fault"
+    BOT_TIME_UP = "bot_time_up"  # the profile's max_bot_seconds passed; the caller is taken
 
 
 S = CallState
@@ -69,6 +70,7 @@ TRANSITIONS: Mapping[Trigger, tuple[frozenset[CallState], CallState]] = {
     Trigger.BOT_ANSWERED: (frozenset({S.BOT_DIALLING}), S.BOT_CONNECTED),
     Trigger.BOT_RETRIED: (frozenset({S.BOT_DIALLING}), S.BOT_DIALLING),
     Trigger.BOT_FAILED: (frozenset({S.STARTED, S.BOT_DIALLING}), S.BOT_FAILED),
+    Trigger.BOT_TIME_UP: (frozenset({S.BOT_CONNECTED}), S.BOT_FAILED),
     Trigger.BOT_HUNG_UP: (frozenset({S.BOT_CONNECTED}), S.RESOLVED),
     Trigger.REFER_RECEIVED: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),
     Trigger.BYE_ESCALATION: (frozenset({S.BOT_CONNECTED}), S.TRANSFERRING),

@@ -8,12 +8,14 @@ alphabet (the bot's data is untrusted).
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ari_app.calls.routing import queue_for
 from ari_app.config import BotProfile, Config
+from ari_app.config.headers import AGENT_HEADER_VARIABLE_PREFIX, agent_header_variable
 from ari_app.sip import ReferTo, parse_refer_to, uui
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class TransferDecision:
     context: uui.Context | None = None
     error: str | None = None  # reason code when the context or target was unusable
     refer_user: str | None = None
+    # the bot's own headers copied onto the agent's INVITE (profile bot_headers), checked
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def decide_transfer(
@@ -117,16 +121,21 @@ def caller_variables(
                 variables[VAR_CONTEXT_KEY + uui.safe_key(key)] = uui.safe_value(value)
             except uui.ContextError:
                 continue
+    for name, value in decision.headers.items():
+        # base64: the value reaches the agent's INVITE unchanged, and nothing in it can end
+        # a variable in the one ARRAY() request that sets them all
+        variables[agent_header_variable(name)] = base64.b64encode(value.encode()).decode()
     return variables
 
 
 def as_channel_variables(variables: Mapping[str, str]) -> dict[str, str]:
     """The names to set on the caller's channel: the inherited ones with Asterisk's ``__``
     prefix (the value is read back under the plain name)."""
-    return {
-        (f"__{name}" if name in INHERITED_VARIABLES else name): value
-        for name, value in variables.items()
-    }
+    return {(f"__{name}" if _inherited(name) else name): value for name, value in variables.items()}
+
+
+def _inherited(name: str) -> bool:
+    return name in INHERITED_VARIABLES or name.startswith(AGENT_HEADER_VARIABLE_PREFIX)
 
 
 def _ci(headers: Mapping[str, str], names: tuple[str, ...]) -> list[str]:

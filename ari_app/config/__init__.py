@@ -40,6 +40,7 @@ from ari_app.config.credentials import (
     mask_url,
     read_secret_file,
 )
+from ari_app.config.headers import check_carrier_headers
 from ari_app.config.reporting import (
     HttpSettings,
     ReportSchedule,
@@ -187,6 +188,9 @@ class Config(Section, frozen=True):
     def _validate(self) -> None:
         if self.profiles:  # a Config made by hand may leave them out
             check_profiles(self.profiles, self.routes)
+            check_carrier_headers(
+                (p.carrier_headers for p in self.profiles.values()), self.bridge.max_header_bytes
+            )
         check_schedules(self.report_schedules, self.smtp)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -11,9 +12,11 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from ari_app.config.headers import CONTEXT_KEYS, check_bot_headers, check_profile_headers
 from ari_app.config.values import (
     CODECS,
     CONTEXT_NAME,
+    EACH_ONCE,
     ENDPOINT_NAME,
     HEADER_NAME,
     HEADER_VALUE,
@@ -25,6 +28,7 @@ from ari_app.config.values import (
     Section,
     compile_pattern,
     invalid,
+    matches,
     one_of,
 )
 
@@ -35,11 +39,16 @@ DTMF_MODES = ("rfc4733", "info", "auto", "auto_info")
 ON_ESCALATION_FAILURE = ("return_to_bot", "overflow", "hangup")
 # name prefix of the endpoint and AOR rendered per probed bot URI (pjsip.conf)
 BOT_HEALTH_PREFIX = "botbridge-bot-"
+# name prefix of the endpoint and auth section rendered per bot URI with digest credentials
+BOT_AUTH_PREFIX = "botbridge-auth-"
+# a digest user name or realm: written into pjsip.conf as is, so nothing that ends a value
+OPTIONAL_AUTH_TOKEN = matches(r"[A-Za-z0-9._~+!$&'()*,=:@-]{0,128}", "unsafe characters")
 QueueName = Annotated[str, QUEUE_NAME]
 # empty: the bot endpoint's own AOR contact
 OptionalSipUri = Annotated[str, Rule(lambda v: SIP_URI.check(v) if v else None)]
 # empty: the profile's fallback_queue
 OptionalQueueName = Annotated[str, Rule(lambda v: QUEUE_NAME.check(v) if v else None)]
+OptionalHeaderName = Annotated[str, Rule(lambda v: HEADER_NAME.check(v) if v else None)]
 QualifySeconds = Annotated[int, Meta(ge=0, le=86400)]
 
 # the values of [profiles.default] that every other profile must set itself
@@ -75,6 +84,23 @@ class BotTarget(Section, frozen=True, kw_only=False):
     max_calls_per_second: Annotated[float, Meta(ge=0, le=10_000)] = 0.0  # 0 = no limit
     # SIP OPTIONS probe period; None = [bot_health] qualify_frequency_seconds, 0 = off
     qualify_frequency_seconds: QualifySeconds | None = None
+    # digest authentication towards this bot (docs/security.md): the user name, the file
+    # holding the password (state-relative, never created), the realm (empty: any)
+    auth_username: Annotated[str, OPTIONAL_AUTH_TOKEN] = ""
+    auth_password_file: str = ""
+    auth_realm: Annotated[str, OPTIONAL_AUTH_TOKEN] = ""
+
+    def _validate(self) -> None:
+        if bool(self.auth_username) != bool(self.auth_password_file):
+            raise invalid("auth_username", "auth_username and auth_password_file go together")
+
+    @property
+    def auth_endpoint(self) -> str:
+        """The PJSIP endpoint (and auth section) a bot with digest credentials is dialled
+        through (pjsip.conf, rendered per URI); empty without credentials."""
+        if not self.auth_username:
+            return ""
+        return BOT_AUTH_PREFIX + hashlib.sha256(self.uri.encode()).hexdigest()[:12]
 
 
 class BotProfile(Section, frozen=True):
@@ -108,8 +134,21 @@ class BotProfile(Section, frozen=True):
     max_escalation_returns: Annotated[int, Meta(ge=0, le=10)] = 2
     # the last resort queue; empty = the profile's fallback_queue
     overflow_target: OptionalQueueName = ""
+    # headers that travel (config/headers.py): the caller INVITE's headers copied onto the
+    # bot's INVITE; extra User-to-User keys after business_hours; the header that tells the
+    # bot the carrier's caller verification (empty: none)
+    carrier_headers: tuple[Annotated[str, HEADER_NAME], ...] = ()
+    # headers of the bot's REFER copied onto the agent's INVITE, the record and the webhook
+    bot_headers: tuple[Annotated[str, HEADER_NAME], ...] = ()
+    context_keys: Annotated[tuple[Annotated[str, one_of(CONTEXT_KEYS)], ...], EACH_ONCE] = ()
+    verstat_header: OptionalHeaderName = ""
+    # the bot may hold the caller this long after it answered, then the caller goes to the
+    # fallback queue (error_reason max_bot_seconds); 0 = no limit
+    max_bot_seconds: Annotated[int, Meta(ge=0, le=86400)] = 0
 
     def _validate(self) -> None:
+        check_profile_headers(self.carrier_headers, self.interaction_header, self.verstat_header)
+        check_bot_headers(self.bot_headers)
         bots = self.bots or tuple(BotTarget(uri) for uri in self.bot_uris)
         bots = bots or (BotTarget(self.bot_uri),)
         if len({b.uri for b in bots}) != len(bots):
@@ -123,10 +162,11 @@ class BotProfile(Section, frozen=True):
         return self.dial_string_for(self.bot_uri)
 
     def dial_string_for(self, uri: str) -> str:
-        """PJSIP dial string of one of the profile's bot URIs (configuration, never call data)."""
-        if uri:
-            return f"PJSIP/{self.bot_endpoint}/{uri}"
-        return f"PJSIP/{self.bot_endpoint}"
+        """PJSIP dial string of one of the profile's bot URIs (configuration, never call data):
+        through the bot's own endpoint when it has digest credentials."""
+        target = next((t for t in self.bots if t.uri == uri), None)
+        endpoint = (target.auth_endpoint if target else "") or self.bot_endpoint
+        return f"PJSIP/{endpoint}/{uri}" if uri else f"PJSIP/{endpoint}"
 
     @property
     def overflow_queue(self) -> str:

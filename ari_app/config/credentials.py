@@ -91,3 +91,23 @@ def read_secret_file(path: Path, nbytes: int, setting: str) -> str:
             "or delete it to have one made"
         )
     return text
+
+
+# what a digest password cannot hold: pjsip.conf would end the value at a line break
+_CONF_VALUE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def read_given_secret(path: Path, setting: str) -> str:
+    """A secret someone else issued (a bot's digest password), from ``path`` (first line,
+    stripped): never made up here, so a missing or empty file, or one whose secret holds a
+    control character, is a ConfigError naming ``setting`` and the file."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if not text or _CONF_VALUE_FORBIDDEN.search(text):
+        raise ConfigError(
+            f"{setting}: {path} is empty or its secret holds a line break or another "
+            "control character"
+        )
+    return text

@@ -89,6 +89,9 @@ class BridgeSettings(Section, frozen=True):
     """``[bridge]``: transfer, queue and capacity settings of the call handling."""
 
     max_context_bytes: Annotated[int, Meta(ge=1, le=256)] = 256
+    # one header value copied from the caller's INVITE to the bot's (profile carrier_headers),
+    # in bytes: a longer value is not copied (logged, header_too_large)
+    max_header_bytes: Annotated[int, Meta(ge=16, le=1024)] = 256
     transfer_hold_seconds: Annotated[int, Meta(ge=1, le=300)] = 20
     queue_timeout_seconds: Annotated[int, Meta(ge=1, le=86400)] = 300
     max_calls: Annotated[int, Meta(ge=1, le=100000)] = 3000

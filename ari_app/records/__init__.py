@@ -75,6 +75,9 @@ class _Columns(TypedDict, total=False):
     billing_rounding: str | None
     bot_uri: str | None
     bot_dialogs: int | None  # bot dialogs of the call that were answered (billed)
+    # the carrier's caller verification (ari_app/sip/headers.py): a verstat verdict,
+    # "absent" or "unrecognised"; None when the dialplan passed no headers
+    verstat: str | None
 
 
 class RecordChange(_Columns, total=False):
@@ -84,6 +87,7 @@ class RecordChange(_Columns, total=False):
     context_json: dict[str, str] | None
     bots_tried: list[BotAttempt] | None
     escalations: list[EscalationAttempt] | None
+    bot_headers: dict[str, str] | None
 
 
 class Record(_Columns, total=False):
@@ -95,6 +99,7 @@ class Record(_Columns, total=False):
     context_json: str | None
     bots_tried: str | None
     escalations: str | None
+    bot_headers: str | None
     context: dict[str, str]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ari_app.records import EscalationAttempt, Record
@@ -59,6 +59,8 @@ class GroupStats:
     # calls with an escalation attempt, and those of them an agent answered in the end
     escalated_calls: int = 0
     escalated_calls_answered: int = 0
+    # calls by the carrier's caller verification (verstat; records that have one)
+    verstat: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def containment_rate(self) -> float | None:
@@ -132,6 +134,7 @@ def summarize(
     )
     outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOME_COLUMNS, 0))
     targets: Counter[str] = Counter()
+    verstat: Counter[str] = Counter()
     usage: dict[str, float] = {}
     total = bot_calls = first_failures = 0
     seconds = minutes = 0.0
@@ -142,6 +145,8 @@ def summarize(
         outcomes[outcome] += 1
         if outcome == "escalated":
             targets[str(record.get("escalate_to") or NO_VALUE)] += 1
+        if record.get("verstat"):
+            verstat[str(record.get("verstat"))] += 1
         spent = bot_seconds(record)
         if spent is not None and (record.get("bot_answered_at") is not None or spent > 0):
             seconds += spent
@@ -164,6 +169,7 @@ def summarize(
         escalated_calls=len(escalated),
         escalated_calls_answered=answered_calls,
         **_attempt_figures(own if attempts is None else attempts),
+        verstat=dict(verstat),
     )
 
 

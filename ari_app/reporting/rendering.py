@@ -101,6 +101,7 @@ def group_dict(row: GroupStats) -> dict[str, Any]:
         "queue_abandon_rate": _round(row.queue_abandon_rate, 4),
         "escalation_success_rate": _round(row.escalation_success_rate, 4),
         "escalation_targets": dict(_ranked(row.escalation_targets)),
+        "verstat": dict(_ranked(row.verstat)),
         "avg_bot_seconds": _round(row.avg_bot_seconds, 1),
         "bot_seconds": round(row.bot_seconds, 1),
         "billable_minutes": minutes_value(row.billable_minutes),
@@ -151,6 +152,7 @@ def csv_columns(group_by: str) -> list[str]:
         "billable_minutes",
         "escalation_targets",
         "usage_minutes_by_profile",
+        "verstat",
     ]
 
 
@@ -188,6 +190,7 @@ def render_csv(report: Report) -> str:
                 minutes_value(row.billable_minutes),
                 _pairs(row.escalation_targets, CSV_SEPARATOR),
                 _usage(row.usage_minutes, CSV_SEPARATOR),
+                _pairs(row.verstat, CSV_SEPARATOR),
             )
         )
     return out.getvalue()

@@ -30,6 +30,7 @@ def event_body(record: Record, outcome: str, created_at: float) -> str:
     reached)."""
     context_json = record.get("context_json")
     context = json.loads(context_json) if context_json else None
+    bot_headers = record.get("bot_headers")
     body = {
         "version": EVENT_VERSION,
         "event_id": event_id(record["interaction_id"], outcome),
@@ -43,6 +44,7 @@ def event_body(record: Record, outcome: str, created_at: float) -> str:
         "queue": record.get("queue"),
         "escalate_to": record.get("escalate_to"),
         "context": context,
+        "bot_headers": json.loads(bot_headers) if bot_headers else None,
         "reason": record.get("error_reason"),
         # every time the caller was sent to a queue, with its result so far
         "escalations": stored_escalations(record),

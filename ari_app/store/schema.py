@@ -69,6 +69,8 @@ interactions = Table(
     Column("bots_tried", Text),
     Column("escalations", Text),
     Column("bot_dialogs", Integer),
+    Column("verstat", Text),
+    Column("bot_headers", Text),
     Column("updated_at", Float, nullable=False),
     Index("interactions_started", "started_at"),
     Index("interactions_open", "ended_at"),

@@ -8,6 +8,7 @@ on, independent of the call flow.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -173,8 +174,16 @@ async def test_call_enters_stasis_and_is_answered(asterisk: DevStack) -> None:
 
     start = app.of_type("StasisStart")[0]
     assert start.application == asterisk.config.ari.app
-    # the dialplan passes business_hours after "inbound" (empty: none set for this number)
-    assert start.args == ("inbound", "")
+    # the dialplan passes business_hours after "inbound" (empty: none set for this number),
+    # then the verstat headers (docs/configuration.md, "Headers that travel")
+    assert start.args[:2] == ("inbound", "")
+    assert [a.partition("=")[0] for a in start.args[2:]] == [
+        "hdr.P-Asserted-Identity",
+        "hdr.From",
+    ]
+    assert start.args[2] == "hdr.P-Asserted-Identity=" + base64.b64encode(b":").decode()
+    sent_from = base64.b64decode(start.args[3].partition("=")[2])
+    assert sent_from.startswith(b':"Caller" <sip:'), sent_from
     assert start.channel is not None
     assert start.channel.name.startswith("PJSIP/carrier-")
     assert start.channel.caller.number == CALLER_NUMBER
@@ -237,7 +246,7 @@ async def test_event_stream_reconnects_after_asterisk_restart(asterisk: DevStack
     assert code == 0, caller.report()
     assert start[0].channel is not None
     assert start[0].channel.caller.number == CALLER_NUMBER
-    assert start[0].args == ("inbound", "")
+    assert start[0].args[:2] == ("inbound", "")
 
 
 async def test_cli_lists_channels_of_a_live_call(asterisk: DevStack, tmp_path: Path) -> None:

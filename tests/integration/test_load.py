@@ -4,9 +4,11 @@
 (resolved), a number whose bot REFERs after 1 s with a context (escalated to the agent), and
 a number whose bot REFERs to a queue nobody is in (the escalation fails at once, JOINEMPTY),
 gets the caller back in a new dialog (same interaction id, ``escalation=failed``) and REFERs
-it to the agent. Asserted: every SIPp party saw every call succeed, the event socket never
-reconnected, and the records match the wire exactly, call by call (outcome, queue, context,
-interaction id, the escalation attempts). No timing is asserted; speed is `make bench`'s job.
+it to the agent. The default profile copies carrier headers (Diversion,
+P-Asserted-Identity) with its verstat header and context keys. Asserted: every SIPp party
+saw every call succeed, the event socket never reconnected, and the records match the wire
+exactly, call by call (outcome, queue, context, interaction id, the escalation attempts, the
+verstat). No timing is asserted; speed is `make bench`'s job.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def loaded(runtime: Runtime) -> Iterator[DevStack]:
         f"""
 [bridge]
 agent_ring_in_use = true
+
+[profiles.default]
+carrier_headers = ["Diversion", "P-Asserted-Identity"]
+context_keys = ["dialled", "caller", "verstat"]
+verstat_header = "X-Verstat"
 
 [profiles.escalating]
 bot_endpoint = "voicebot"
@@ -204,6 +211,10 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         "resolved": invites_by_caller(resolver, "1555"),
         "escalated": invites_by_caller(escalator, "2555"),
     }
+    # the resolving profile copies the carrier's headers: every bot INVITE has them
+    for msg in (m for m in resolver.messages() if m.method == "INVITE"):
+        assert (msg.header("Diversion") or "").endswith(";reason=unconditional"), msg.describe()
+        assert msg.header("X-Verstat") == "TN-Validation-Passed", msg.describe()
     returned = received_invites(returner, "3555")
     agent_ids = invites_by_caller(agent, "2555")
     assert len(bot_ids["resolved"]) == len(bot_ids["escalated"]) == CALLS_PER_FLOW
@@ -238,6 +249,7 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
             assert row["outcome"] == outcome, row
             assert row["caller_number"] == caller_number, row
             assert row["bot_answered_at"] and row["bot_seconds"] is not None, row
+            assert row["verstat"] == "TN-Validation-Passed", row
             if outcome == "escalated":
                 assert row["queue"] == "agents-queue" and row["escalate_to"] == "agents-queue"
                 assert row["context"] == {"escalate_to": "agents-queue"}

@@ -19,7 +19,7 @@ from ari_app.store import InteractionStore, alembic_config, head_revisions, make
 from ari_app.store.schema import interactions
 from tests.records import create, stored, update
 
-HEAD = ("0007_escalation_attempts",)
+HEAD = ("0008_headers",)
 FIRST = "0001_initial"
 NEW_IN_0002 = {
     "node",

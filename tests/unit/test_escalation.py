@@ -10,6 +10,7 @@ import pytest
 
 from ari_app.asterisk.hold_music import HOLD_TONE_FILE, write_hold_tone
 from ari_app.calls.bot_leg import bot_leg_variables
+from ari_app.calls.carrier import CallerFacts
 from ari_app.calls.escalation import (
     Attempt,
     AttemptResult,
@@ -64,7 +65,8 @@ def test_queue_status_names_the_failure(status: str, result: AttemptResult | Non
 
 def _returned_uui(profile: object, result: AttemptResult, queue: str) -> str:
     context = failed_escalation_context("available", result, queue)
-    variables = bot_leg_variables(profile, "iid", "15550001111", "available", context)  # type: ignore[arg-type]
+    caller = CallerFacts(number="15550001111")
+    variables = bot_leg_variables(profile, "iid", caller, "available", context)  # type: ignore[arg-type]
     return variables["PJSIP_HEADER(add,User-to-User)"]
 
 

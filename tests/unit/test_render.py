@@ -73,7 +73,13 @@ def test_rendered_values_come_from_config(config: Config, rendered: dict[str, st
     assert f"contact = {config.sip.agent_contact}" in pjsip
     assert f"cert_file = {DIRS['TLS_CERT_FILE']}" in pjsip
     variable = config.bridge.availability_variable
-    assert f"Stasis({config.ari.app},inbound,${{{variable}}})" in rendered["extensions.conf"]
+    # business_hours, then the verstat headers the dialplan always reads (no carrier_headers)
+    cut = config.bridge.max_header_bytes + 1
+    assert (
+        f"Stasis({config.ari.app},inbound,${{{variable}}},"
+        f"hdr.P-Asserted-Identity=${{BASE64_ENCODE(:${{PJSIP_HEADER(read,P-Asserted-Identity):0:{cut}}})}},"
+        f"hdr.From=${{BASE64_ENCODE(:${{PJSIP_HEADER(read,From):0:{cut}}})}})"
+    ) in rendered["extensions.conf"]
     assert f"astmoddir => {MODULE_DIR}" in rendered["asterisk.conf"]
     rtp = rendered["rtp.conf"]
     assert f"rtpstart = {config.sip.rtp_start}" in rtp

@@ -84,7 +84,7 @@ def test_database_errors_do_not_show_bound_parameters(caplog: pytest.LogCaptureF
     assert "hidden due to hide_parameters" in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["ari.conf", "hep.conf"])
+@pytest.mark.parametrize("name", ["ari.conf", "hep.conf", "pjsip.conf"])
 def test_secret_bearing_files_are_rendered_owner_only(tmp_path: Path, name: str) -> None:
     config = load_config(env=_env(tmp_path), overrides={"bye_context": {"enabled": True}})
     target = tmp_path / "instance" / "etc" / name

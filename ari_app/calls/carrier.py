@@ -1,0 +1,135 @@
+"""Headers that travel. What the carrier's INVITE says that a call passes on: the headers
+the dialplan read (Stasis() arguments ``hdr.<name>=<base64>``, ari_app/config/headers.py)
+checked once per call, and the carrier's caller verification (``verstat``). And the headers
+of the bot's REFER that go on to the agent (:func:`copy_bot_headers`).
+
+The dialplan reads every header any profile copies, plus the verstat headers, and
+base64-encodes ``":" + value`` (the colon keeps an absent header from being an empty
+argument); here they are decoded, each value checked (ari_app/sip/headers.py), and the
+verstat verdict taken from the first verstat header that carries one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ari_app.config.headers import HEADER_ARG_PREFIX, VERSTAT_HEADERS
+from ari_app.records import RecordChange
+from ari_app.sip.headers import VERSTAT_ABSENT, HeaderRefused, clean_header_value, verstat_of
+
+__all__ = [
+    "HEADER_NOT_BASE64",
+    "CallerFacts",
+    "CarrierHeaders",
+    "caller_facts",
+    "copy_bot_headers",
+    "log_refused",
+    "read_carrier_headers",
+    "split_inbound_args",
+]
+
+log = logging.getLogger(__name__)
+
+# an argument whose value is not the base64 the dialplan makes (a hand-written dialplan)
+HEADER_NOT_BASE64 = "header_not_base64"
+
+
+@dataclass(frozen=True)
+class CarrierHeaders:
+    """The carrier headers of one call: the values that may be copied (by lower-case
+    name), the ones refused with why, and the verstat verdict."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    refused: tuple[tuple[str, str], ...] = ()
+    verstat: str = VERSTAT_ABSENT
+
+    def allowed(self, names: Sequence[str]) -> dict[str, str]:
+        """The values of ``names`` (a profile's allow-list) the caller sent, as named there."""
+        return {name: self.values[name.lower()] for name in names if name.lower() in self.values}
+
+
+@dataclass(frozen=True)
+class CallerFacts:
+    """What the caller's side says about the call: the numbers and the carrier's headers."""
+
+    number: str = ""
+    dialled: str = ""
+    carrier: CarrierHeaders = field(default_factory=CarrierHeaders)
+
+
+def caller_facts(
+    carrier_args: Mapping[str, str], opening: RecordChange, max_bytes: int
+) -> CallerFacts:
+    """The caller's numbers (from the record's ``opening`` fields) and carrier headers,
+    checked once; the verstat joins ``opening`` when the dialplan passed headers (an older
+    dialplan passes none: the verstat is then unknown)."""
+    carrier = read_carrier_headers(carrier_args, max_bytes)
+    if carrier_args:
+        opening["verstat"] = carrier.verstat
+    number, dialled = opening.get("caller_number"), opening.get("dialled_number")
+    return CallerFacts(number or "", dialled or "", carrier)
+
+
+def log_refused(interaction_id: str, side: str, refused: Sequence[tuple[str, str]]) -> None:
+    """Each header not passed on, with why: never its value (it may be an injection)."""
+    for name, reason in refused:
+        log.warning("call %s: %s header %s not used: %s", interaction_id, side, name, reason)
+
+
+def split_inbound_args(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Stasis(app,inbound,...) arguments after "inbound": the business_hours parts (the
+    value may hold commas) and the header arguments, name -> encoded value."""
+    plain: list[str] = []
+    headers: dict[str, str] = {}
+    for arg in args:
+        if arg.startswith(HEADER_ARG_PREFIX) and "=" in arg:
+            name, _, encoded = arg[len(HEADER_ARG_PREFIX) :].partition("=")
+            headers[name] = encoded
+        else:
+            plain.append(arg)
+    return plain, headers
+
+
+def read_carrier_headers(encoded: Mapping[str, str], max_bytes: int) -> CarrierHeaders:
+    """Decode and check every header argument; an absent header is left out."""
+    values: dict[str, str] = {}
+    refused: list[tuple[str, str]] = []
+    for name, text in encoded.items():
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            refused.append((name, HEADER_NOT_BASE64))
+            continue
+        raw = raw[1:] if raw[:1] == b":" else raw
+        if not raw:
+            continue
+        try:
+            values[name.lower()] = clean_header_value(raw, max_bytes)
+        except HeaderRefused as exc:
+            refused.append((name, exc.reason))
+    verdicts = (verstat_of(values.get(name.lower())) for name in VERSTAT_HEADERS)
+    verstat = next((v for v in verdicts if v is not None), VERSTAT_ABSENT)
+    return CarrierHeaders(values, tuple(refused), verstat)
+
+
+def copy_bot_headers(
+    headers: Mapping[str, str], allowed: Sequence[str], max_bytes: int
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The headers of the bot's REFER that ``allowed`` (a profile's bot_headers) names, as
+    named there, each value checked like a carrier's; and the ones refused, with why."""
+    sent = {name.lower(): value for name, value in headers.items()}
+    copied: dict[str, str] = {}
+    refused: list[tuple[str, str]] = []
+    for name in allowed:
+        value = sent.get(name.lower())
+        if value is None:
+            continue
+        try:
+            copied[name] = clean_header_value(value.encode("utf-8", "replace"), max_bytes)
+        except HeaderRefused as exc:
+            refused.append((name, exc.reason))
+    return copied, refused
