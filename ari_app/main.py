@@ -20,6 +20,7 @@ from typing import Any
 from ari_app.asterisk import no_ari_password
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.bye_context import ByeContexts
+from ari_app.calls.handover import LOCK_FILE, HandoverApp, InstanceLock
 from ari_app.config import Config, hep_password, mask_url
 from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
@@ -64,9 +65,18 @@ class StoreCheck:
             await asyncio.sleep(STORE_CHECK_SECONDS)
 
 
-async def run_app(config: Config) -> None:
+async def run_app(config: Config, *, take_over: bool = False) -> None:
+    """Run until stopped. ``take_over``: another instance runs with this state directory,
+    and this one takes its calls over (ari_app/calls/handover.py); without it, another
+    instance running is an error."""
     if not config.ari_password:
         raise SystemExit(no_ari_password(config))
+    lock = InstanceLock(config.state_dir / LOCK_FILE)
+    if not take_over and not lock.try_acquire():
+        raise SystemExit(
+            f"another instance (pid {lock.holder()}) runs with the state directory "
+            f"{config.state_dir}; `ari-app run --take-over` takes its calls over"
+        )
     store = await asyncio.to_thread(open_store, config)  # migrates the schema to head
     log.info("interaction store %r, node %s", store, store.node)
     metrics = Metrics()
@@ -79,8 +89,17 @@ async def run_app(config: Config) -> None:
                 (config.sip.port, config.sip.tls_port),
                 config.bridge.max_context_bytes,
             )
-            await bye_contexts.start()
-        app = BridgeApp(config, ari, store, observer=metrics, bye_contexts=bye_contexts)
+            if not take_over:  # a successor binds its port once the old instance let go
+                await bye_contexts.start()
+        app = HandoverApp(
+            config,
+            ari,
+            store,
+            observer=metrics,
+            bye_contexts=bye_contexts,
+            lock=lock,
+            take_over=take_over,
+        )
         loop = asyncio.get_running_loop()
         draining: set[asyncio.Task[None]] = set()
 
@@ -92,15 +111,25 @@ async def run_app(config: Config) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, drain)
         log.info("bot bridge app %s starting against %s", config.ari.app, mask_url(config.ari.url))
+        running = asyncio.create_task(app.run(), name="app")
         try:
+            # a successor serves HTTP (its port is the old instance's) once it owns the calls
+            owning = asyncio.create_task(app.owning.wait())
+            await asyncio.wait({owning, running}, return_when=asyncio.FIRST_COMPLETED)
+            owning.cancel()
             async with side_services(config, store, app, metrics):
                 frozen = freeze_startup_heap()
                 log.info("%d objects of the start-up kept out of garbage collection", frozen)
-                await app.run()
+                await running
         finally:
+            if not running.done():
+                app.stop()
+                with contextlib.suppress(Exception):
+                    await running
             if bye_contexts is not None:
                 bye_contexts.close()
     store.close()
+    lock.release()
 
 
 def freeze_startup_heap() -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ari_app.ari import AriError, AriRest
+from ari_app.calls.handover import HANDOVER_SECONDS
 from ari_app.config import Config, ensure_password_file, load_config, mask_url
 from ari_app.connect import ari_rest
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
@@ -98,9 +99,13 @@ class DevStack:
             sipp.stop_all()
         self._sipps.clear()
 
-    def start_app(self, *, detach: bool = False) -> None:
+    def start_app(self, *, detach: bool = False, take_over_from: int | None = None) -> None:
+        """Start the app and wait until it is ready. ``take_over_from``: the pid of the app
+        running now, whose calls the new one takes over (``ari-app run --take-over``); ready
+        then means that one has exited and the new one answers /readyz."""
         # the log is appended to across runs: only what this start writes counts
         offset = self.app_log.stat().st_size if self.app_log.exists() else 0
+        take_over = ["--take-over"] if take_over_from is not None else []
         # the child keeps its own copy of the descriptor; ours is closed once it has started
         with self.app_log.open("ab") as app_log:
             self.app_proc = subprocess.Popen(
@@ -110,6 +115,7 @@ class DevStack:
                     "ari_app.cli",
                     *(["-v"] if os.environ.get("BOTBRIDGE_APP_DEBUG") else []),
                     "run",
+                    *take_over,
                 ],
                 env=self.env,
                 stdout=app_log,
@@ -118,8 +124,11 @@ class DevStack:
                 start_new_session=detach,
             )
         deadline = time.monotonic() + APP_READY_TIMEOUT_SECONDS
+        if take_over_from is not None:
+            deadline += HANDOVER_SECONDS
         while time.monotonic() < deadline:
-            if self._ready(offset):
+            old_gone = take_over_from is None or not _pid_alive(take_over_from)
+            if old_gone and self._ready(offset):
                 return
             if self.app_proc.poll() is not None:
                 raise StackError(
@@ -145,7 +154,8 @@ class DevStack:
             return False
 
     def restart_app(self) -> None:
-        """`make restart`: SIGTERM (drain), then a new app, ready when /readyz says so."""
+        """A stop and a start: SIGTERM (drain), then a new app, ready when /readyz says so
+        (`make restart` hands over instead: :func:`_restart`)."""
         self.stop_app()
         self.start_app()
 
@@ -376,13 +386,17 @@ def _down() -> int:
 
 
 def _restart() -> int:
-    """Restart the app of a running stack without dropping a call: SIGTERM drains it (calls
-    with the bot finish, new calls fail open to the fallback queue), then a new app starts
-    and is ready when /readyz says so; it records the calls that bypassed it.
+    """Restart the app of a running stack without a caller noticing: a new app starts with
+    ``--take-over``, registers the Stasis application (from then on Asterisk sends it every
+    event), the running app lets go of its calls and exits without touching one, and the new
+    one adopts them (ari_app/calls/handover.py). Ready when the old app has exited and the new
+    one answers /readyz.
 
     The new app's settings are decided as `make up` decided them (``stack_places``, the
-    current configuration); before the old app is touched they are checked against the ones
-    `make up` recorded, and Asterisk must accept the ARI password the new app will use."""
+    current configuration); before anything starts they are checked against the ones `make
+    up` recorded, and Asterisk must accept the ARI password the new app will use. A new app
+    that fails leaves the running one untouched, unless it failed after the running one let
+    go: then a plain new app starts and reconciles as after a crash."""
     places = stack_places()
     if not places.info_path.exists():
         print("not up; `make up` first", file=sys.stderr)
@@ -392,21 +406,21 @@ def _restart() -> int:
     stack = build_stack(runtime, Path(info["root"]), free_ports=False, extra_env=places.env)
     check_same_stack(info, stack.config)
     pid = int(info["app_pid"])
-    print(f"draining the app (pid {pid}); new calls go to the fallback queue meanwhile")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + stack.config.bridge.drain_seconds + APP_STOP_TIMEOUT_SECONDS
+    print(f"handing the calls of the app (pid {pid}) over to a new app")
     started = time.monotonic()
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(POLL_SECONDS)
-    if _pid_alive(pid):
-        print("the app did not stop in time; killing it", file=sys.stderr)
-        os.kill(pid, signal.SIGKILL)
-    print(f"stopped after {time.monotonic() - started:.1f} s; starting a new app")
-    stack.start_app(detach=True)
+    try:
+        stack.start_app(detach=True, take_over_from=pid)
+    except StackError as exc:
+        if _pid_alive(pid):
+            raise StackError(f"{exc}\nthe running app (pid {pid}) was left alone") from exc
+        print(f"the new app failed after the old one let go ({exc}); starting another")
+        stack.start_app(detach=True)
     assert stack.app_proc is not None
     places.info_path.write_text(json.dumps({**info, "app_pid": stack.app_proc.pid}, indent=2))
-    print(f"app up again (pid {stack.app_proc.pid}), ready")
+    print(
+        f"app up again (pid {stack.app_proc.pid}), ready; handover took "
+        f"{time.monotonic() - started:.1f} s"
+    )
     return 0
 
 

@@ -249,9 +249,9 @@ class EventStream:
             if event is None:
                 continue
             if event.type == "ApplicationReplaced":
-                logger.error(
-                    "Another ARI client registered app %s; this process no longer receives its "
-                    "events. Make sure only one bridge instance uses this app name.",
+                logger.warning(
+                    "Another ARI client registered app %s; this process no longer receives "
+                    "its events",
                     self.app,
                 )
             self._dispatch(handler, event)

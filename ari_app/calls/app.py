@@ -460,10 +460,11 @@ class BridgeApp:
 
     # -- reconnect -----------------------------------------------------------------------
 
-    async def reconcile(self, connection: int) -> None:
+    async def reconcile(self, connection: int, *, handover: bool = False) -> None:
         """After every connect, the first included: only the wanted event types asked for,
         then sessions and this node's open records brought in line with the channels
-        Asterisk has (ari_app/calls/reconcile.py)."""
+        Asterisk has (ari_app/calls/reconcile.py); ``handover``: the records are those of an
+        instance that let go of its calls (ari_app/calls/handover.py)."""
         if connection == 1:
             log.info("ARI event stream connected; app %s registered", self.config.ari.app)
         try:
@@ -475,7 +476,7 @@ class BridgeApp:
         except AriError as exc:
             log.warning("bot health not read (%s); every bot counts as reachable", exc)
         await self.records.flush()
-        await reconcile.reconcile(self, connection)
+        await reconcile.reconcile(self, connection, handover=handover)
 
 
 @dataclass(frozen=True)
@@ -498,5 +499,5 @@ EVENTS: dict[str, EventHandling] = {
     "ContactStatusChange": EventHandling(BridgeApp._route_contact_status),
     BOT_TIME_UP: EventHandling(lambda app, event: None, lambda app, s, event: s.bot_time_up()),
 }
-# ApplicationReplaced: logged by the event reader itself (ari_app/ari/events.py), never routed
+# ApplicationReplaced: the replaced instance lets go of its calls (ari_app/calls/handover.py)
 EVENT_TYPES = frozenset({*EVENTS, "ApplicationReplaced"}) - {BOT_TIME_UP}

@@ -79,6 +79,15 @@ class BotAttempts:
             self.pool.hold(target.uri)
             self.target = target
 
+    def resume(self, tried: list[BotAttempt]) -> None:
+        """A call taken over while its bot is dialled (ari_app/calls/handover.py): the
+        attempts so far, the last one's bot claimed again. The plan and the answer timeout's
+        budget stay unknown: no next bot is tried, a failure goes to the fallback queue."""
+        self._tried = [{"uri": a["uri"], "result": a["result"]} for a in tried]
+        self.count = sum(1 for a in self._tried if not str(a["result"] or "").startswith("skip"))
+        if self._tried and self._tried[-1]["result"] is None:
+            self.hold(self._tried[-1]["uri"])
+
     def release(self) -> None:
         """The claimed bot's part is over (failed, ended, transferred)."""
         if self.target is not None:

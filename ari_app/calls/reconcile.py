@@ -36,6 +36,7 @@ leg ended while the app was down) is left empty rather than guessed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -126,7 +127,11 @@ def orphan_bot_part(record: Record, bot_ended_at: float | None, rounding: str) -
     return {"bot_ended_at": ended, **billing.charge(answered, ended, rounding)}
 
 
-async def reconcile(app: CallsHost, connection: int) -> None:
+async def reconcile(app: CallsHost, connection: int, *, handover: bool = False) -> None:
+    """Sessions and this node's open records brought in line with Asterisk's channels.
+    ``handover``: the open records are those of an instance that let go of its calls after
+    handling every event it got (ari_app/calls/handover.py); the events since are still to
+    come, so a call is carried on from its record, not failed over as after a crash."""
     channels = {c.id: c for c in await app.ari.channels()}
     now = time.time()
     for caller_id, session in list(app.sessions.items()):
@@ -164,7 +169,7 @@ async def reconcile(app: CallsHost, connection: int) -> None:
                 await close_orphan(app, record, channels)
                 closed += 1
             else:
-                await adopt(app, record, caller, channels)
+                await adopt(app, record, caller, channels, handover=handover)
                 adopted += 1
         except (AriError, StoreError) as exc:
             log.warning("call %s: reconciliation: %s", record["interaction_id"], exc)
@@ -331,7 +336,14 @@ async def close_orphan(app: CallsHost, record: Record, channels: dict[str, Any])
     await app.ari.destroy_bridge(bridge_id_for(iid))
 
 
-async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[str, Any]) -> None:
+async def adopt(
+    app: CallsHost,
+    record: Record,
+    caller: Channel,
+    channels: dict[str, Any],
+    *,
+    handover: bool = False,
+) -> None:
     """The caller is still there: rebuild its session and carry on from the record."""
     iid = record["interaction_id"]
     state = CallState(record["state"])
@@ -362,16 +374,24 @@ async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[
         session.bridge_id = bridge_id_for(iid, session.escalation_returns)
     app.adopt(session)
     app.records.update(iid, reconciled_at=time.time())
-    log.warning("call %s: re-adopted in state %s after a restart", iid, state.value)
+    log.log(
+        logging.INFO if handover else logging.WARNING,
+        "call %s: re-adopted in state %s after %s",
+        iid,
+        state.value,
+        "a handover" if handover else "a restart",
+    )
     bot_alive = bool(session.bot_channel_id) and session.bot_channel_id in channels
     in_stasis = (caller.dialplan.app_name or "") == STASIS
 
     if state is CallState.BOT_CONNECTED:
         await session.resume(record.get("bot_uri"), bot_alive)
-        if not bot_alive:
+        if not bot_alive and not handover:  # in a handover the bot's end event is to come
             await session.bot_left()
             # the bot hung up while nobody watched: when is unknown
             session.record(bot_ended_at=None, bot_seconds=None, billable_minutes=None)
+    elif state is CallState.BOT_DIALLING and handover:
+        await resume_dialling(app, session, record)
     elif state in {CallState.STARTED, CallState.BOT_DIALLING}:
         await session.bot_failed(APP_RESTARTED)
     elif state is CallState.TRANSFERRING:
@@ -400,3 +420,17 @@ async def adopt(app: CallsHost, record: Record, caller: Channel, channels: dict[
                 if caller.id in bridge.channels:  # the agent answered while the app was down
                     await session.caller_entered_bridge(bridge)
                     break
+
+
+async def resume_dialling(app: CallsHost, session: CallSession, record: Record) -> None:
+    """A call taken over while its bot leg is being set up: the old instance handled every
+    event it got, so the leg's next event (its StasisStart, its Dial status, its end) is
+    still to come and carries the call on. What the session keeps in memory is restored: the
+    bot attempts (the last one's bot claimed) and whether the caller is in the call's bridge
+    already (the leg then joins alone)."""
+    tried = json.loads(record.get("bots_tried") or "[]")
+    session.bots.resume(tried)
+    for bridge in await app.ari.bridges():
+        if bridge.id == session.bridge_id:
+            session._caller_bridged = session.caller_id in bridge.channels
+            break

@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         "run",
         "run the Stasis application",
-        "  ari-app run\n  ari-app run --log-level DEBUG\n"
+        "  ari-app run\n  ari-app run --log-level DEBUG\n  ari-app run --take-over\n"
         "  BOTBRIDGE_LOG_FORMAT=json ari-app run   one JSON object per log line\n",
         "Connect to Asterisk's ARI and handle calls until SIGTERM (which drains first).",
     )
@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=LOG_LEVELS,
         help="log level (default: [logging] level, INFO)",
+    )
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="take the calls over from the instance running with this state directory, "
+        "which then exits without touching a call (docs/operations.md, Restart)",
     )
     p.set_defaults(func=_run)
 
@@ -130,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(config: Config, args: argparse.Namespace) -> int:
     from ari_app.main import run_app
 
-    await run_app(config)
+    await run_app(config, take_over=args.take_over)
     return 0
 
 
