@@ -11,6 +11,7 @@ ports are given, through the environment, so that parallel runs never collide.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -199,3 +200,90 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
     down = checkout.make("down")
     assert down.returncode == 0 and "stopped Asterisk and the app" in down.stdout, down
     assert not checkout.info_path.exists()
+
+
+# `make restart` twice under load: the rate and the conversations' length of issue 23's
+# measure (20 calls/s, bot conversations of 30 s)
+HANDOVER_CALL_RATE = 20  # calls/s
+HANDOVER_BOT_TALK_MS = 30_000
+HANDOVER_LOAD_SECONDS = 40  # calls are placed for this long; the restarts fall within it
+HANDOVER_CALLS = HANDOVER_CALL_RATE * HANDOVER_LOAD_SECONDS
+FIRST_RESTART_AFTER_SECONDS = 12  # a few hundred conversations in progress by then
+BETWEEN_RESTARTS_SECONDS = 8
+HANDOVER_SIPP_TIMEOUT_SECONDS = HANDOVER_LOAD_SECONDS + HANDOVER_BOT_TALK_MS / 1000 + 120
+TOOK_OVER = "took the calls over"
+
+
+async def test_make_restart_twice_under_load_hands_every_call_over(
+    runtime: Runtime, checkout: Checkout, observer: list[DevStack]
+) -> None:
+    """Calls placed at HANDOVER_CALL_RATE for HANDOVER_LOAD_SECONDS, each a 30 s bot
+    conversation, and `make restart` twice meanwhile: no caller and no bot call fails, the
+    bot answers every call, none bypasses the bot or is cut (every record `resolved` by the
+    bot's hang-up after its whole conversation), and each call has exactly one record."""
+    up = checkout.make("up")
+    assert up.returncode == 0, up
+    info = checkout.info()
+    stack = build_stack(
+        runtime,
+        runtime.scratch_root() / f"test-handover-{uuid.uuid4().hex[:8]}",
+        free_ports=False,
+        extra_env={**checkout.env, "BOTBRIDGE_STATE_DIR": info["settings"]["state_dir"]},
+    )
+    observer.append(stack)
+    bot = stack.sipp().start(
+        "load/bot_resolve",
+        local_port=stack.bot_port,
+        extra=["-aa", "-d", str(HANDOVER_BOT_TALK_MS)],
+        calls=HANDOVER_CALLS,
+        timeout=HANDOVER_SIPP_TIMEOUT_SECONDS,
+    )
+    callers = load_callers(
+        stack,
+        calls=HANDOVER_CALLS,
+        rate=HANDOVER_CALL_RATE,
+        prefix="1883",
+        timeout=HANDOVER_SIPP_TIMEOUT_SECONDS,
+    )
+    pids = [info["app_pid"]]
+    for wait in (FIRST_RESTART_AFTER_SECONDS, BETWEEN_RESTARTS_SECONDS):
+        await asyncio.sleep(wait)
+        restart = checkout.make("restart")
+        assert restart.returncode == 0, restart
+        assert "ready" in restart.stdout, restart
+        print(restart.stdout.strip())
+        pids.append(checkout.info()["app_pid"])
+    assert len(set(pids)) == len(pids), pids
+    for pid in pids[:-1]:  # each replaced app exited by itself
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    for run in (callers, bot):
+        await sipp_finished(run, HANDOVER_SIPP_TIMEOUT_SECONDS)
+        assert run.wait(1) == 0, run.report()[-3000:]
+    assert sum(1 for m in bot.messages() if m.method == "INVITE") == HANDOVER_CALLS
+
+    store = InteractionStore(stack.config.store.url)
+    try:
+
+        def all_closed() -> list[Record] | None:
+            rows = calls_of(store, "1883")
+            done = len(rows) >= HANDOVER_CALLS and all(r["ended_at"] for r in rows)
+            return rows if done else None
+
+        rows = await until(all_closed, 60, "every call's record closed")
+    finally:
+        store.close()
+    # one record per call: as many as calls, one per caller number
+    assert len(rows) == HANDOVER_CALLS
+    assert len({r["caller_number"] for r in rows}) == HANDOVER_CALLS
+    cut = [r for r in rows if (r["outcome"], r["error_reason"]) != ("resolved", None)]
+    assert not cut, cut[:5]
+    short = [r for r in rows if (r["bot_seconds"] or 0.0) < HANDOVER_BOT_TALK_MS / 1000 - 1]
+    assert not short, short[:5]
+
+    log_text = (Path(info["root"]) / "app.log").read_text(errors="replace")
+    took_over = [line for line in log_text.splitlines() if TOOK_OVER in line]
+    print("\n".join(took_over))
+    assert len(took_over) == 2, log_text[-3000:]
+    assert "did not let go" not in log_text

@@ -1,0 +1,129 @@
+"""The handover's parts that need no Asterisk (ari_app/calls/handover.py): the instance lock,
+the successor holding events until the running instance let go, the replaced instance that
+neither drains nor acts, and a call taken over while its bot is dialled. The whole handover
+runs through `make restart` against a real Asterisk in
+tests/integration/test_make_restart.py."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ari_app.ari import Event
+from ari_app.calls.app import BridgeApp
+from ari_app.calls.handover import HandoverApp, InstanceLock
+from ari_app.config import Config, load_config
+from ari_app.store import InteractionStore
+from tests.fake_ari import FakeAri, bridge, channel
+from tests.harness import until
+from tests.records import NODE, create, stored
+
+APP = "botbridge"
+
+
+def config() -> Config:
+    return load_config(env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": NODE})
+
+
+def inbound(caller_id: str) -> Event:
+    caller = channel(caller_id, app_name="Stasis", app_data=f"{APP},inbound")
+    return Event("StasisStart", APP, channel=caller, args=("inbound",))
+
+
+def test_the_lock_is_held_by_one_instance_and_names_its_pid(tmp_path: Path) -> None:
+    path = tmp_path / "app.lock"
+    first, second = InstanceLock(path), InstanceLock(path)
+    assert first.try_acquire()
+    assert not second.try_acquire()  # another open file of the same process is refused too
+    assert second.holder() == os.getpid()
+    first.release()
+    assert second.try_acquire()
+    second.release()
+
+
+async def test_a_successor_holds_events_until_the_running_instance_let_go(
+    tmp_path: Path, store: InteractionStore
+) -> None:
+    running = InstanceLock(tmp_path / "app.lock")
+    assert running.try_acquire()
+    ari = FakeAri([])
+    app = HandoverApp(
+        config(), ari, store, lock=InstanceLock(tmp_path / "app.lock"), take_over=True
+    )
+    await app.reconcile(1)  # returns at once: the reader must keep reading
+    app.dispatch(inbound("caller-new"))
+    await app.dispatcher.idle()
+    assert app.sessions == {} and not app.owning.is_set()
+    assert ari.called("channels") == []  # nothing reconciled while the old one holds on
+
+    running.release()
+    await until(app.owning.is_set, 5, "the take-over")
+    await app.dispatcher.idle()
+    assert list(app.sessions) == ["caller-new"]  # the held StasisStart, handled now
+    app.lock.release()
+
+
+async def test_a_replaced_instance_neither_drains_nor_touches_its_calls(
+    tmp_path: Path, store: InteractionStore
+) -> None:
+    create(
+        store,
+        "a1",
+        profile="default",
+        caller_channel="caller-a1",
+        bot_channel="bot-a1",
+        state="bot_connected",
+        started_at=time.time() - 20,
+        bot_answered_at=time.time() - 10,
+    )
+    caller = channel("caller-a1", app_name="Stasis")
+    ari = FakeAri([caller, channel("bot-a1", app_name="Stasis")])
+    app = HandoverApp(config(), ari, store, lock=InstanceLock(tmp_path / "app.lock"))
+    await app.reconcile(1)
+    assert list(app.sessions) == ["caller-a1"]
+    requests = len(ari.calls)
+
+    app.dispatch(Event("ApplicationReplaced", APP))
+    await app.drain()  # SIGTERM while replaced
+    await app.records.flush()
+    assert app.replaced and not app.draining
+    assert ari.calls[requests:] == []  # no hang-up, no queue, nothing
+    assert stored(store, "a1")["state"] == "bot_connected"
+
+
+async def test_a_call_taken_over_while_its_bot_is_dialled_goes_on_with_that_bot(
+    store: InteractionStore,
+) -> None:
+    """A crash fails such a call over to the fallback queue (the dial's outcome is lost); a
+    handover leaves the leg's next events to carry it on: the bot's answer connects it."""
+    cfg = config()
+    uri = cfg.profiles["default"].targets[0].uri
+    for handover in (False, True):
+        iid = f"d{int(handover)}"
+        create(
+            store,
+            iid,
+            profile="default",
+            caller_channel=f"caller-{iid}",
+            bot_channel=f"bot-{iid}",
+            state="bot_dialling",
+            started_at=time.time() - 2,
+            bots_tried=[{"uri": uri, "result": None}],
+        )
+        bot = channel(f"bot-{iid}", app_name="Stasis")
+        ari = FakeAri(
+            [channel(f"caller-{iid}", app_name="Stasis"), bot],
+            bridges=[bridge(f"call-{iid}", f"caller-{iid}", f"bot-{iid}")],
+        )
+        app = BridgeApp(cfg, ari, store)
+        await app.reconcile(1, handover=handover)
+        await app.handle(Event("Dial", APP, peer=bot, dialstatus="ANSWER"))
+        await app.records.flush()
+        row = stored(store, iid)
+        if handover:
+            assert (row["state"], row["outcome"], row["bot_uri"]) == ("bot_connected", None, uri)
+            assert app.bot_active_calls()[uri] == 1
+            assert ari.called("continue_in_dialplan") == []
+        else:
+            assert (row["outcome"], row["error_reason"]) == ("bot_failed", "app_restarted")
