@@ -10,10 +10,13 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from ari_app.ari import Event
 from ari_app.calls.app import BridgeApp
-from ari_app.calls.handover import HandoverApp, InstanceLock
+from ari_app.calls.handover import LOCK_FILE, HandoverApp, InstanceLock
 from ari_app.config import Config, load_config
+from ari_app.main import run_app
 from ari_app.store import InteractionStore
 from tests.fake_ari import FakeAri, bridge, channel
 from tests.harness import until
@@ -127,3 +130,15 @@ async def test_a_call_taken_over_while_its_bot_is_dialled_goes_on_with_that_bot(
             assert ari.called("continue_in_dialplan") == []
         else:
             assert (row["outcome"], row["error_reason"]) == ("bot_failed", "app_restarted")
+
+
+async def test_a_plain_run_refuses_to_start_beside_a_running_instance(tmp_path: Path) -> None:
+    """Two instances taking events in turn would each act on calls the other owns: without
+    --take-over a second instance stops before it opens anything."""
+    cfg = load_config(env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STATE_DIR": str(tmp_path)})
+    running = InstanceLock(tmp_path / LOCK_FILE)
+    assert running.try_acquire()
+    with pytest.raises(SystemExit, match=r"another instance \(pid \d+\) .* --take-over"):
+        await run_app(cfg)
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_FILE]  # no store opened
+    running.release()

@@ -40,9 +40,9 @@ def installable_copy(tmp_path: Path, extra: str = "") -> Path:
 def test_the_units_are_there() -> None:
     assert {p.name for p in UNITS.glob("*.service")} == {
         "botbridge-asterisk.service",
-        "botbridge-app.service",
+        "botbridge-app@.service",
     }
-    app = (UNITS / "botbridge-app.service").read_text()
+    app = (UNITS / "botbridge-app@.service").read_text()
     for line in (
         "Requires=botbridge-asterisk.service",
         "After=botbridge-asterisk.service",
@@ -50,6 +50,7 @@ def test_the_units_are_there() -> None:
         "StateDirectory=botbridge",
         "LoadCredential=ari-password:",
         "User=botbridge",
+        "ExecStart=/opt/botbridge/bin/ari-app run --take-over",
     ):
         assert line in app
 
