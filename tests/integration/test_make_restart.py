@@ -287,3 +287,58 @@ async def test_make_restart_twice_under_load_hands_every_call_over(
     print("\n".join(took_over))
     assert len(took_over) == 2, log_text[-3000:]
     assert "did not let go" not in log_text
+
+
+HANDOVER_RING_SECONDS = 8  # tests/scenarios/handover/bot_rings.xml: the bot's 180 to its 200
+RINGING_BOT_TALK_MS = 3000
+TAKEN_OVER_DIALLING = "re-adopted in state bot_dialling after a handover"
+
+
+async def test_make_restart_while_the_bot_rings_keeps_that_bot(
+    runtime: Runtime, checkout: Checkout, observer: list[DevStack]
+) -> None:
+    """`make restart` while the bot of a call is still ringing: the new app takes the call
+    over in the middle of its set-up, the bot's answer (an event the new app gets) connects
+    it, and the bot resolves it. (A crash sends such a call to the fallback queue.)"""
+    up = checkout.make("up")
+    assert up.returncode == 0, up
+    info = checkout.info()
+    stack = build_stack(
+        runtime,
+        runtime.scratch_root() / f"test-handover-ring-{uuid.uuid4().hex[:8]}",
+        free_ports=False,
+        extra_env={**checkout.env, "BOTBRIDGE_STATE_DIR": info["settings"]["state_dir"]},
+    )
+    observer.append(stack)
+    store = InteractionStore(stack.config.store.url)
+    bot = stack.sipp().start(
+        "handover/bot_rings",
+        local_port=stack.bot_port,
+        extra=["-aa", "-d", str(RINGING_BOT_TALK_MS)],
+        timeout=SIPP_TIMEOUT_SECONDS,
+    )
+    caller = load_callers(stack, calls=1, rate=1, prefix="1884", timeout=SIPP_TIMEOUT_SECONDS)
+
+    def dialling() -> bool:
+        rows = calls_of(store, "1884")
+        return len(rows) == 1 and rows[0]["state"] == "bot_dialling"
+
+    await until(dialling, 20, "the bot ringing")
+    restart = checkout.make("restart")
+    assert restart.returncode == 0, restart
+    assert calls_of(store, "1884")[0]["state"] == "bot_dialling"  # still ringing: handed over
+
+    for run in (caller, bot):
+        await sipp_finished(run, SIPP_TIMEOUT_SECONDS)
+        assert run.wait(1) == 0, run.report()[-3000:]
+    row = await until(
+        lambda: next((r for r in calls_of(store, "1884") if r["ended_at"]), None),
+        20,
+        "the call's record closed",
+    )
+    store.close()
+    uri = stack.config.profiles["default"].targets[0].uri
+    assert (row["outcome"], row["error_reason"], row["bot_uri"]) == ("resolved", None, uri), row
+    assert (row["bot_seconds"] or 0.0) >= RINGING_BOT_TALK_MS / 1000 - 1, row
+    log_text = (Path(info["root"]) / "app.log").read_text(errors="replace")
+    assert TAKEN_OVER_DIALLING in log_text
