@@ -102,6 +102,7 @@ class EventStream:
         self._slow_handler_seconds = slow_handler_seconds
         self._stable_connection_seconds = stable_connection_seconds
         self._stopping = asyncio.Event()
+        self._reconnecting = True
         self._running = False
         self._ws: ClientConnection | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -143,7 +144,7 @@ class EventStream:
                     reason = f"ARI event socket failed ({type(exc).__name__})"
                 finally:
                     self._ws = None
-                if self._stopping.is_set():
+                if self._stopping.is_set() or not self._reconnecting:
                     break
                 if opened_at is not None and (
                     loop.time() - opened_at >= self._stable_connection_seconds
@@ -159,6 +160,11 @@ class EventStream:
                 await self._close_task
                 self._close_task = None
         logger.info("ARI event stream for app %s stopped", self.app)
+
+    def stop_reconnecting(self) -> None:
+        """Keep reading the current connection, but let :meth:`run` return when it closes
+        instead of connecting again (a connect would register the app again)."""
+        self._reconnecting = False
 
     def stop(self) -> None:
         """Ask :meth:`run` to return; the event being handled, if any, is allowed to finish."""

@@ -143,6 +143,7 @@ class HandoverApp(BridgeApp):
             len(self.sessions),
             REPLACED_QUIET_SECONDS,
         )
+        self.stream.stop_reconnecting()  # a connect would register the app again
         asyncio.get_running_loop().call_later(REPLACED_QUIET_SECONDS, self.stop)
 
     async def drain(self) -> None:

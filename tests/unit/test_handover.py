@@ -6,19 +6,22 @@ tests/integration/test_make_restart.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
-from ari_app.ari import Event
+from ari_app.ari import Event, EventStream
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.handover import LOCK_FILE, HandoverApp, InstanceLock
 from ari_app.config import Config, load_config
 from ari_app.main import run_app
 from ari_app.store import InteractionStore
-from tests.fake_ari import FakeAri, bridge, channel
+from tests.fake_ari import FakeAri, bridge, channel, channel_json
 from tests.harness import until
 from tests.records import NODE, create, stored
 
@@ -142,3 +145,38 @@ async def test_a_plain_run_refuses_to_start_beside_a_running_instance(tmp_path: 
         await run_app(cfg)
     assert [p.name for p in tmp_path.iterdir()] == [LOCK_FILE]  # no store opened
     running.release()
+
+
+async def test_a_replaced_stream_reads_its_connection_to_the_end_and_never_reconnects() -> None:
+    """A connect would register the application again and replace the successor: once told
+    to stop reconnecting, the stream still hands over what its connection brings, then its
+    run ends with that connection."""
+    replaced = json.dumps({"type": "ApplicationReplaced", "application": APP})
+    late = json.dumps(
+        {
+            "type": "ChannelDestroyed",
+            "application": APP,
+            "cause": 16,
+            "cause_txt": "Normal Clearing",
+            "channel": channel_json("c"),
+        }
+    )
+
+    async def asterisk(ws: ServerConnection) -> None:
+        await ws.send(replaced)
+        await ws.send(late)  # the event that crossed the swap
+        await ws.close()
+
+    async with serve(asterisk, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        stream = EventStream(f"http://127.0.0.1:{port}/ari", "user", "secret", APP)
+        seen: list[str] = []
+
+        def on_event(event: Event) -> None:
+            seen.append(event.type)
+            if event.type == "ApplicationReplaced":
+                stream.stop_reconnecting()
+
+        await asyncio.wait_for(stream.run(on_event), 10)
+    assert stream.connects == 1
+    assert seen == ["ApplicationReplaced", "ChannelDestroyed"]
