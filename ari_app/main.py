@@ -89,8 +89,6 @@ async def run_app(config: Config, *, take_over: bool = False) -> None:
                 (config.sip.port, config.sip.tls_port),
                 config.bridge.max_context_bytes,
             )
-            if not take_over:  # a successor binds its port once the old instance let go
-                await bye_contexts.start()
         app = HandoverApp(
             config,
             ari,
@@ -100,6 +98,8 @@ async def run_app(config: Config, *, take_over: bool = False) -> None:
             lock=lock,
             take_over=take_over,
         )
+        if bye_contexts is not None and not app.take_over:
+            await bye_contexts.start()  # a successor binds its port once the old one let go
         loop = asyncio.get_running_loop()
         draining: set[asyncio.Task[None]] = set()
 

@@ -113,13 +113,17 @@ class HandoverApp(BridgeApp):
     def __init__(self, *args: Any, lock: InstanceLock, take_over: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.lock = lock
-        self.take_over = take_over
         self.replaced = False
         # set once this instance owns the calls: at once, or after the take-over
         self.owning = asyncio.Event()
-        self._held: list[Event] | None = [] if take_over else None
+        # a take-over with no instance running (the lock is free before this one connects)
+        # is a plain start: the open records, if any, are a crash's
+        self.take_over = take_over and not lock.try_acquire()
+        if take_over and not self.take_over:
+            log.warning("no instance runs with this state directory: nothing to take over")
+        self._held: list[Event] | None = [] if self.take_over else None
         self._taking_over: asyncio.Task[None] | None = None
-        if not take_over:
+        if not self.take_over:
             self.owning.set()
 
     # -- the replaced instance ----------------------------------------------------------

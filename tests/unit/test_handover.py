@@ -180,3 +180,33 @@ async def test_a_replaced_stream_reads_its_connection_to_the_end_and_never_recon
         await asyncio.wait_for(stream.run(on_event), 10)
     assert stream.connects == 1
     assert seen == ["ApplicationReplaced", "ChannelDestroyed"]
+
+
+async def test_a_take_over_with_nothing_running_is_a_plain_start(
+    tmp_path: Path, store: InteractionStore
+) -> None:
+    """No instance holds the lock when the successor starts: nobody let go, so an open
+    record is a crash's (a bot being dialled is failed over), and nothing is held."""
+    uri = config().profiles["default"].targets[0].uri
+    create(
+        store,
+        "c1",
+        profile="default",
+        caller_channel="caller-c1",
+        bot_channel="bot-c1",
+        state="bot_dialling",
+        started_at=time.time() - 2,
+        bots_tried=[{"uri": uri, "result": None}],
+    )
+    ari = FakeAri([channel("caller-c1", app_name="Stasis"), channel("bot-c1", app_name="Stasis")])
+    lock = InstanceLock(tmp_path / LOCK_FILE)
+    app = HandoverApp(config(), ari, store, lock=lock, take_over=True)
+    assert app.owning.is_set() and not app.take_over
+    await app.reconcile(1)
+    await app.records.flush()
+    assert (stored(store, "c1")["outcome"], stored(store, "c1")["error_reason"]) == (
+        "bot_failed",
+        "app_restarted",
+    )
+    assert lock.holder() == os.getpid()
+    lock.release()
