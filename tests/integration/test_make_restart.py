@@ -112,20 +112,14 @@ def observer(runtime: Runtime, checkout: Checkout) -> Iterator[list[DevStack]]:
         shutil.rmtree(stack.root, ignore_errors=True)
 
 
-def calls_of(store: InteractionStore, prefix: str) -> list[Record]:
-    return [r for r in store.all() if (r["caller_number"] or "").startswith(prefix)]
-
-
-async def test_make_restart_keeps_the_stack_and_the_calls(
+def up_and_observed(
     runtime: Runtime, checkout: Checkout, observer: list[DevStack]
-) -> None:
+) -> tuple[dict[str, Any], DevStack]:
+    """`make up` in the checkout; its ``stack.json`` and a DevStack object on that stack
+    (kept in ``observer``) for the SIPp parties, the store and ARI."""
     up = checkout.make("up")
     assert up.returncode == 0, up
     info = checkout.info()
-    # the default state directory: ./var of the directory `make up` ran in
-    assert info["settings"]["state_dir"] == str(checkout.path / "var")
-    assert (checkout.path / "var" / "ari-password").exists()
-
     stack = build_stack(
         runtime,
         runtime.scratch_root() / f"test-make-restart-{uuid.uuid4().hex[:8]}",
@@ -133,6 +127,20 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
         extra_env={**checkout.env, "BOTBRIDGE_STATE_DIR": info["settings"]["state_dir"]},
     )
     observer.append(stack)
+    return info, stack
+
+
+def calls_of(store: InteractionStore, prefix: str) -> list[Record]:
+    return [r for r in store.all() if (r["caller_number"] or "").startswith(prefix)]
+
+
+async def test_make_restart_keeps_the_stack_and_the_calls(
+    runtime: Runtime, checkout: Checkout, observer: list[DevStack]
+) -> None:
+    info, stack = up_and_observed(runtime, checkout, observer)
+    # the default state directory: ./var of the directory `make up` ran in
+    assert info["settings"]["state_dir"] == str(checkout.path / "var")
+    assert (checkout.path / "var" / "ari-password").exists()
     assert stack_settings(stack.config) == info["settings"]
     store = InteractionStore(stack.config.store.url)
     bot = stack.sipp().start(
@@ -221,16 +229,7 @@ async def test_make_restart_twice_under_load_hands_every_call_over(
     conversation, and `make restart` twice meanwhile: no caller and no bot call fails, the
     bot answers every call, none bypasses the bot or is cut (every record `resolved` by the
     bot's hang-up after its whole conversation), and each call has exactly one record."""
-    up = checkout.make("up")
-    assert up.returncode == 0, up
-    info = checkout.info()
-    stack = build_stack(
-        runtime,
-        runtime.scratch_root() / f"test-handover-{uuid.uuid4().hex[:8]}",
-        free_ports=False,
-        extra_env={**checkout.env, "BOTBRIDGE_STATE_DIR": info["settings"]["state_dir"]},
-    )
-    observer.append(stack)
+    info, stack = up_and_observed(runtime, checkout, observer)
     bot = stack.sipp().start(
         "load/bot_resolve",
         local_port=stack.bot_port,
@@ -300,16 +299,7 @@ async def test_make_restart_while_the_bot_rings_keeps_that_bot(
     """`make restart` while the bot of a call is still ringing: the new app takes the call
     over in the middle of its set-up, the bot's answer (an event the new app gets) connects
     it, and the bot resolves it. (A crash sends such a call to the fallback queue.)"""
-    up = checkout.make("up")
-    assert up.returncode == 0, up
-    info = checkout.info()
-    stack = build_stack(
-        runtime,
-        runtime.scratch_root() / f"test-handover-ring-{uuid.uuid4().hex[:8]}",
-        free_ports=False,
-        extra_env={**checkout.env, "BOTBRIDGE_STATE_DIR": info["settings"]["state_dir"]},
-    )
-    observer.append(stack)
+    info, stack = up_and_observed(runtime, checkout, observer)
     store = InteractionStore(stack.config.store.url)
     bot = stack.sipp().start(
         "handover/bot_rings",

@@ -37,6 +37,20 @@ def inbound(caller_id: str) -> Event:
     return Event("StasisStart", APP, channel=caller, args=("inbound",))
 
 
+def dialling(store: InteractionStore, iid: str, uri: str) -> None:
+    """The record of a call whose bot ``uri`` is being dialled on leg ``bot-<iid>``."""
+    create(
+        store,
+        iid,
+        profile="default",
+        caller_channel=f"caller-{iid}",
+        bot_channel=f"bot-{iid}",
+        state="bot_dialling",
+        started_at=time.time() - 2,
+        bots_tried=[{"uri": uri, "result": None}],
+    )
+
+
 def test_the_lock_is_held_by_one_instance_and_names_its_pid(tmp_path: Path) -> None:
     path = tmp_path / "app.lock"
     first, second = InstanceLock(path), InstanceLock(path)
@@ -107,16 +121,7 @@ async def test_a_call_taken_over_while_its_bot_is_dialled_goes_on_with_that_bot(
     uri = cfg.profiles["default"].targets[0].uri
     for handover in (False, True):
         iid = f"d{int(handover)}"
-        create(
-            store,
-            iid,
-            profile="default",
-            caller_channel=f"caller-{iid}",
-            bot_channel=f"bot-{iid}",
-            state="bot_dialling",
-            started_at=time.time() - 2,
-            bots_tried=[{"uri": uri, "result": None}],
-        )
+        dialling(store, iid, uri)
         bot = channel(f"bot-{iid}", app_name="Stasis")
         ari = FakeAri(
             [channel(f"caller-{iid}", app_name="Stasis"), bot],
@@ -188,16 +193,7 @@ async def test_a_take_over_with_nothing_running_is_a_plain_start(
     """No instance holds the lock when the successor starts: nobody let go, so an open
     record is a crash's (a bot being dialled is failed over), and nothing is held."""
     uri = config().profiles["default"].targets[0].uri
-    create(
-        store,
-        "c1",
-        profile="default",
-        caller_channel="caller-c1",
-        bot_channel="bot-c1",
-        state="bot_dialling",
-        started_at=time.time() - 2,
-        bots_tried=[{"uri": uri, "result": None}],
-    )
+    dialling(store, "c1", uri)
     ari = FakeAri([channel("caller-c1", app_name="Stasis"), channel("bot-c1", app_name="Stasis")])
     lock = InstanceLock(tmp_path / LOCK_FILE)
     app = HandoverApp(config(), ari, store, lock=lock, take_over=True)
