@@ -122,7 +122,8 @@ class HandoverApp(BridgeApp):
         if take_over and not self.take_over:
             log.warning("no instance runs with this state directory: nothing to take over")
         self._held: list[Event] | None = [] if self.take_over else None
-        self._taking_over: asyncio.Task[None] | None = None
+        self._taking_over: asyncio.Task[Any] | None = None
+        self._drain_task: asyncio.Task[Any] | None = None
         if not self.take_over:
             self.owning.set()
 
@@ -148,13 +149,18 @@ class HandoverApp(BridgeApp):
             REPLACED_QUIET_SECONDS,
         )
         self.stream.stop_reconnecting()  # a connect would register the app again
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()  # its calls are the successor's now
         asyncio.get_running_loop().call_later(REPLACED_QUIET_SECONDS, self.stop)
 
     async def drain(self) -> None:
-        """A stop while replaced: the calls are the successor's, there is nothing to drain."""
+        """A stop while replaced: the calls are the successor's, there is nothing to drain.
+        A drain under way when the successor comes is ended (``_let_go``) before it hands a
+        call to the fallback queue."""
         if self.replaced:
             log.info("stop asked while replaced: the calls are the successor's; not draining")
             return
+        self._drain_task = asyncio.current_task()
         await super().drain()
 
     # -- the successor ------------------------------------------------------------------

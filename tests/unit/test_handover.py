@@ -206,3 +206,36 @@ async def test_a_take_over_with_nothing_running_is_a_plain_start(
     )
     assert lock.holder() == os.getpid()
     lock.release()
+
+
+async def test_a_drain_under_way_ends_when_a_successor_comes(
+    tmp_path: Path, store: InteractionStore
+) -> None:
+    """SIGTERM, then a successor registers before the drain ran out: the call with the bot
+    is the successor's, and is never handed to the fallback queue (drain_timeout)."""
+    cfg = load_config(
+        env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": NODE},
+        overrides={"bridge": {"drain_seconds": 0.5}},
+    )
+    create(
+        store,
+        "b1",
+        profile="default",
+        caller_channel="caller-b1",
+        bot_channel="bot-b1",
+        state="bot_connected",
+        started_at=time.time() - 20,
+        bot_answered_at=time.time() - 10,
+    )
+    ari = FakeAri([channel("caller-b1", app_name="Stasis"), channel("bot-b1", app_name="Stasis")])
+    app = HandoverApp(cfg, ari, store, lock=InstanceLock(tmp_path / LOCK_FILE))
+    await app.reconcile(1)
+    draining = asyncio.create_task(app.drain())
+    await until(lambda: app.draining, 5, "the drain under way")
+    app.dispatch(Event("ApplicationReplaced", APP))
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    await asyncio.sleep(0.6)  # past drain_seconds
+    await app.records.flush()
+    assert ari.called("continue_in_dialplan") == []
+    assert stored(store, "b1")["state"] == "bot_connected"
