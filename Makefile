@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup tools runtime up down restart status logs demo bench test unit integration lint format certs clean cluster-up cluster-down cluster-status cluster-records
+.PHONY: help setup tools runtime up down restart status logs demo bench test unit integration lint format certs clean cluster-up cluster-down cluster-status cluster-records cluster-restart
 
 help:
 	@echo "make demo    run the bridge end to end (caller -> bot -> REFER -> agent) and print the timeline"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench   call-rate/latency/CPU/memory benchmark, app vs dialplan-only Asterisk (BENCH_ARGS=...)"
 	@echo "make cluster-up/cluster-down  Kamailio edge on 127.0.0.1:5060 + two nodes + PostgreSQL (docs/scaling.md)"
 	@echo "make cluster-status, cluster-records  what runs; every node's records as JSON lines"
+	@echo "make cluster-restart          each node's app hands its calls over to a new one, in turn"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +66,9 @@ cluster-status: $(STAMP)
 
 cluster-records: $(STAMP)
 	$(PY) -m devtools.cluster records
+
+cluster-restart: $(STAMP)
+	$(PY) -m devtools.cluster_restart
 
 # performance harness (docs/performance.md); e.g. make bench BENCH_ARGS='--calls 200 --rates 10,20'
 bench: setup

@@ -69,6 +69,14 @@ class ClusterNotReady(StackError):
 
 
 Progress = Callable[[str], None]
+# what of a node's environment cluster.json keeps, for `make cluster-restart`
+NODE_ENV_PREFIX = "BOTBRIDGE_"
+
+
+def node_env(node: DevStack) -> dict[str, str]:
+    """What a node's app was started with (state directory, ARI password, store, addresses),
+    for `make cluster-restart` to start its successor the same way."""
+    return {k: v for k, v in node.env.items() if k.startswith(NODE_ENV_PREFIX)}
 
 
 def _quiet(_: str) -> None:
@@ -381,6 +389,7 @@ def _up() -> int:
                 "asterisk_pid": node.instance.pid,
                 "conf": node.instance.conf_path,
                 "root": str(node.root),
+                "env": node_env(node),  # for `make cluster-restart`
             }
             for node in cluster.nodes
         ],

@@ -106,6 +106,8 @@ class DevStack:
         # the log is appended to across runs: only what this start writes counts
         offset = self.app_log.stat().st_size if self.app_log.exists() else 0
         take_over = ["--take-over"] if take_over_from is not None else []
+        # the running app, when this object started it: reaped through its Popen
+        previous = self.app_proc if take_over_from is not None else None
         # the child keeps its own copy of the descriptor; ours is closed once it has started
         with self.app_log.open("ab") as app_log:
             self.app_proc = subprocess.Popen(
@@ -127,8 +129,7 @@ class DevStack:
         if take_over_from is not None:
             deadline += HANDOVER_SECONDS
         while time.monotonic() < deadline:
-            old_gone = take_over_from is None or not _pid_alive(take_over_from)
-            if old_gone and self._ready(offset):
+            if self._old_gone(take_over_from, previous) and self._ready(offset):
                 return
             if self.app_proc.poll() is not None:
                 raise StackError(
@@ -140,6 +141,14 @@ class DevStack:
         raise StackError(
             f"the app did not register with ARI in {APP_READY_TIMEOUT_SECONDS}s; see {self.app_log}"
         )
+
+    @staticmethod
+    def _old_gone(pid: int | None, proc: subprocess.Popen[bytes] | None) -> bool:
+        if pid is None:
+            return True
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is not None
+        return not _pid_alive(pid)
 
     def _ready(self, log_offset: int) -> bool:
         """The app's /readyz answers 200 (ARI connected, store reachable); without its HTTP
