@@ -305,7 +305,7 @@ async def test_a_rolling_restart_under_load_fails_no_call(cluster: Cluster) -> N
         calls=ROLLING_CALLS,
         timeout=SIPP_TIMEOUT,
     )
-    callers = start_callers(cluster, calls=ROLLING_CALLS, rate=ROLLING_RATE, prefix="3777")
+    callers = start_callers(cluster, calls=ROLLING_CALLS, rate=ROLLING_RATE, prefix="9777")
     await asyncio.sleep(ROLLING_START_AFTER_SECONDS)
     old = [n.app_proc.pid for n in cluster.nodes if n.app_proc is not None]
     states = []
@@ -325,10 +325,13 @@ async def test_a_rolling_restart_under_load_fails_no_call(cluster: Cluster) -> N
     await finish_parties(callers, bot)
 
     def ended() -> list[Record] | None:
-        rs = records_of(cluster, "3777")
+        rs = records_of(cluster, "9777")
         return rs if len(rs) >= ROLLING_CALLS and all(r.get("ended_at") for r in rs) else None
 
     records = await until(ended, 30, f"{ROLLING_CALLS} ended records")
+    numbers = Counter(r["caller_number"] for r in records)
+    twice = [r for r in records if numbers[r["caller_number"]] > 1]
+    assert not twice, sorted(twice, key=lambda r: str(r["caller_number"]))
     assert len(records) == ROLLING_CALLS
     assert len({r["caller_number"] for r in records}) == ROLLING_CALLS
     assert {r["node"] for r in records} == {"node-1", "node-2"}
