@@ -100,13 +100,11 @@ class DevStack:
         self._sipps.clear()
 
     def start_app(self, *, detach: bool = False, take_over_from: int | None = None) -> None:
-        """Start the app and wait until it is ready. ``take_over_from``: the pid of the app
-        running now, whose calls the new one takes over (``ari-app run --take-over``); ready
-        then means that one has exited and the new one answers /readyz."""
+        """Start the app, ready on /readyz; ``take_over_from``: the running app's pid, whose
+        calls it takes over (``--take-over``): ready once that one has exited too."""
         # the log is appended to across runs: only what this start writes counts
         offset = self.app_log.stat().st_size if self.app_log.exists() else 0
         take_over = ["--take-over"] if take_over_from is not None else []
-        # the running app, when this object started it: reaped through its Popen
         previous = self.app_proc if take_over_from is not None else None
         # the child keeps its own copy of the descriptor; ours is closed once it has started
         with self.app_log.open("ab") as app_log:
@@ -144,11 +142,9 @@ class DevStack:
 
     @staticmethod
     def _old_gone(pid: int | None, proc: subprocess.Popen[bytes] | None) -> bool:
-        if pid is None:
-            return True
         if proc is not None and proc.pid == pid:
-            return proc.poll() is not None
-        return not _pid_alive(pid)
+            return proc.poll() is not None  # a child of ours: reaped through its Popen
+        return pid is None or not _pid_alive(pid)
 
     def _ready(self, log_offset: int) -> bool:
         """The app's /readyz answers 200 (ARI connected, store reachable); without its HTTP
@@ -163,8 +159,7 @@ class DevStack:
             return False
 
     def restart_app(self) -> None:
-        """A stop and a start: SIGTERM (drain), then a new app, ready when /readyz says so
-        (`make restart` hands over instead: :func:`_restart`)."""
+        """SIGTERM (a drain), then a new app, ready on /readyz (`make restart` hands over)."""
         self.stop_app()
         self.start_app()
 
@@ -395,17 +390,12 @@ def _down() -> int:
 
 
 def _restart() -> int:
-    """Restart the app of a running stack without a caller noticing: a new app starts with
-    ``--take-over``, registers the Stasis application (from then on Asterisk sends it every
-    event), the running app lets go of its calls and exits without touching one, and the new
-    one adopts them (ari_app/calls/handover.py). Ready when the old app has exited and the new
-    one answers /readyz.
-
-    The new app's settings are decided as `make up` decided them (``stack_places``, the
-    current configuration); before anything starts they are checked against the ones `make
-    up` recorded, and Asterisk must accept the ARI password the new app will use. A new app
-    that fails leaves the running one untouched, unless it failed after the running one let
-    go: then a plain new app starts and reconciles as after a crash."""
+    """A new app (``--take-over``) takes the calls over and the running one exits without
+    touching one (ari_app/calls/handover.py); ready when the old app is gone and the new one
+    answers /readyz. Its settings, decided as `make up` decided them, must match the ones
+    `make up` recorded, and Asterisk must accept its ARI password, before anything starts; if
+    it fails after the running app let go, a plain new app starts (reconciled as after a
+    crash)."""
     places = stack_places()
     if not places.info_path.exists():
         print("not up; `make up` first", file=sys.stderr)
@@ -426,10 +416,8 @@ def _restart() -> int:
         stack.start_app(detach=True)
     assert stack.app_proc is not None
     places.info_path.write_text(json.dumps({**info, "app_pid": stack.app_proc.pid}, indent=2))
-    print(
-        f"app up again (pid {stack.app_proc.pid}), ready; handover took "
-        f"{time.monotonic() - started:.1f} s"
-    )
+    took = time.monotonic() - started
+    print(f"app up again (pid {stack.app_proc.pid}), ready; handover took {took:.1f} s")
     return 0
 
 

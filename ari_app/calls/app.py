@@ -463,8 +463,7 @@ class BridgeApp:
     async def reconcile(self, connection: int, *, handover: bool = False) -> None:
         """After every connect, the first included: only the wanted event types asked for,
         then sessions and this node's open records brought in line with the channels
-        Asterisk has (ari_app/calls/reconcile.py); ``handover``: the records are those of an
-        instance that let go of its calls (ari_app/calls/handover.py)."""
+        Asterisk has (calls/reconcile.py; ``handover``: calls/handover.py)."""
         if connection == 1:
             log.info("ARI event stream connected; app %s registered", self.config.ari.app)
         try:
