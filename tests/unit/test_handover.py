@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from ari_app.ari import Event, EventStream
+from ari_app.calls import handover as handover_module
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.handover import LOCK_FILE, HandoverApp, InstanceLock
 from ari_app.config import Config, load_config
@@ -239,3 +243,38 @@ async def test_a_drain_under_way_ends_when_a_successor_comes(
     await app.records.flush()
     assert ari.called("continue_in_dialplan") == []
     assert stored(store, "b1")["state"] == "bot_connected"
+
+
+async def test_a_running_instance_that_does_not_let_go_is_killed(
+    tmp_path: Path, store: InteractionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder of the lock never lets go (stuck, or another program): after
+    HANDOVER_SECONDS the successor kills it (its pid is in the lock file) and reconciles as
+    after a crash: a call whose bot was being dialled goes to the fallback queue."""
+    monkeypatch.setattr(handover_module, "HANDOVER_SECONDS", 0.5)
+    path = tmp_path / LOCK_FILE
+    script = (
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); "
+        "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write(f'{os.getpid()}\\n'); "
+        "f.flush(); print('locked', flush=True); time.sleep(60)"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            uri = config().profiles["default"].targets[0].uri
+            dialling(store, "k1", uri)
+            ari = FakeAri([channel("caller-k1", app_name="Stasis"), channel("bot-k1")])
+            app = HandoverApp(config(), ari, store, lock=InstanceLock(path), take_over=True)
+            assert app.take_over
+            await app.reconcile(1)
+            await until(app.owning.is_set, 10, "the take-over")
+            assert holder.wait(5) == -signal.SIGKILL
+            await app.records.flush()
+            row = stored(store, "k1")
+            assert (row["outcome"], row["error_reason"]) == ("bot_failed", "app_restarted")
+            app.lock.release()
+        finally:
+            if holder.poll() is None:
+                holder.kill()
