@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ari_app.ari import AriError, AriRest
-from ari_app.calls.handover import HANDOVER_SECONDS
+from ari_app.calls.handover import HANDOVER_SECONDS, LET_GO_SECONDS
 from ari_app.config import Config, ensure_password_file, load_config, mask_url
 from ari_app.connect import ari_rest
 from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
@@ -123,11 +123,10 @@ class DevStack:
                 stdin=subprocess.DEVNULL,
                 start_new_session=detach,
             )
-        deadline = time.monotonic() + APP_READY_TIMEOUT_SECONDS
-        if take_over_from is not None:
-            deadline += HANDOVER_SECONDS
+        wait = APP_READY_TIMEOUT_SECONDS + (HANDOVER_SECONDS if take_over else 0)
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if self._old_gone(take_over_from, previous) and self._ready(offset):
+            if _gone(take_over_from, previous) and self._ready(offset):
                 return
             if self.app_proc.poll() is not None:
                 raise StackError(
@@ -139,12 +138,6 @@ class DevStack:
         raise StackError(
             f"the app did not register with ARI in {APP_READY_TIMEOUT_SECONDS}s; see {self.app_log}"
         )
-
-    @staticmethod
-    def _old_gone(pid: int | None, proc: subprocess.Popen[bytes] | None) -> bool:
-        if proc is not None and proc.pid == pid:
-            return proc.poll() is not None  # a child of ours: reaped through its Popen
-        return pid is None or not _pid_alive(pid)
 
     def _ready(self, log_offset: int) -> bool:
         """The app's /readyz answers 200 (ARI connected, store reachable); without its HTTP
@@ -381,21 +374,16 @@ def _down() -> int:
     info = json.loads(info_path.read_text())
     runtime = select_runtime(info.get("runtime"), build=False)
     stop_node(runtime, int(info["app_pid"]), info["conf"])
-    deadline = time.monotonic() + APP_STOP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and _alive(info):
-        time.sleep(POLL_SECONDS)
+    pids = [int(info[key]) for key in ("app_pid", "asterisk_pid") if info.get(key)]
+    _wait_gone(pids, APP_STOP_TIMEOUT_SECONDS)
     info_path.unlink()
     print("stopped Asterisk and the app" + (" (still exiting)" if _alive(info) else ""))
     return 0
 
 
 def _restart() -> int:
-    """A new app (``--take-over``) takes the calls over and the running one exits without
-    touching one (ari_app/calls/handover.py); ready when the old app is gone and the new one
-    answers /readyz. Its settings, decided as `make up` decided them, must match the ones
-    `make up` recorded, and Asterisk must accept its ARI password, before anything starts; if
-    it fails after the running app let go, a plain new app starts (reconciled as after a
-    crash)."""
+    """A new app takes the calls over (``--take-over``, docs/operations.md "The handover"),
+    once its settings match the ones `make up` recorded and Asterisk accepts its password."""
     places = stack_places()
     if not places.info_path.exists():
         print("not up; `make up` first", file=sys.stderr)
@@ -410,14 +398,14 @@ def _restart() -> int:
     try:
         stack.start_app(detach=True, take_over_from=pid)
     except StackError as exc:
+        _wait_gone([pid], LET_GO_SECONDS)  # replaced before the new app failed, it exits
         if _pid_alive(pid):
             raise StackError(f"{exc}\nthe running app (pid {pid}) was left alone") from exc
         print(f"the new app failed after the old one let go ({exc}); starting another")
         stack.start_app(detach=True)
     assert stack.app_proc is not None
     places.info_path.write_text(json.dumps({**info, "app_pid": stack.app_proc.pid}, indent=2))
-    took = time.monotonic() - started
-    print(f"app up again (pid {stack.app_proc.pid}), ready; handover took {took:.1f} s")
+    print(f"app up again (pid {stack.app_proc.pid}), ready in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -450,6 +438,18 @@ def check_same_stack(info: Mapping[str, Any], config: Config) -> None:
             f"Asterisk at {config.ari.url} refuses the ARI credentials the new app would use "
             f"({exc}); the running app was left alone"
         ) from exc
+
+
+def _gone(pid: int | None, proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is not None and proc.pid == pid:
+        return proc.poll() is not None  # a child of ours: reaped through its Popen
+    return pid is None or not _pid_alive(pid)
+
+
+def _wait_gone(pids: Sequence[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(POLL_SECONDS)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from ari_app.ari import Event
-from ari_app.calls.app import BridgeApp
+from ari_app.calls.app import STOP_GRACE_SECONDS, BridgeApp
 
 __all__ = [
     "HANDOVER_SECONDS",
+    "LET_GO_SECONDS",
     "LOCK_FILE",
     "REPLACED_QUIET_SECONDS",
     "HandoverApp",
@@ -55,6 +56,9 @@ HANDOVER_SECONDS = 30.0
 # how long a replaced instance still reads its socket: the event that crossed the swap
 # reaches it within microseconds of ApplicationReplaced (decisions.md (w), finding 6)
 REPLACED_QUIET_SECONDS = 0.5
+# how long a replaced instance takes at most to exit: its quiet time, its handlers' end, one
+# record flush (bounded like a stop's)
+LET_GO_SECONDS = REPLACED_QUIET_SECONDS + STOP_GRACE_SECONDS + 5.0
 LOCK_POLL_SECONDS = 0.05
 # after a SIGKILL the kernel releases the lock at once; this bounds the wait all the same
 KILLED_RELEASE_SECONDS = 5.0
