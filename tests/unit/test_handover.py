@@ -55,6 +55,21 @@ def dialling(store: InteractionStore, iid: str, uri: str) -> None:
     )
 
 
+def talking(store: InteractionStore, iid: str) -> None:
+    """The record of a call whose bot (leg ``bot-<iid>``) has been talking for 10 s."""
+    now = time.time()
+    create(
+        store,
+        iid,
+        profile="default",
+        caller_channel=f"caller-{iid}",
+        bot_channel=f"bot-{iid}",
+        state="bot_connected",
+        started_at=now - 20,
+        bot_answered_at=now - 10,
+    )
+
+
 def test_the_lock_is_held_by_one_instance_and_names_its_pid(tmp_path: Path) -> None:
     path = tmp_path / "app.lock"
     first, second = InstanceLock(path), InstanceLock(path)
@@ -91,16 +106,7 @@ async def test_a_successor_holds_events_until_the_running_instance_let_go(
 async def test_a_replaced_instance_neither_drains_nor_touches_its_calls(
     tmp_path: Path, store: InteractionStore
 ) -> None:
-    create(
-        store,
-        "a1",
-        profile="default",
-        caller_channel="caller-a1",
-        bot_channel="bot-a1",
-        state="bot_connected",
-        started_at=time.time() - 20,
-        bot_answered_at=time.time() - 10,
-    )
+    talking(store, "a1")
     caller = channel("caller-a1", app_name="Stasis")
     ari = FakeAri([caller, channel("bot-a1", app_name="Stasis")])
     app = HandoverApp(config(), ari, store, lock=InstanceLock(tmp_path / "app.lock"))
@@ -221,16 +227,7 @@ async def test_a_drain_under_way_ends_when_a_successor_comes(
         env={"BOTBRIDGE_ARI_PASSWORD": "x", "BOTBRIDGE_STORE_NODE": NODE},
         overrides={"bridge": {"drain_seconds": 0.5}},
     )
-    create(
-        store,
-        "b1",
-        profile="default",
-        caller_channel="caller-b1",
-        bot_channel="bot-b1",
-        state="bot_connected",
-        started_at=time.time() - 20,
-        bot_answered_at=time.time() - 10,
-    )
+    talking(store, "b1")
     ari = FakeAri([channel("caller-b1", app_name="Stasis"), channel("bot-b1", app_name="Stasis")])
     app = HandoverApp(cfg, ari, store, lock=InstanceLock(tmp_path / LOCK_FILE))
     await app.reconcile(1)
