@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
 
+from ari_app.agents import AgentControl
 from ari_app.asterisk import no_ari_password
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.bye_context import ByeContexts
@@ -197,8 +198,12 @@ async def side_services(
         }
 
     runner = None
+    agent_ari = None
     if config.http.enabled:
-        runner = await start_http_server(config, settings_for(config, store, metrics, health))
+        # agent requests (/agents) on a client of their own: never queued behind calls'
+        agent_ari = ari_rest(config)
+        settings = settings_for(config, store, metrics, health, AgentControl(agent_ari, config))
+        runner = await start_http_server(config, settings)
     scheduler = ReportScheduler(config, store, metrics=metrics)
     task = asyncio.create_task(scheduler.run(), name="report-scheduler")
     tasks = [task, asyncio.create_task(run_retention(store, config), name="retention")]
@@ -220,3 +225,5 @@ async def side_services(
                 await running
         if runner is not None:
             await runner.cleanup()
+        if agent_ari is not None:
+            await agent_ari.close()

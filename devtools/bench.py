@@ -86,6 +86,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         help="the app's default profile copies these caller headers to the bot, with its "
         "verstat header and context keys (e.g. Diversion,P-Asserted-Identity; none)",
     )
+    parser.add_argument(
+        "--config-agents",
+        action="store_true",
+        help="the agent pool as [queues] and [agents] of the configuration (50 agents, "
+        "each its own endpoint) instead of member lines edited into queues.conf",
+    )
+    parser.add_argument(
+        "--external-target",
+        action="store_true",
+        help="the app's escalations go to an [external_targets] entry whose trunk is the "
+        "SIPp agent (one contact for many agents); the reference keeps its queue",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -116,6 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         hold_rate=args.hold_rate,
         shipped_queues=args.shipped_queues,
         carrier_headers=tuple(h.strip() for h in args.carrier_headers.split(",") if h.strip()),
+        config_agents=args.config_agents,
+        external_target=args.external_target,
         keep=args.keep,
     )
     return options, args

@@ -85,6 +85,8 @@ class Options:
     shipped_queues: bool = False
     # the default profile's carrier_headers (with verstat_header and context_keys); () = none
     carrier_headers: tuple[str, ...] = ()
+    config_agents: bool = False
+    external_target: bool = False
     keep: bool = False
 
 
@@ -126,6 +128,8 @@ class Bench:
                 self.root,
                 shipped_queues=self.options.shipped_queues,
                 config_file=config_file,
+                config_agents=self.options.config_agents,
+                external=self.options.external_target,
             )
             self.say(
                 f"starting {name}: SIP {target.stack.sip_remote}, files under {target.stack.root}"

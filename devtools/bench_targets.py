@@ -20,7 +20,7 @@ from ari_app.config import Config
 from devtools.bench_analysis import prometheus_total
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
-from devtools.stack import AsteriskInstance
+from devtools.stack import AsteriskInstance, free_port
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_DIALPLAN = HERE / "reference" / "extensions.conf"
@@ -76,7 +76,36 @@ def agent_pool(queues_conf: str, agents: int = BENCH_AGENTS) -> str:
     )
     text = re.sub(r"^(\s*ringinuse\s*=\s*)no\b", r"\1yes", queues_conf, flags=re.MULTILINE)
     text = re.sub(r"^(\s*strategy\s*=\s*)\w+", r"\1rrmemory", text, flags=re.MULTILINE)
-    return re.sub(r"^member\s*=>\s*PJSIP/agent1\s*$\n?", members, text, flags=re.MULTILINE)
+    return re.sub(
+        r"^member\s*=>\s*PJSIP/agent1(,[^\n]*)?\s*$\n?", members, text, flags=re.MULTILINE
+    )
+
+
+def configured_agents(agent_port: int, agents: int = BENCH_AGENTS) -> str:
+    """The same pool as configuration instead of an edit of queues.conf: ``agents`` agents
+    ``[agents.a<n>]`` (static, in both shipped queues), each its own endpoint whose contact is
+    the one SIPp agent (request user ``a<n>``), each rung for one caller at a time
+    (``ringinuse = no``: its own endpoint's device state), strategy ``rrmemory``."""
+    queues = "".join(
+        f'[queues.{queue}]\nstrategy = "rrmemory"\nring_in_use = false\n\n'
+        for queue in ("agents-queue", "billing-queue")
+    )
+    members = "".join(
+        f'[agents.a{n}]\ncontact = "sip:a{n}@127.0.0.1:{agent_port}"\n'
+        'queues = { agents-queue = 0, billing-queue = 0 }\nmembership = "static"\n\n'
+        for n in range(1, agents + 1)
+    )
+    return queues + members
+
+
+def external_target(agent_port: int) -> str:
+    """The bot's escalations routed to an external target whose trunk is the one SIPp agent
+    (one contact standing for a contact centre's many agents; no queue in between)."""
+    return (
+        '[routing]\nagents-queue = "bench-acd"\n\n'
+        f'[external_targets.bench-acd]\naddress = "127.0.0.1:{agent_port}"\n'
+        'destination = "agent1"\nfallback_queue = "agents-queue"\n'
+    )
 
 
 def reference_dialplan(stack: DevStack) -> Callable[[str], str]:
@@ -163,21 +192,34 @@ class Target:
 
 
 def make_target(
-    name: str, runtime: Runtime, root: Path, *, shipped_queues: bool, config_file: Path
+    name: str,
+    runtime: Runtime,
+    root: Path,
+    *,
+    shipped_queues: bool,
+    config_file: Path,
+    config_agents: bool = False,
+    external: bool = False,
 ) -> Target:
     rtp_start, rtp_end = RTP_RANGES[name]
-    stack = build_stack(
-        runtime,
-        root / name,
-        free_ports=True,
-        extra_env={
-            "BOTBRIDGE_CONFIG": str(config_file),
-            "BOTBRIDGE_RTP_START": str(rtp_start),
-            "BOTBRIDGE_RTP_END": str(rtp_end),
-        },
-    )
+    env = {
+        "BOTBRIDGE_CONFIG": str(config_file),
+        "BOTBRIDGE_RTP_START": str(rtp_start),
+        "BOTBRIDGE_RTP_END": str(rtp_end),
+    }
+    # the reference's dialplan queues the caller itself: with an external target it keeps the
+    # edited pool
+    external = external and name == "app"
+    if config_agents or external:  # the pool as configuration, in this target's own file
+        agent_port = free_port(udp_too=True)
+        own = root / f"{name}-bench.toml"
+        human = external_target(agent_port) if external else configured_agents(agent_port)
+        own.write_text(config_file.read_text() + "\n" + human)
+        env["BOTBRIDGE_CONFIG"] = str(own)
+        env["BOTBRIDGE_AGENT_CONTACT"] = f"sip:agent1@127.0.0.1:{agent_port}"
+    stack = build_stack(runtime, root / name, free_ports=True, extra_env=env)
     edits: dict[str, Callable[[str], str]] = {}
-    if not shipped_queues:
+    if not (shipped_queues or config_agents or external):
         edits["queues.conf"] = agent_pool
     with_app = name == "app"
     if not with_app:

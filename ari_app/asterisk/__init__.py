@@ -18,6 +18,13 @@ from pathlib import Path
 
 from ari_app.asterisk.certs import write_self_signed
 from ari_app.asterisk.hold_music import write_hold_tone
+from ari_app.asterisk.human import (
+    agent_sections,
+    external_dialplan,
+    external_sections,
+    queue_globals,
+    queue_sections,
+)
 from ari_app.config import Config, ConfigError, hep_password
 from ari_app.config.credentials import check_ari_password, read_given_secret
 from ari_app.config.headers import (
@@ -66,8 +73,8 @@ CONFIG_FILES = (
     "queuerules.conf",
     "hep.conf",
 )
-# the rendered files that hold a secret (the ARI password, the HEP capture password, bots'
-# digest passwords): mode 0600
+# the rendered files that hold a secret (the ARI password, the HEP capture password, bots',
+# agents' and trunks' digest passwords): mode 0600
 SECRET_CONFIG_FILES = ("ari.conf", "hep.conf", "pjsip.conf")
 # days a self-signed development certificate made for an instance stays valid
 DEV_CERT_DAYS = 825
@@ -115,7 +122,12 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "TLS_CA_FILE": dirs.get("TLS_CA_FILE", ""),
         "TLS_VERIFY_SERVER": _yes_no(sip.tls_verify_server),
         "CARRIER_MATCH": sip.carrier_match,
-        "SIGNALLING_PERMIT": signalling_permit(sip.carrier_match, sip.bot_match, sip.agent_match),
+        "SIGNALLING_PERMIT": signalling_permit(
+            sip.carrier_match,
+            sip.bot_match,
+            sip.agent_match,
+            *(target.host for target in config.external_targets.values()),
+        ),
         "CARRIER_MEDIA_ENCRYPTION": sip.carrier_media_encryption,
         "CARRIER_MEDIA_ENCRYPTION_OPTIMISTIC": _yes_no(sip.carrier_media_encryption_optimistic),
         "BOT_MEDIA_ENCRYPTION": sip.bot_media_encryption,
@@ -126,7 +138,6 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "BOT_CODECS": ",".join(default.codecs),
         "BOT_DTMF_MODE": default.dtmf_mode,
         "BOT_CONTACT": default.bot_uri or f"sip:{default.bot_endpoint}@127.0.0.1",
-        "AGENT_CONTACT": sip.agent_contact,
         "ARI_HOST": ari_host,
         "ARI_PORT": ari_port,
         # an https:// ARI url: TLS listener only, the plain HTTP server is not started
@@ -147,13 +158,13 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "QUEUE_TIMEOUT_SECONDS": bridge.queue_timeout_seconds,
         # where a caller goes when the app cannot take the call (fail open, [botbridge-bypass])
         "FALLBACK_QUEUE": default.fallback_queue,
-        "AGENT_RING_IN_USE": _yes_no(bridge.agent_ring_in_use),
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
         "CARRIER_HEADER_ARGS": carrier_header_args(config),
         "AGENT_HEADER_STEPS": agent_header_steps(config),
         "BOT_HEALTH": bot_health_sections(config),
         "BOT_AUTH": bot_auth_sections(config),
+        **_human_values(config),
         **_hep_values(config),
     }
 
@@ -182,6 +193,29 @@ def agent_header_steps(config: Config) -> str:
             f"?Gosub(botbridge-agent-header,s,1({name},${{{variable}}})))"
         )
     return "\n".join(steps) or "; (no profile copies headers of the bot's REFER: bot_headers)"
+
+
+def _human_values(config: Config) -> dict[str, object]:
+    """Queues, agents and external targets (asterisk/human.py)."""
+    media = (rtp_bind_address(config.sip.host), _yes_no(bool(rtp_bind_address(config.sip.host))))
+    queue = (
+        "Queue(${BOTBRIDGE_QUEUE},${BOTBRIDGE_QOPTS_${BOTBRIDGE_QUEUE}}"
+        f"b(botbridge-agent-predial^s^1),,,{config.bridge.queue_timeout_seconds})"
+    )
+    entry = f"exten => s,1,{queue}"
+    if config.external_targets:  # one step more only where targets exist
+        entry = (
+            'exten => s,1,GotoIf($["${BOTBRIDGE_EXTERNAL_${BOTBRIDGE_QUEUE}}" != ""]'
+            f"?botbridge-external,${{BOTBRIDGE_QUEUE}},1)\n same => n,{queue}"
+        )
+    return {
+        "QUEUES": queue_sections(config),
+        "QUEUE_GLOBALS": queue_globals(config),
+        "QUEUE_ENTRY": entry,
+        "AGENTS": agent_sections(config, media),
+        "EXTERNAL_TARGETS": external_sections(config, media),
+        "EXTERNAL_DIALPLAN": external_dialplan(config),
+    }
 
 
 def _hep_values(config: Config) -> dict[str, object]:

@@ -45,7 +45,7 @@ from ari_app.calls.services import (
 from ari_app.calls.session import CallSession
 from ari_app.calls.states import CallState
 from ari_app.calls.transfer import TransferDecision
-from ari_app.config import Config
+from ari_app.config import Config, answering_agent
 from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome
 from ari_app.store import InteractionStore
@@ -374,7 +374,7 @@ class BridgeApp:
         if event.peer.id == session.bot_channel_id:
             await session.bot_dial_result(event.dialstatus or "")
         else:
-            await session.agent_answered(event.peer.id)
+            await session.agent_answered(event.peer.id, answering_agent(event.peer.name))
 
     async def _channel_gone(self, session: CallSession, event: Event) -> None:
         """StasisEnd or ChannelDestroyed of a channel of the call."""

@@ -52,6 +52,10 @@ TIMER_SLACK = 0.5
 CHANNEL_LEFT = (AriBadRequest, AriNotFound, AriUnprocessable)
 
 
+# the metric's label for a queue or agent the app did not see (a call adopted after a restart)
+UNKNOWN = "(unknown)"
+
+
 @dataclass(eq=False)
 class Call:
     """State of one interaction, keyed by the caller's channel.
@@ -316,7 +320,7 @@ class Call:
         self._fire(Trigger.CALLER_HUNG_UP)
         await gather_all(self._release_bot(), self._destroy_bridge())
 
-    async def agent_answered(self, agent_channel: str | None) -> None:
+    async def agent_answered(self, agent_channel: str | None, agent: str | None = None) -> None:
         """After the queue: Queue() connected an agent (its Dial ANSWER; after a restart,
         the caller found in a bridge that is not ours). The first answer counts."""
         if self.state not in {CallState.QUEUED, CallState.ERROR} or self.agent_answered_at:
@@ -327,9 +331,13 @@ class Call:
         answered = self._close_attempt(AttemptResult.ANSWERED, self.agent_answered_at)
         answered["agent_answered_at"] = self.agent_answered_at
         answered["agent_channel"] = agent_channel
+        answered["agent"] = agent
         if failed_before:  # a human took the caller after all
             answered["outcome"] = Outcome.ESCALATED.value
         self.record(**answered)
+        if self.services.observer is not None:
+            queue = self.escalations[-1]["target"] if self.escalations else UNKNOWN
+            self.services.observer.agent_answered(queue, agent or UNKNOWN)
 
     async def caller_entered_bridge(self, bridge: Bridge) -> None:
         if not bridge.id.startswith(bridge_id_for(self.interaction_id)):

@@ -49,6 +49,8 @@ class SessionObserver(Protocol):
 
     def transfer_handled(self, seconds: float) -> None: ...
 
+    def agent_answered(self, queue: str, agent: str) -> None: ...
+
 
 class RecordSink(Protocol):
     """Where a session's record changes go without waiting (ari_app/store/writer.py)."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ari_app.ari import AriError
 from ari_app.calls.logcontext import CallFields
-from ari_app.cli import live, settings, store
+from ari_app.cli import agents, live, settings, store
 from ari_app.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, command
 from ari_app.cli.live import format_event
 from ari_app.cli.settings import effective_values
@@ -37,6 +37,7 @@ examples:
   ari-app records --since 24h --limit 20   the latest interaction records as JSON lines
   ari-app db upgrade                       create or upgrade the interaction store
   ari-app channels                         live channels with the bridge's variables
+  ari-app agent login alice                log agent alice in to its queues
 """
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_LOG_FIELDS = "%(levelname)s %(name)s %(message)s"  # plus an ISO 8601 UTC "timestamp"
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     settings.add_commands(sub)
     live.add_commands(sub)
     store.add_commands(sub)
+    agents.add_commands(sub)
     return parser
 
 

@@ -41,6 +41,15 @@ from ari_app.config.credentials import (
     read_secret_file,
 )
 from ari_app.config.headers import check_carrier_headers
+from ari_app.config.queues import (
+    DEFAULT_QUEUES,
+    AgentSettings,
+    ExternalTarget,
+    QueueSettings,
+    answering_agent,
+    check_human_side,
+    default_agents,
+)
 from ari_app.config.reporting import (
     HttpSettings,
     ReportSchedule,
@@ -79,6 +88,7 @@ __all__ = [
     "DTMF_MODES",
     "ENV_OVERRIDES",
     "LOG_LEVELS",
+    "AgentSettings",
     "AriSettings",
     "BillingSettings",
     "BotHealthSettings",
@@ -88,9 +98,11 @@ __all__ = [
     "ByeContextSettings",
     "Config",
     "ConfigError",
+    "ExternalTarget",
     "HttpSettings",
     "Limits",
     "LoggingSettings",
+    "QueueSettings",
     "ReportSchedule",
     "ReportsSettings",
     "Route",
@@ -98,6 +110,7 @@ __all__ = [
     "SmtpSettings",
     "StoreSettings",
     "WebhookSettings",
+    "answering_agent",
     "client_ssl_context",
     "compile_pattern",
     "default_node",
@@ -150,6 +163,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "BOTBRIDGE_LOG_LEVEL": ("logging", "level"),
     "BOTBRIDGE_LOG_FORMAT": ("logging", "format"),
 }
+# tables a file replaces whole instead of merging into the defaults ([queues] merges: a
+# file adds queues to the shipped ones)
+WHOLE = frozenset({"routing", "agents", "external_targets"})
+AGENT_CONTACT = SipSettings().agent_contact
 # how an environment variable spells a boolean
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -171,8 +188,12 @@ class Config(Section, frozen=True):
     billing: BillingSettings = BillingSettings()
     bot_health: BotHealthSettings = BotHealthSettings()
     logging: LoggingSettings = LoggingSettings()
-    # escalate_to value from the bot -> queue (queues.conf)
+    # escalate_to value from the bot -> a [queues] or [external_targets] name
     routing: Mapping[Annotated[str, Meta(min_length=1, max_length=64)], QueueName] = {}
+    # the human side (config/queues.py): queues, agents, existing contact centres
+    queues: Mapping[QueueName, QueueSettings] = {}
+    agents: Mapping[Annotated[str, ENDPOINT_NAME], AgentSettings] = {}
+    external_targets: Mapping[Annotated[str, ENDPOINT_NAME], ExternalTarget] = {}
     profiles: Mapping[Annotated[str, ENDPOINT_NAME], BotProfile] = {}
     routes: tuple[Route, ...] = ()
     webhooks: WebhookSettings = WebhookSettings()
@@ -190,6 +211,10 @@ class Config(Section, frozen=True):
             check_profiles(self.profiles, self.routes)
             check_carrier_headers(
                 (p.carrier_headers for p in self.profiles.values()), self.bridge.max_header_bytes
+            )
+        if self.profiles and self.queues:
+            check_human_side(
+                self.queues, self.agents, self.external_targets, self.routing, self.profiles
             )
         check_schedules(self.report_schedules, self.smtp)
 
@@ -237,6 +262,7 @@ def load_config(
         "profiles": {"default": dict(DEFAULT_PROFILE)},
         "routing": dict(DEFAULT_ROUTING),
         "routes": [dict(route) for route in DEFAULT_ROUTES],
+        "queues": {name: dict(queue) for name, queue in DEFAULT_QUEUES.items()},
     }
     file_path = path or env.get("BOTBRIDGE_CONFIG")
     if file_path:
@@ -252,13 +278,18 @@ def load_config(
             _section(raw, section)[key] = _from_env(name, env[name], section, key)
     if overrides:
         _merge(raw, {k: dict(v) for k, v in overrides.items()})
+    named = _NAMED_TABLES
+    if "agents" not in raw:  # the shipped agent, at [sip] agent_contact (checked as that)
+        raw["agents"] = default_agents(_section(raw, "sip").get("agent_contact", AGENT_CONTACT))
+        named = tuple(t for t in named if t[0] != "agents")
     for key in _NOT_FROM_FILE:
         if key in raw:
             raise ConfigError(f"invalid configuration: {key}: not a setting of the file")
     _normalize(raw)
-    profiles = raw.get("profiles")
-    for name, profile in profiles.items() if isinstance(profiles, dict) else ():
-        convert(profile, BotProfile, where=f"profiles.{name}.")  # the error names the profile
+    for table, kind in named:  # an error names the table's entry
+        entries = raw.get(table)
+        for name, entry in entries.items() if isinstance(entries, dict) else ():
+            convert(entry, kind, where=f"{table}.{name}.")
     try:
         config = msgspec.convert(raw, Config, dec_hook=_refuse)
     except msgspec.ValidationError as exc:
@@ -272,6 +303,15 @@ def load_config(
     )
     config = msgspec.structs.replace(config, store=_store(config))
     return msgspec.structs.replace(config, ari_password=_ari_password(config, env))
+
+
+# tables of named entries, converted one by one first so that an error names the entry
+_NAMED_TABLES: tuple[tuple[str, type[Section]], ...] = (
+    ("profiles", BotProfile),
+    ("queues", QueueSettings),
+    ("agents", AgentSettings),
+    ("external_targets", ExternalTarget),
+)
 
 
 def _refuse(kind: type, value: Any) -> Any:
@@ -372,7 +412,7 @@ def _section(raw: dict[str, Any], dotted: str) -> dict[str, Any]:
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "routing":
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key not in WHOLE:
             _merge(base[key], value)
         else:
             base[key] = value

@@ -10,7 +10,7 @@ from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # node: the bridge node that handled the call (several nodes share one store)
-GROUP_BYS = ("day", "profile", "queue", "bot", "node")
+GROUP_BYS = ("day", "profile", "queue", "bot", "node", "agent")
 PERIODS = ("previous_day", "previous_week", "previous_month", "last_7_days")
 
 

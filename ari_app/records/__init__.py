@@ -58,6 +58,9 @@ class _Columns(TypedDict, total=False):
     caller_channel: str
     bot_channel: str | None
     agent_channel: str | None
+    # the [agents] name (or [external_targets] name) of who answered; the channel's
+    # endpoint for any other member
+    agent: str | None
     availability: str | None
     escalate_to: str | None
     queue: str | None

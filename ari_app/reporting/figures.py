@@ -54,7 +54,7 @@ def group_key(record: Record, group_by: str, tz: tzinfo = UTC) -> str:
     if group_by == "bot":
         first = first_bot_attempt(record)
         return first[0] if first else str(record.get("bot_uri") or NO_VALUE)
-    # profile, queue, node: the column of that name
+    # profile, queue, node, agent: the column of that name
     return str(record.get(group_by) or NO_VALUE)
 
 

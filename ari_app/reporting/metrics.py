@@ -194,6 +194,13 @@ class Metrics:
             buckets=TRANSFER_BUCKETS,
             registry=self.registry,
         )
+        self.agent_answers = Counter(
+            f"{PREFIX}_agent_answers",
+            "Escalated callers answered, by queue or external target and by the agent (or "
+            "target) who answered",
+            ["queue", "agent"],
+            registry=self.registry,
+        )
         self.report_emails = Counter(
             f"{PREFIX}_report_emails",
             "Scheduled report emails by result (sent, failed)",
@@ -218,6 +225,9 @@ class Metrics:
 
     def transfer_handled(self, seconds: float) -> None:
         self.transfer_seconds.observe(max(0.0, seconds))
+
+    def agent_answered(self, queue: str, agent: str) -> None:
+        self.agent_answers.labels(queue, agent).inc()
 
     # -- the app ---------------------------------------------------------------------------
 

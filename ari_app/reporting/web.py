@@ -39,7 +39,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -81,6 +81,15 @@ _PAGE_CSP = (
 __all__ = ["Records", "ReportWorkers", "WebSettings", "start_http_server", "store_records"]
 
 
+class Agents(Protocol):
+    """Agents at run time (ari_app/agents.py ``AgentControl``); a ValueError names what is
+    wrong with a request."""
+
+    async def act(self, name: str, action: str) -> Mapping[str, str]: ...
+
+    async def states(self, names: list[str] | None = None) -> Mapping[str, Mapping[str, str]]: ...
+
+
 @dataclass
 class WebSettings:
     token: str
@@ -93,6 +102,7 @@ class WebSettings:
     clock: Callable[[], float] = time.time
     # one stored record by interaction id (run in a thread: one indexed row); None: no store
     interaction: Callable[[str], Mapping[str, Any] | None] | None = None
+    agents: Agents | None = None
 
 
 class ReportWorkers:
@@ -297,6 +307,32 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def agents_list(request: web.Request) -> web.StreamResponse:
+    """``GET /agents``: every agent's state in each of its queues."""
+    if not _authorized(request):
+        return _unauthorized()
+    return web.json_response(await _agents(request).states())
+
+
+async def agent_action(request: web.Request) -> web.StreamResponse:
+    """``POST /agents/{name}/{login|logout|pause|unpause}``: the agent's state after it."""
+    if not _authorized(request):
+        return _unauthorized()
+    name = request.match_info["name"]
+    try:
+        state = await _agents(request).act(name, request.match_info["action"])
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"400: {exc}\n") from exc
+    return web.json_response({name: state})
+
+
+def _agents(request: web.Request) -> Agents:
+    agents = request.app[SETTINGS].agents
+    if agents is None:
+        raise web.HTTPNotFound(text="404: agent control is off\n")
+    return agents
+
+
 # a reason that makes an app not ready but still alive (readiness only)
 NOT_READY_ONLY = frozenset({"draining", "records_unwritable"})
 
@@ -372,6 +408,8 @@ def create_web_app(settings: WebSettings) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/agents", agents_list)
+    app.router.add_post("/agents/{name}/{action}", agent_action)
     return app
 
 
@@ -387,6 +425,7 @@ def settings_for(
     store: InteractionStore,
     metrics: Metrics | None,
     health: Callable[[], Mapping[str, Any]] = lambda: {},
+    agents: Agents | None = None,
 ) -> WebSettings:
     return WebSettings(
         token=http_token(config),
@@ -397,6 +436,7 @@ def settings_for(
         metrics_public=is_loopback(config.http.host),
         health=health,
         interaction=store.get,
+        agents=agents,
     )
 
 

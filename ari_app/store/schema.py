@@ -71,6 +71,7 @@ interactions = Table(
     Column("bot_dialogs", Integer),
     Column("verstat", Text),
     Column("bot_headers", Text),
+    Column("agent", Text),
     Column("updated_at", Float, nullable=False),
     Index("interactions_started", "started_at"),
     Index("interactions_open", "ended_at"),

@@ -39,6 +39,7 @@ COMMANDS = (
     "records",
     "report",
     "db",
+    "agent",
 )
 pytestmark = pytest.mark.integration
 RUN_LOG_SECONDS = 20.0  # how long `ari-app run` may take to log its start-up lines

@@ -30,6 +30,7 @@ async def test_refer_declined_when_no_agent_is_logged_in(runtime: Runtime, tmp_p
         "[profiles.default]\ndecline_transfer_when_closed = true\n"
         # a queue nobody is logged in to (it has no members at all): business_hours=closed
         'availability_queue = "night-queue"\n'
+        "[queues.night-queue]\n"
     )
     stack = build_stack(
         runtime,

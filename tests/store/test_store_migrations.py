@@ -19,7 +19,7 @@ from ari_app.store import InteractionStore, alembic_config, head_revisions, make
 from ari_app.store.schema import interactions
 from tests.records import create, stored, update
 
-HEAD = ("0008_headers",)
+HEAD = ("0009_answering_agent",)
 FIRST = "0001_initial"
 NEW_IN_0002 = {
     "node",
@@ -126,6 +126,20 @@ def test_bot_choice_columns_come_and_go_with_0003(database_url: str) -> None:
         store.upgrade()
         row = store.get("i1") or {}
         assert row["profile"] == "default" and row["bot_uri"] is None  # kept, column re-added empty
+    finally:
+        store.close()
+
+
+def test_the_answering_agent_column_comes_and_goes_with_0009(database_url: str) -> None:
+    store = InteractionStore(database_url)
+    try:
+        create(store, "i1", profile="default", caller_channel="c", agent="alice")
+        assert stored(store, "i1")["agent"] == "alice"
+        store.downgrade("0008_headers")
+        assert "agent" not in set(columns(database_url))
+        store.upgrade()
+        row = store.get("i1") or {}
+        assert row["profile"] == "default" and row["agent"] is None
     finally:
         store.close()
 

@@ -11,10 +11,12 @@ import pytest
 
 import ari_app
 from ari_app.config import (
+    AgentSettings,
     AriSettings,
     BillingSettings,
     BridgeSettings,
     ConfigError,
+    QueueSettings,
     SipSettings,
     compile_pattern,
     ensure_password_file,
@@ -165,7 +167,10 @@ def test_unreadable_config_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_routing_table_from_a_file_replaces_the_default_one(tmp_path: Path) -> None:
-    config = load_config(_toml(tmp_path, '[routing]\nsales = "sales-queue"\n'), env=_env(tmp_path))
+    config = load_config(
+        _toml(tmp_path, '[routing]\nsales = "sales-queue"\n[queues.sales-queue]\n'),
+        env=_env(tmp_path),
+    )
     assert config.routing == {"sales": "sales-queue"}
 
 
@@ -288,7 +293,7 @@ def test_routes_are_compiled_at_load(tmp_path: Path) -> None:
         '[profiles.sales]\nbot_endpoint = "salesbot"\nanswer_timeout_seconds = 5\n'
         'fallback_queue = "q"\ndefault_queue = "q"\navailability_queue = "q"\n\n'
         '[[routes]]\npattern = "_8[0-4]X."\nprofile = "sales"\n\n'
-        '[[routes]]\npattern = "5551000"\nprofile = "default"\n',
+        '[[routes]]\npattern = "5551000"\nprofile = "default"\n\n[queues.q]\n',
     )
     config = load_config(path, env=_env(tmp_path))
     sales, exact = config.routes
@@ -400,6 +405,10 @@ def test_defaults_toml_is_the_declared_defaults_with_every_key(tmp_path: Path) -
         if isinstance(value, msgspec.Struct) and name != "store":
             keys = {f.encode_name for f in msgspec.structs.fields(value)}
             assert set(written[name]) == keys, name
+    for table, kind in (("queues", QueueSettings), ("agents", AgentSettings)):
+        for name, entry in written[table].items():
+            unset = {"ring_in_use"} if kind is QueueSettings else set()
+            assert set(entry) | unset == {f.encode_name for f in msgspec.structs.fields(kind)}, name
     profile = set(written["profiles"]["default"])
     assert profile | {"name", "bot_uris", "bots"} == {
         f.encode_name for f in msgspec.structs.fields(config.profiles["default"])

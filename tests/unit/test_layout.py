@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "asterisk": {"asterisk", "config"},
     "store": {"store", "config", "outcomes", "records"},
     "connect": {"connect", "ari", "config"},
+    "agents": {"agents", "ari", "config"},
     "calls": {"calls", "ari", "sip", "config", "store", "outcomes", "records", "connect"},
     "reporting": {"reporting", "config", "store", "outcomes", "records"},
     "main": {"*"},

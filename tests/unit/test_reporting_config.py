@@ -104,7 +104,7 @@ def test_smtp_from_key(tmp_path: Path) -> None:
         (SMTP + SCHEDULE.replace("previous_day", "yesterday"), "report_schedules.0.period"),
         (SMTP + SCHEDULE.replace("a@example.com", "not an address"), "recipients"),
         (SMTP + SCHEDULE.replace('["a@example.com", "b@example.com"]', "[]"), "recipients"),
-        (SMTP + SCHEDULE + 'group_by = "agent"\n', "report_schedules.0.group_by"),
+        (SMTP + SCHEDULE + 'group_by = "team"\n', "report_schedules.0.group_by"),
         (SMTP + SCHEDULE + 'subject = "a\\r\\nBcc: x@example.com"\n', "single line"),
         (SCHEDULE, "report schedules need an [smtp] host"),
         ('[smtp]\nusername = "u"\nstarttls = false\n', "set starttls = true or tls = true"),

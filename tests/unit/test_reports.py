@@ -202,7 +202,7 @@ def test_group_key(group_by: str, fields: Record, tz: Any, expected: str) -> Non
 
 def test_group_key_rejects_unknown_grouping() -> None:
     with pytest.raises(ReportError, match="group_by"):
-        group_key({}, "agent")
+        group_key({}, "team")
 
 
 # -- periods -------------------------------------------------------------------------------

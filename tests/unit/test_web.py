@@ -237,7 +237,7 @@ async def test_default_period_is_the_last_seven_days(client: TestClient[Any, Any
         ({"from": "2024-13-01"}, "from must be a date"),
         ({"to": "yesterday"}, "to must be a date"),
         ({"from": "2024-05-05", "to": "2024-05-01"}, "ends"),
-        ({"group_by": "agent"}, "group_by must be one of"),
+        ({"group_by": "team"}, "group_by must be one of"),
         ({"from": "1900-01-01", "to": "2024-01-01"}, "longer than"),
         ({"from": "0001-01-01", "to": "9999-12-31"}, "longer than"),
         ({"to": "9999-12-31"}, "to (9999-12-31) is out of range"),
