@@ -104,7 +104,7 @@ def external_target(agent_port: int) -> str:
     return (
         '[routing]\nagents-queue = "bench-acd"\n\n'
         f'[external_targets.bench-acd]\naddress = "127.0.0.1:{agent_port}"\n'
-        'destination = "agent1"\nfallback_queue = "agents-queue"\n'
+        'destination = "agent1"\n'
     )
 
 

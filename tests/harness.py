@@ -122,10 +122,14 @@ def load_callers(
     )
 
 
-def add_queues(stack: DevStack, sections: str) -> None:
-    """Queues of a test's own (``queues.conf`` sections) added to a running stack's rendered
-    ``queues.conf`` and loaded (``module reload app_queue.so``)."""
-    queues = stack.root / "etc" / "queues.conf"
-    queues.write_text(queues.read_text() + sections)
+def drop_queue(stack: DevStack, name: str) -> None:
+    """Remove queue ``name`` from a running stack's rendered ``queues.conf`` and reload
+    app_queue: what an Asterisk not rendered again after ``[queues]`` changed looks like
+    (the app routes to a queue Asterisk does not have)."""
+    path = stack.root / "etc" / "queues.conf"
+    text = path.read_text()
+    start = text.index(f"[{name}]\n")
+    end = text.find("\n[", start + 1)
+    path.write_text(text[:start] + (text[end + 1 :] if end >= 0 else ""))
     reloaded = stack.instance.cli("module reload app_queue.so").stdout
     assert "reloaded" in reloaded, reloaded

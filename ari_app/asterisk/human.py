@@ -67,13 +67,11 @@ def queue_sections(config: Config) -> str:
 
 def queue_globals(config: Config) -> str:
     """extensions.conf ``[globals]`` lines the queue context reads per queue or target:
-    Queue() options (``r``: ringing instead of music), the overflow queue, and which names
-    are external targets."""
+    Queue() options (``r``: ringing instead of music) and which names are external
+    targets."""
     lines = []
     for name, queue in config.queues.items():
         lines.append(f"BOTBRIDGE_QOPTS_{name} = {'' if queue.music_on_hold else 'r'}")
-        if queue.overflow_queue:
-            lines.append(f"BOTBRIDGE_QNEXT_{name} = {queue.overflow_queue}")
     for name in config.external_targets:
         lines.append(f"BOTBRIDGE_EXTERNAL_{name} = 1")
     return "\n".join(lines)
@@ -160,19 +158,27 @@ def external_sections(config: Config, media: tuple[str, str]) -> str:
 
 def external_dialplan(config: Config) -> str:
     """``[botbridge-external]``: one extension per target. The caller is dialled at the
-    configured destination with the agent's headers (the same pre-dial handler); busy,
-    rejected or unanswered, it goes to the target's fallback queue."""
+    configured destination with the agent's headers (the same pre-dial handler). Busy,
+    rejected, unreachable or unanswered, it goes back to the app as from a failed queue
+    (``Stasis(<app>,queue_ended,<status>)``: NOANSWER as TIMEOUT, BUSY as FULL, anything
+    else as JOINUNAVAIL), where the profile's ``on_escalation_failure`` decides."""
     lines = []
     for name, target in config.external_targets.items():
         endpoint = f"{EXTERNAL_PREFIX}{name}"
         lines += [
             f"exten => {name},1,Dial(PJSIP/{target.destination}@{endpoint},"
             f"{target.answer_timeout_seconds},b(botbridge-agent-predial^s^1))",
-            f" same => n,Set(BOTBRIDGE_ERROR=external_{name}_${{DIALSTATUS}})",
-            f" same => n,Set(BOTBRIDGE_QUEUE={target.fallback_queue})",
-            " same => n,Goto(botbridge-queue,s,1)",
+            f" same => n,Stasis({config.ari.app},queue_ended,{_QUEUE_STATUS_OF_DIAL})",
+            " same => n,Hangup()",
         ]
     return "\n".join(lines) or "; no external targets ([external_targets])"
+
+
+# DIALSTATUS as the QUEUESTATUS the app's failure handling reads (calls/escalation.py)
+_QUEUE_STATUS_OF_DIAL = (
+    '${IF($["${DIALSTATUS}" = "NOANSWER"]?TIMEOUT:'
+    '${IF($["${DIALSTATUS}" = "BUSY"]?FULL:JOINUNAVAIL)})}'
+)
 
 
 def _agent_secret(config: Config, name: str, agent: AgentSettings) -> str:

@@ -56,7 +56,6 @@ TRUNK_ADDRESS = matches(
 )
 Penalty = Annotated[int, Meta(ge=0, le=1000)]
 # empty, or the value's rule (module-level: the rule's lambda sees this module's names)
-OptionalQueue = Annotated[str, Rule(lambda v: QUEUE_NAME.check(v) if v else None)]
 OptionalSipUri = Annotated[str, Rule(lambda v: SIP_URI.check(v) if v else None)]
 OptionalUser = Annotated[str, Rule(lambda v: ENDPOINT_NAME.check(v) if v else None)]
 # endpoint names the shipped pjsip.conf uses itself (an agent or target may not take them)
@@ -103,8 +102,6 @@ class QueueSettings(Section, frozen=True):
     leave_when_empty: Annotated[str, EMPTY_RULE] = "no"
     # ring a member already on a call; None = [bridge] agent_ring_in_use
     ring_in_use: bool | None = None
-    # a caller this queue did not serve (timed out, full, empty) goes on to this queue once
-    overflow_queue: OptionalQueue = ""
 
 
 class AgentSettings(Section, frozen=True):
@@ -135,8 +132,6 @@ class ExternalTarget(Section, frozen=True):
 
     address: Annotated[str, TRUNK_ADDRESS]
     destination: Annotated[str, DESTINATION]
-    # where a caller goes when the target is busy, rejects or does not answer
-    fallback_queue: QueueName
     transport: Annotated[str, one_of(("udp", "tcp", "tls"))] = "udp"
     # outbound digest authentication (empty username: none)
     username: OptionalUser = ""
@@ -162,16 +157,9 @@ def check_human_side(
     profiles: Mapping[str, Any],
 ) -> None:
     """Every queue named anywhere is defined; names do not collide (raise :func:`invalid`)."""
-    for name, queue in queues.items():
-        if queue.overflow_queue and queue.overflow_queue not in queues:
-            _undefined(f"queues.{name}.overflow_queue", queue.overflow_queue)
-        if queue.overflow_queue == name:
-            raise invalid(f"queues.{name}.overflow_queue", "a queue cannot overflow to itself")
-    for name, target in targets.items():
+    for name in targets:
         if name in queues:
             raise invalid(f"external_targets.{name}", "a queue has the same name")
-        if target.fallback_queue not in queues:
-            _undefined(f"external_targets.{name}.fallback_queue", target.fallback_queue)
     for key, value in routing.items():
         if value not in queues and value not in targets:
             raise invalid(
@@ -183,6 +171,13 @@ def check_human_side(
             value = getattr(profile, field)
             if value not in queues:
                 _undefined(f"profiles.{pname}.{field}", value)
+        # a failed escalation's last resort: a queue or an external target
+        overflow = profile.overflow_target
+        if overflow and overflow not in queues and overflow not in targets:
+            raise invalid(
+                f"profiles.{pname}.overflow_target",
+                f"{overflow!r} is neither a [queues] nor an [external_targets] entry",
+            )
     for name, agent in agents.items():
         if name in RESERVED_ENDPOINTS or name.startswith(RESERVED_PREFIX):
             raise invalid(f"agents.{name}", "this name is reserved for the bridge's endpoints")

@@ -2,10 +2,11 @@
 back to a bot of the same profile (same interaction id, a context saying why), and past
 ``max_escalation_returns`` to the overflow queue. Real Asterisk 22, SIPp caller, bot, agent.
 
-The stack has two queues of its own, added to the rendered queues.conf and loaded with
-``module reload app_queue.so``: ``handoff-wait`` (no member, ``joinempty = yes``: the caller
-waits ``queue_timeout_seconds``, then TIMEOUT) and ``handoff-closed`` (no member, strict
-``joinempty``: JOINEMPTY at once). The bot's context names them through the routing map.
+The stack's file defines queues of its own (``[queues]``): ``handoff-wait`` (no member,
+``join_empty = "yes"``: the caller waits ``queue_timeout_seconds``, then TIMEOUT),
+``handoff-closed`` (no member, strict ``join_empty``: JOINEMPTY at once) and
+``no-such-queue``, dropped from the rendered queues.conf once Asterisk runs (UNKNOWN). The
+bot's context names them through the routing map.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import add_queues, all_of, first, sipp_finished, until
+from tests.harness import all_of, drop_queue, first, sipp_finished, until
 from tests.integration.test_call_flow import decode_uui_header, final_record
 from tests.media import RtpListener, tone_share, ulaw_samples
 from tests.records import all_stored
@@ -37,18 +38,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_beh
 QUEUE_TIMEOUT = 3
 WAIT_QUEUE = "handoff-wait"
 CLOSED_QUEUE = "handoff-closed"
-EXTRA_QUEUES = f"""
-[{WAIT_QUEUE}]
-strategy = ringall
-joinempty = yes
-leavewhenempty = no
-
-[{CLOSED_QUEUE}]
-strategy = ringall
-joinempty = unavailable,invalid,unknown
-leavewhenempty = unavailable,invalid,unknown
-"""
-MISSING_QUEUE = "no-such-queue"  # in no queues.conf: QUEUESTATUS=UNKNOWN
+# defined in the file but dropped from the rendered queues.conf (an Asterisk not rendered
+# again after [queues] changed): QUEUESTATUS=UNKNOWN
+MISSING_QUEUE = "no-such-queue"
 TOKEN = "handoff-test-token"
 OVERFLOW_NUMBER = "5552000"
 CALL_TIMEOUT = 40
@@ -86,6 +78,10 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
         'availability_queue = "agents-queue"\n'
         'on_escalation_failure = "overflow"\n'
         f'overflow_target = "{CLOSED_QUEUE}"\n'
+        f'[queues.{WAIT_QUEUE}]\njoin_empty = "yes"\nleave_when_empty = "no"\n'
+        f'[queues.{CLOSED_QUEUE}]\njoin_empty = "unavailable,invalid,unknown"\n'
+        'leave_when_empty = "unavailable,invalid,unknown"\n'
+        f"[queues.{MISSING_QUEUE}]\n"
         f'[[routes]]\npattern = "{OVERFLOW_NUMBER}"\nprofile = "overflowing"\n'
         '[[routes]]\npattern = "_X."\nprofile = "default"\n'
     )
@@ -102,7 +98,7 @@ def handoff_stack(runtime: Runtime) -> Iterator[DevStack]:
     )
     stack.overflow_bot_port = overflow_bot  # type: ignore[attr-defined]
     stack.start()
-    add_queues(stack, EXTRA_QUEUES)
+    drop_queue(stack, MISSING_QUEUE)
     yield stack
     stack.stop()
 

@@ -24,7 +24,7 @@ from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
-from tests.harness import add_queues, load_callers, sipp_finished, until
+from tests.harness import load_callers, sipp_finished, until
 from tests.integration.test_call_flow import SEED_ESCALATION_HEX, decode_uui_header
 from tests.integration.test_handoff import refer_headers
 from tests.integration.test_metrics import scrape
@@ -42,12 +42,6 @@ ESCALATE_NUMBER = "6661000"
 RETURN_NUMBER = "7771000"
 # a queue without members whose strict joinempty refuses every caller at once (JOINEMPTY)
 CLOSED_QUEUE = "load-closed"
-CLOSED_QUEUE_CONF = f"""
-[{CLOSED_QUEUE}]
-strategy = ringall
-joinempty = unavailable,invalid,unknown
-leavewhenempty = unavailable,invalid,unknown
-"""
 SIPP_TIMEOUT = 120
 
 
@@ -90,6 +84,10 @@ availability_queue = "agents-queue"
 agents-queue = "agents-queue"
 closed = "{CLOSED_QUEUE}"
 
+[queues.{CLOSED_QUEUE}]
+join_empty = "unavailable,invalid,unknown"
+leave_when_empty = "unavailable,invalid,unknown"
+
 [[routes]]
 pattern = "{ESCALATE_NUMBER}"
 profile = "escalating"
@@ -112,7 +110,6 @@ profile = "default"
     stack.escalating_bot_port = escalating_bot  # type: ignore[attr-defined]
     stack.returning_bot_port = returning_bot  # type: ignore[attr-defined]
     stack.start()
-    add_queues(stack, CLOSED_QUEUE_CONF)
     yield stack
     stack.stop()
 

@@ -6,13 +6,15 @@ One stack for the module, configured by a file written before it starts:
 - ``support-queue`` (strategy ``linear``) with the static agents alice then bob;
 - ``soft-queue`` with carol, a softphone that registers with digest auth from 127.0.0.2;
 - ``dyn-queue`` with dave (membership ``dynamic``: logged out until ``ari-app agent login``);
-  a caller it cannot serve (no member, or all paused) overflows to ``agents-queue``;
-- the external targets ``acme`` (answers) and ``busyco`` (486 Busy Here), fallback
-  ``agents-queue``, where the shipped agent1 answers.
+  a caller it cannot serve (no member, or all paused) is a failed escalation, and the
+  default profile here overflows (``on_escalation_failure = "overflow"``) to ``agents-queue``;
+- the external targets ``acme`` (answers) and ``busyco`` (fails: 486, 603 or no answer;
+  the overflow, ``agents-queue``, is where the shipped agent1 answers).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,6 +63,8 @@ availability_cache_seconds = 0
 
 [profiles.default]
 availability_queue = "dyn-queue"
+on_escalation_failure = "overflow"
+overflow_target = "agents-queue"
 
 [routing]
 agents-queue = "agents-queue"
@@ -78,7 +82,6 @@ timeout_seconds = 10
 
 [queues.dyn-queue]
 join_empty = "paused,unavailable,invalid"
-overflow_queue = "agents-queue"
 
 [agents.agent1]
 contact = "sip:agent1@127.0.0.1:{ports.agent1}"
@@ -107,12 +110,10 @@ queues = {{ dyn-queue = 0 }}
 [external_targets.acme]
 address = "127.0.0.1:{ports.acme}"
 destination = "+4930123456"
-fallback_queue = "agents-queue"
 
 [external_targets.busyco]
 address = "127.0.0.1:{ports.busyco}"
 destination = "4444"
-fallback_queue = "agents-queue"
 answer_timeout_seconds = 5
 """
 
@@ -326,12 +327,19 @@ async def test_an_external_target_gets_the_agent_headers(queued: QueueStack) -> 
 
 
 @pytest.mark.parametrize(
-    "scenario", ["bot_rejects/bot_486", "bot_rejects/bot_603", "bot_no_answer/bot"]
+    ("scenario", "results"),
+    [
+        ("bot_rejects/bot_486", {"full"}),
+        ("bot_rejects/bot_603", {"full", "no_agents"}),
+        ("bot_no_answer/bot", {"timeout"}),
+    ],
 )
-async def test_a_busy_external_target_sends_the_caller_to_its_fallback_queue(
-    queued: QueueStack, scenario: str
+async def test_a_failing_external_target_is_a_failed_escalation(
+    queued: QueueStack, scenario: str, results: set[str]
 ) -> None:
-    """Busy (486), rejected (603) or unanswered (CANCEL after answer_timeout_seconds)."""
+    """Busy (486), rejected (603) or unanswered (CANCEL after answer_timeout_seconds): the
+    caller goes back to the app as from a failed queue, and the profile's
+    ``on_escalation_failure`` (here ``overflow`` to agents-queue) decides."""
     stack, ports = queued.stack, queued.ports
     busy = stack.sipp().start(scenario, local_port=ports.busyco, timeout=60)
     agent1 = agent(stack, ports.agent1)
@@ -341,7 +349,13 @@ async def test_a_busy_external_target_sends_the_caller_to_its_fallback_queue(
     invite = first(agent1, method="INVITE", direction="received")
     assert invite.header("X-Escalate-To") == "busyco"
     row = await final_record(stack, interaction_id(bot), "escalated")
-    assert (row["queue"], row["agent"]) == ("busyco", "agent1"), row
+    attempts = json.loads(str(row["escalations"]))
+    assert [(a["target"], a["via"]) for a in attempts] == [
+        ("busyco", "refer"),
+        ("agents-queue", "overflow"),
+    ], attempts
+    assert attempts[0]["result"] in results and attempts[1]["result"] == "answered"
+    assert (row["queue"], row["agent"]) == ("agents-queue", "agent1"), row
 
 
 async def test_a_refer_naming_anything_else_never_dials_out(queued: QueueStack) -> None:

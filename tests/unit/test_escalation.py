@@ -141,7 +141,7 @@ def test_defaults_and_overflow_queue(tmp_path: Path) -> None:
     assert profile.on_escalation_failure == "return_to_bot"  # type: ignore[attr-defined]
     assert profile.max_escalation_returns == 2  # type: ignore[attr-defined]
     assert profile.overflow_queue == profile.fallback_queue  # type: ignore[attr-defined]
-    named = _profile(tmp_path, 'overflow_target = "overflow-queue"\n')
+    named = _profile(tmp_path, 'overflow_target = "overflow-queue"\n[queues.overflow-queue]\n')
     assert named.overflow_queue == "overflow-queue"  # type: ignore[attr-defined]
 
 

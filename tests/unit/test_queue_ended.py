@@ -45,6 +45,9 @@ class Outcomes:
     def transfer_handled(self, seconds: float) -> None:
         pass
 
+    def agent_answered(self, queue: str, agent: str) -> None:
+        pass
+
 
 def _session(
     config: Config, store: InteractionStore, ari: FakeAri, observer: Outcomes | None = None

@@ -35,7 +35,6 @@ timeout_seconds = 7
 music_on_hold = "default"
 announce_position = "yes"
 max_waiting = 20
-overflow_queue = "agents-queue"
 [agents.alice]
 contact = "sip:alice@192.0.2.5:5060"
 queues = { support-queue = 0, agents-queue = 3 }
@@ -47,7 +46,6 @@ queues = { support-queue = 1 }
 [external_targets.acme]
 address = "192.0.2.10:5070"
 destination = "+4930123456"
-fallback_queue = "support-queue"
 username = "bridge"
 password_file = "acme.secret"
 """
@@ -69,24 +67,21 @@ def _load(tmp_path: Path, text: str) -> Config:
         ('[routing]\nsales = "sales-queue"\n', "routing.sales"),
         ('[profiles.default]\nfallback_queue = "nope"\n', "profiles.default.fallback_queue"),
         ('[profiles.default]\ndefault_queue = "nope"\n', "profiles.default.default_queue"),
-        ('[queues.a]\noverflow_queue = "nope"\n', "queues.a.overflow_queue"),
-        ('[queues.a]\noverflow_queue = "a"\n', "queues.a.overflow_queue"),
+        ('[profiles.default]\noverflow_target = "nope"\n', "profiles.default.overflow_target"),
         (
             '[agents.x]\ncontact = "sip:x@127.0.0.1"\nqueues = { nope = 0 }\n',
             "agents.x.queues.nope",
         ),
         (
-            '[external_targets.t]\naddress = "192.0.2.1:5060"\ndestination = "1"\n'
-            'fallback_queue = "nope"\n',
-            "external_targets.t.fallback_queue",
+            '[external_targets.agents-queue]\naddress = "192.0.2.1:5060"\ndestination = "1"\n',
+            "external_targets.agents-queue",
         ),
         ("[agents.x]\nqueues = { agents-queue = 0 }\n", "agents.x.contact"),
         ('[agents.carrier]\ncontact = "sip:c@127.0.0.1"\n', "agents.carrier"),
         ('[queues.a]\nstrategy = "fastest"\n', "queues.a.strategy"),
         ('[queues.a]\njoin_empty = "maybe"\n', "queues.a.join_empty"),
         (
-            '[external_targets.t]\naddress = "cc.example.com:5060"\ndestination = "1"\n'
-            'fallback_queue = "agents-queue"\n',
+            '[external_targets.t]\naddress = "cc.example.com:5060"\ndestination = "1"\n',
             "external_targets.t.address",
         ),
     ],
@@ -169,9 +164,13 @@ def test_the_dialplan_dials_only_the_configured_destination(tmp_path: Path) -> N
         "exten => acme,1,Dial(PJSIP/+4930123456@botbridge-ext-acme,30,"
         "b(botbridge-agent-predial^s^1))"
     ) in dialplan
-    assert " same => n,Set(BOTBRIDGE_QUEUE=support-queue)\n" in dialplan
+    # a failure goes back to the app as a failed queue's QUEUESTATUS would
+    assert (
+        " same => n,Stasis(botbridge,queue_ended,"
+        '${IF($["${DIALSTATUS}" = "NOANSWER"]?TIMEOUT:'
+        '${IF($["${DIALSTATUS}" = "BUSY"]?FULL:JOINUNAVAIL)})})\n'
+    ) in dialplan
     assert "BOTBRIDGE_EXTERNAL_acme = 1" in dialplan
-    assert "BOTBRIDGE_QNEXT_support-queue = agents-queue" in dialplan
     assert "BOTBRIDGE_QOPTS_support-queue = \n" in dialplan  # music, not ringing
     assert "BOTBRIDGE_QOPTS_agents-queue = r\n" in dialplan
     # without targets the queue context's first step is the Queue() itself
@@ -180,6 +179,12 @@ def test_the_dialplan_dials_only_the_configured_destination(tmp_path: Path) -> N
         template_values(load_config(env=_env(tmp_path)), DIRS, "/m"),
     )
     assert "exten => s,1,Queue(${BOTBRIDGE_QUEUE}," in plain
+
+
+def test_an_overflow_target_may_be_an_external_target(tmp_path: Path) -> None:
+    (tmp_path / "acme.secret").write_text("trunk-pw\n")
+    text = HUMAN_SIDE + '[profiles.default]\noverflow_target = "acme"\n'
+    assert _load(tmp_path, text).profiles["default"].overflow_target == "acme"
 
 
 def test_pjsip_conf_is_private(tmp_path: Path) -> None:
