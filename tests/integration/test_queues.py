@@ -40,6 +40,7 @@ CALL_TIMEOUT = 40
 # how long an agent that must not be rung is watched while the call goes elsewhere
 NOT_RUNG_SECONDS = 6
 ARI_APP = Path(sys.executable).parent / "ari-app"
+RETURN_NUMBER = "5553000"  # the profile whose failed escalations go back to the bot
 
 
 @dataclass
@@ -65,6 +66,22 @@ availability_cache_seconds = 0
 availability_queue = "dyn-queue"
 on_escalation_failure = "overflow"
 overflow_target = "agents-queue"
+
+# the shipped failure policy: back to the bot (section 14 of docs/call-flows.md)
+[profiles.returning]
+bot_endpoint = "voicebot"
+answer_timeout_seconds = 4
+fallback_queue = "agents-queue"
+default_queue = "agents-queue"
+availability_queue = "agents-queue"
+
+[[routes]]
+pattern = "{RETURN_NUMBER}"
+profile = "returning"
+
+[[routes]]
+pattern = "_X."
+profile = "default"
 
 [routing]
 agents-queue = "agents-queue"
@@ -356,6 +373,46 @@ async def test_a_failing_external_target_is_a_failed_escalation(
     ], attempts
     assert attempts[0]["result"] in results and attempts[1]["result"] == "answered"
     assert (row["queue"], row["agent"]) == ("agents-queue", "agent1"), row
+
+
+async def test_a_busy_external_target_returns_the_caller_to_the_bot(
+    queued: QueueStack,
+) -> None:
+    """With the shipped ``on_escalation_failure = "return_to_bot"``: busyco answers 486, the
+    caller gets a new bot dialog told why, and that dialog's escalation reaches agent1."""
+    stack, ports = queued.stack, queued.ports
+    busy = stack.sipp().start("bot_rejects/bot_486", local_port=ports.busyco, timeout=60)
+    agent1 = agent(stack, ports.agent1)
+    bot = stack.sipp().start(
+        "handoff/bot",
+        local_port=stack.bot_port,
+        keys={
+            **escalation_keys("busyco"),
+            "return_refer_headers": escalation_keys("agents-queue")["refer_headers"],
+        },
+        calls=2,
+        extra=["-d", "1000"],
+    )
+    caller = stack.sipp().start(
+        "common/caller_waits",
+        local_port=free_port(udp_too=True),
+        remote=stack.sip_remote,
+        service=RETURN_NUMBER,
+        keys={"caller_number": "15550003333"},
+    )
+    finished(caller, bot, busy, agent1)
+    invites = [m for m in all_of(bot, "INVITE") if m.direction == "received"]
+    assert len(invites) == 2, bot.report()
+    assert decode_uui_header(invites[1].header("User-to-User") or "") == (
+        "business_hours=available;escalation=failed;reason=full;queue=busyco"
+    )
+    row = await final_record(stack, interaction_id(bot), "escalated")
+    attempts = json.loads(str(row["escalations"]))
+    assert [(a["target"], a["result"]) for a in attempts] == [
+        ("busyco", "full"),
+        ("agents-queue", "answered"),
+    ], attempts
+    assert row["agent"] == "agent1"
 
 
 async def test_a_refer_naming_anything_else_never_dials_out(queued: QueueStack) -> None:
