@@ -1,17 +1,15 @@
 """The Stasis application: routes ARI events to per-call sessions.
 
-Channels enter the app in four roles, told apart by their Stasis arguments or by
-``replace_channel``:
-
+Channels enter the app in four roles, told apart by Stasis arguments or ``replace_channel``:
 - ``inbound``: a carrier call (dialplan ``Stasis(app,inbound)``) -> a new CallSession, if
   admission control lets it in (else it is shed: fallback queue or 503, never half-handled);
 - ``bot,<interaction id>``: the bot leg the app created -> dial it;
 - a Local channel with ``replace_channel`` = a bot leg: the bot's REFER (core transfer mode);
 - ``queue_ended,<QUEUESTATUS>``: a caller of ours back from a queue without an agent.
 
-Routing (:meth:`BridgeApp.dispatch`) is synchronous and runs on the event reader: it only
-looks up or creates the call an event belongs to and posts the event to that call's queue
-(ari_app/calls/dispatch.py). Everything that talks to Asterisk runs in the call's own task.
+Routing (:meth:`BridgeApp.dispatch`) runs on the event reader: it only finds or creates the
+call an event belongs to and posts it to that call's queue (ari_app/calls/dispatch.py).
+Everything that talks to Asterisk runs in the call's own task.
 """
 
 from __future__ import annotations
