@@ -7,9 +7,8 @@ Channels enter the app in four roles, told apart by Stasis arguments or ``replac
 - a Local channel with ``replace_channel`` = a bot leg: the bot's REFER (core transfer mode);
 - ``queue_ended,<QUEUESTATUS>``: a caller of ours back from a queue without an agent.
 
-Routing (:meth:`BridgeApp.dispatch`) runs on the event reader: it only finds or creates the
-call an event belongs to and posts it to that call's queue (ari_app/calls/dispatch.py).
-Everything that talks to Asterisk runs in the call's own task.
+Routing (:meth:`BridgeApp.dispatch`) runs on the event reader and only posts each event to
+its call's queue (calls/dispatch.py); all that talks to Asterisk runs in the call's own task.
 """
 
 from __future__ import annotations
