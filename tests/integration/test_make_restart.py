@@ -210,8 +210,7 @@ async def test_make_restart_keeps_the_stack_and_the_calls(
     assert not checkout.info_path.exists()
 
 
-# `make restart` twice under load: the rate and the conversations' length of issue 23's
-# measure (20 calls/s, bot conversations of 30 s)
+# `make restart` twice under load: 20 calls/s with bot conversations of 30 s (docs/operations.md)
 HANDOVER_CALL_RATE = 20  # calls/s
 HANDOVER_BOT_TALK_MS = 30_000
 HANDOVER_LOAD_SECONDS = 40  # calls are placed for this long; the restarts fall within it
