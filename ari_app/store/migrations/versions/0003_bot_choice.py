@@ -1,4 +1,4 @@
-"""Which bot took the call and which were tried (several bots per profile, issue 13).
+"""Which bot took the call and which were tried (several bots per profile).
 
 Revision ID: 0003_bot_choice
 Revises: 0002_record_fields

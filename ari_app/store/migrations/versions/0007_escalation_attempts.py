@@ -1,4 +1,4 @@
-"""Each escalation attempt kept with the call, and the bot dialogs billed (issue 20).
+"""Each escalation attempt kept with the call, and the bot dialogs billed.
 
 Revision ID: 0007_escalation_attempts
 Revises: 0006_outbox_given_up

@@ -1,4 +1,4 @@
-"""Headers that travel (issue 22): the carrier's caller verification (``verstat``) and the
+"""Headers that travel: the carrier's caller verification (``verstat``) and the
 bot's headers passed on to the agent (``bot_headers``, JSON) of each call.
 
 Revision ID: 0008_headers
