@@ -23,6 +23,7 @@ from ari_app.calls.app import BridgeApp
 from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.handover import LOCK_FILE, HandoverApp, InstanceLock
 from ari_app.config import Config, hep_password, mask_url
+from ari_app.config.headers import agent_headers
 from ari_app.connect import ari_rest
 from ari_app.reporting.metrics import Metrics
 from ari_app.reporting.scheduler import ReportScheduler
@@ -89,6 +90,7 @@ async def run_app(config: Config, *, take_over: bool = False) -> None:
                 hep_password(config),
                 (config.sip.port, config.sip.tls_port),
                 config.bridge.max_context_bytes,
+                agent_headers(p.bot_headers for p in config.profiles.values()),
             )
         app = HandoverApp(
             config,

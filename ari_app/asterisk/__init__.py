@@ -29,6 +29,7 @@ from ari_app.config import Config, ConfigError, hep_password
 from ari_app.config.credentials import check_ari_password, read_given_secret
 from ari_app.config.headers import (
     HEADER_ARG_PREFIX,
+    QUEUE_ARG_PREFIX,
     agent_header_variable,
     agent_headers,
     dialplan_headers,
@@ -42,6 +43,7 @@ __all__ = [
     "carrier_header_args",
     "find_module_dir",
     "make_self_signed",
+    "queue_figure_args",
     "render",
     "render_instance",
     "rtp_bind_address",
@@ -160,7 +162,7 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "FALLBACK_QUEUE": default.fallback_queue,
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
-        "CARRIER_HEADER_ARGS": carrier_header_args(config),
+        "CARRIER_HEADER_ARGS": carrier_header_args(config) + queue_figure_args(config),
         "AGENT_HEADER_STEPS": agent_header_steps(config),
         "BOT_HEALTH": bot_health_sections(config),
         "BOT_AUTH": bot_auth_sections(config),
@@ -179,6 +181,18 @@ def carrier_header_args(config: Config) -> str:
     return "".join(
         f",{HEADER_ARG_PREFIX}{name}=${{BASE64_ENCODE(:${{PJSIP_HEADER(read,{name}):0:{cut}}})}}"
         for name in names
+    )
+
+
+def queue_figure_args(config: Config) -> str:
+    """The Stasis() arguments with the live figures of each profile's default_queue that a
+    profile puts in its bot's User-to-User (context_keys agents_available, estimated_wait):
+    ``,queue.<name>=<members ready>:<1 if the queue exists>:<its average hold time>``.
+    Substituted left to right, so QUEUE_VARIABLES sets QUEUEHOLDTIME before it is read."""
+    return "".join(
+        f",{QUEUE_ARG_PREFIX}{q}=${{QUEUE_MEMBER({q},ready)}}:${{QUEUE_VARIABLES({q})}}"
+        ":${QUEUEHOLDTIME}"
+        for q in config.figures_queues
     )
 
 

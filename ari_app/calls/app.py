@@ -243,9 +243,9 @@ class BridgeApp:
             )
             if reason is None:
                 # Stasis(app,inbound,<business_hours>,hdr.<name>=<value>...): calls/carrier.py
-                plain, headers = split_inbound_args(args[1:])
+                plain, headers, queues = split_inbound_args(args[1:])
                 session = self._new_session(channel, ",".join(plain) if plain else None)
-                session.carrier_args = headers
+                session.carrier_args, session.queue_args = headers, queues
                 return session
             self._shed(channel, reason)
             return None

@@ -129,12 +129,19 @@ def bot_leg_variables(
     context: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """The bot leg's channel variables: its INVITE's headers (the UUI with business_hours,
-    or ``context`` when given, then the profile's context keys; the interaction id, the
+    or ``context`` when given, then the profile's context keys, the queue figures those of
+    its default_queue as the call came in; the interaction id, the
     profile's extra headers, the carrier headers it copies, the verstat header), the
     caller's number, and the declined transfer context when nobody could take the caller."""
-    facts = {"dialled": caller.dialled, "caller": caller.number, "verstat": caller.carrier.verstat}
+    facts = {
+        "dialled": caller.dialled,
+        "caller": caller.number,
+        "verstat": caller.carrier.verstat,
+        **caller.queues.get(profile.default_queue, {}),
+    }
     pairs = list(context or [("business_hours", availability)])
-    pairs += [(key, uui.safe_value(facts[key])) for key in profile.context_keys]
+    # a queue figure the dialplan did not read (an older dialplan) is left out
+    pairs += [(key, uui.safe_value(facts[key])) for key in profile.context_keys if key in facts]
     headers = {
         **caller.carrier.allowed(profile.carrier_headers),
         "User-to-User": uui.format_uui(

@@ -15,8 +15,9 @@ read without parsing the SIP message) is longer than ``max_call_id_bytes`` or no
 dialog is dropped before anything else is parsed. A live dialog holds at most one copy (the
 latest replaces it) with its User-to-User headers only, each no longer than the longest
 value the context codec accepts for ``[bridge] max_context_bytes`` (a longer one drops the
-copy), and at most ``max_entries`` dialogs are followed: memory stays bounded whatever
-arrives. Every datagram is counted by result (:data:`RESULTS`, ``/metrics``).
+copy), and the headers any profile copies from its bot (``bot_headers``), each cut to
+``max_context_bytes`` + 1 characters; at most ``max_entries`` dialogs are followed: memory
+stays bounded whatever arrives. Every datagram is counted by result (:data:`RESULTS`, ``/metrics``).
 
 When a connected bot hangs up, its session asks for the BYE of the bot's Call-ID and waits
 up to ``wait_seconds`` for it (the copy usually arrives before ARI's events); a copy older
@@ -70,6 +71,7 @@ class ByeContexts(asyncio.DatagramProtocol):
         password: str,
         sip_ports: tuple[int, ...],
         max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+        bot_headers: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
         self._password = password.encode()
@@ -77,6 +79,12 @@ class ByeContexts(asyncio.DatagramProtocol):
         self._sip_ports = frozenset(sip_ports)
         # the longest context header worth keeping: any longer is refused by the codec anyway
         self._max_header_chars = max_uui_value_chars(max_context_bytes, discriminator=True)
+        # the headers the profiles copy from the bot (bot_headers), each kept cut to one
+        # character over max_context_bytes: a longer value is then refused as too large
+        # when it would be copied (calls/carrier.py), the BYE's context used all the same
+        context_names = {name.lower() for name in BYE_CONTEXT_HEADERS}
+        self._bot_headers = tuple(h for h in bot_headers if h.lower() not in context_names)
+        self._bot_header_chars = max_context_bytes + 1
         # live bot dialogs by Call-ID, oldest first -> their latest BYE copy, if one came
         self._dialogs: OrderedDict[str, _Copy | None] = OrderedDict()
         self._waiters: dict[str, asyncio.Event] = {}
@@ -168,6 +176,10 @@ class ByeContexts(asyncio.DatagramProtocol):
         }
         if any(len(value) > self._max_header_chars for value in headers.values()):
             return OVERSIZE
+        for name in self._bot_headers:
+            value = message.header(name)
+            if value is not None:
+                headers[name] = value[: self._bot_header_chars]
         self._dialogs[call_id] = (time.monotonic(), headers)
         waiter = self._waiters.get(call_id)
         if waiter is not None:

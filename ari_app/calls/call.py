@@ -22,6 +22,7 @@ from ari_app.calls.bot_leg import BotAttempts
 from ari_app.calls.carrier import CallerFacts
 from ari_app.calls.control import CallControl
 from ari_app.calls.escalation import AttemptResult, attempt_closed
+from ari_app.calls.routing import verstat_profile
 from ari_app.calls.services import CallServices, RecordSink, bridge_id_for
 from ari_app.calls.states import (
     IN_PROGRESS,
@@ -84,6 +85,8 @@ class Call:
     dialplan_availability: str | None = None
     # the carrier's headers as the dialplan passed them (hdr.<name>=<base64>, calls/carrier.py)
     carrier_args: Mapping[str, str] = field(default_factory=dict)
+    # the queues' live figures as the dialplan passed them (queue.<name>=..., calls/carrier.py)
+    queue_args: Mapping[str, str] = field(default_factory=dict)
     # the caller's numbers and its carrier headers checked, once (CallSession.start)
     caller_facts: CallerFacts = field(default_factory=CallerFacts)
     # the call's bots: plan, claimed bot, attempts, answer timeout (calls/bot_leg.py)
@@ -187,6 +190,23 @@ class Call:
             "caller_channel": self.caller_id,
             "started_at": self.started_at,
         }
+
+    def route_by_verstat(self, verstat: str, opening: RecordChange) -> None:
+        """A failed caller verification moves a new call to the profile's
+        ``on_verstat_failed`` profile before any bot is planned; the record names it."""
+        routed = verstat_profile(self.config, self.profile, verstat)
+        if routed is self.profile:
+            return
+        log.info(
+            "call %s: verstat %s, profile %s -> %s",
+            self.interaction_id,
+            verstat,
+            self.profile.name,
+            routed.name,
+        )
+        self.profile = routed
+        self.bots = BotAttempts(self.services.bots, routed)
+        opening["profile"] = routed.name
 
     def shed_record(self, outcome: Outcome, reason: str) -> RecordChange:
         """The whole record of a call shed before its bot (the app's overload or drain):

@@ -17,7 +17,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ari_app.config.headers import HEADER_ARG_PREFIX, VERSTAT_HEADERS
+from ari_app.config.headers import (
+    HEADER_ARG_PREFIX,
+    QUEUE_ARG_PREFIX,
+    QUEUE_CONTEXT_KEYS,
+    VERSTAT_HEADERS,
+)
 from ari_app.records import RecordChange
 from ari_app.sip.headers import VERSTAT_ABSENT, HeaderRefused, clean_header_value, verstat_of
 
@@ -29,6 +34,7 @@ __all__ = [
     "copy_bot_headers",
     "log_refused",
     "read_carrier_headers",
+    "read_queue_figures",
     "split_inbound_args",
 ]
 
@@ -59,19 +65,25 @@ class CallerFacts:
     number: str = ""
     dialled: str = ""
     carrier: CarrierHeaders = field(default_factory=CarrierHeaders)
+    # the live figures of the queues the dialplan read as the call came in, by queue name:
+    # agents_available, estimated_wait (read_queue_figures)
+    queues: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def caller_facts(
-    carrier_args: Mapping[str, str], opening: RecordChange, max_bytes: int
+    carrier_args: Mapping[str, str],
+    opening: RecordChange,
+    max_bytes: int,
+    queue_args: Mapping[str, str] | None = None,
 ) -> CallerFacts:
-    """The caller's numbers (from the record's ``opening`` fields) and carrier headers,
-    checked once; the verstat joins ``opening`` when the dialplan passed headers (an older
-    dialplan passes none: the verstat is then unknown)."""
+    """The caller's numbers (from the record's ``opening`` fields), carrier headers and
+    queue figures, checked once; the verstat joins ``opening`` when the dialplan passed
+    headers (an older dialplan passes none: the verstat is then unknown)."""
     carrier = read_carrier_headers(carrier_args, max_bytes)
     if carrier_args:
         opening["verstat"] = carrier.verstat
     number, dialled = opening.get("caller_number"), opening.get("dialled_number")
-    return CallerFacts(number or "", dialled or "", carrier)
+    return CallerFacts(number or "", dialled or "", carrier, read_queue_figures(queue_args or {}))
 
 
 def log_refused(interaction_id: str, side: str, refused: Sequence[tuple[str, str]]) -> None:
@@ -80,18 +92,39 @@ def log_refused(interaction_id: str, side: str, refused: Sequence[tuple[str, str
         log.warning("call %s: %s header %s not used: %s", interaction_id, side, name, reason)
 
 
-def split_inbound_args(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+def split_inbound_args(
+    args: Sequence[str],
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """Stasis(app,inbound,...) arguments after "inbound": the business_hours parts (the
-    value may hold commas) and the header arguments, name -> encoded value."""
+    value may hold commas), the header arguments (name -> encoded value) and the queue
+    figures arguments (queue -> figures as the dialplan wrote them)."""
     plain: list[str] = []
     headers: dict[str, str] = {}
+    queues: dict[str, str] = {}
     for arg in args:
-        if arg.startswith(HEADER_ARG_PREFIX) and "=" in arg:
-            name, _, encoded = arg[len(HEADER_ARG_PREFIX) :].partition("=")
-            headers[name] = encoded
+        for prefix, found in ((HEADER_ARG_PREFIX, headers), (QUEUE_ARG_PREFIX, queues)):
+            if arg.startswith(prefix) and "=" in arg:
+                name, _, value = arg[len(prefix) :].partition("=")
+                found[name] = value
+                break
         else:
             plain.append(arg)
-    return plain, headers
+    return plain, headers, queues
+
+
+def read_queue_figures(written: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each queue's figures as the dialplan wrote them, ``<ready>:<found>:<holdtime>``
+    (QUEUE_MEMBER(q,ready), QUEUE_VARIABLES(q) and the QUEUEHOLDTIME it set), as context
+    values: ``agents_available`` and ``estimated_wait`` (seconds, app_queue's average hold
+    time), each only when it is a whole number (a queue Asterisk did not know has none)."""
+    figures: dict[str, dict[str, str]] = {}
+    for queue, text in written.items():
+        ready, found, holdtime = [*text.split(":"), "", ""][:3]
+        values = (ready, holdtime if found == "1" else "")
+        figures[queue] = {
+            k: v for k, v in zip(QUEUE_CONTEXT_KEYS, values, strict=True) if v.isdigit()
+        }
+    return figures
 
 
 def read_carrier_headers(encoded: Mapping[str, str], max_bytes: int) -> CarrierHeaders:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ari_app.config import BotProfile, Config
+from ari_app.sip.headers import verstat_base
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,15 @@ def profile_for(config: Config, dialled: str) -> BotProfile:
         if route.matches(dialled):
             return config.profiles[route.profile]
     return config.profiles["default"]
+
+
+def verstat_profile(config: Config, profile: BotProfile, verstat: str) -> BotProfile:
+    """The profile that handles a call of ``profile`` whose carrier verstat is ``verstat``:
+    its ``on_verstat_failed`` profile when the verdict is one it counts as failed (one hop:
+    that profile's own on_verstat_failed is not followed), else ``profile`` itself."""
+    if profile.on_verstat_failed and verstat_base(verstat) in profile.verstat_failed:
+        return config.profiles[profile.on_verstat_failed]
+    return profile
 
 
 def queue_for(config: Config, profile: BotProfile, escalate_to: str | None) -> QueueDecision:

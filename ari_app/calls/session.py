@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, replace
 
 from ari_app.ari import AriError, AriNotFound, Channel
@@ -69,9 +69,12 @@ class CallSession(Call):
         beside it, however late the app hears of the answer; and its answer crosses the
         bridge to the caller in Asterisk, which answers the caller then."""
         opening = self.opening_record()
-        facts = caller_facts(self.carrier_args, opening, self.config.bridge.max_header_bytes)
+        facts = caller_facts(
+            self.carrier_args, opening, self.config.bridge.max_header_bytes, self.queue_args
+        )
         log_refused(self.interaction_id, "carrier", facts.carrier.refused)
         self.caller_facts = facts
+        self.route_by_verstat(facts.carrier.verstat, opening)
         self.records.create(self.interaction_id, **opening)
         self.bots.begin()
         self.availability = availability = await self._availability()
@@ -302,7 +305,7 @@ class CallSession(Call):
         if bye_contexts is not None and self.bot_call_id:
             headers = await bye_contexts.headers_of(self.bot_call_id)
         if headers and self.state is CallState.BOT_CONNECTED:
-            decision = decide_transfer(self.config, self.profile, None, headers)
+            decision = self._decided(None, headers)
             if decision.escalate_to is not None:
                 self._fire(Trigger.BYE_ESCALATION, transfer_at=time.time())
                 await self._escalate("BYE", decision)
@@ -343,13 +346,7 @@ class CallSession(Call):
         handling_started = time.monotonic()
         self._fire(Trigger.REFER_RECEIVED, transfer_at=time.time())
         refer_to, headers = await read_refer(self.ari, local.id, self.profile.bot_headers)
-        copied, refused = copy_bot_headers(
-            headers, self.profile.bot_headers, self.config.bridge.max_context_bytes
-        )
-        log_refused(self.interaction_id, "bot", refused)
-        decision = replace(
-            decide_transfer(self.config, self.profile, refer_to, headers), headers=copied
-        )
+        decision = self._decided(refer_to, headers)
         # Asterisk hangs the bot up itself once the transfer is done (core transfer mode):
         # only the transfer's Local channel is the app's to release, answered or not. The
         # bot was told the outcome before the app saw the channel (NOTIFY 200, sent as the
@@ -360,6 +357,16 @@ class CallSession(Call):
         await self._escalate("REFER", decision, release=(local.id,))
         if self.services.observer is not None:
             self.services.observer.transfer_handled(time.monotonic() - handling_started)
+
+    def _decided(self, refer_to: str | None, headers: Mapping[str, str]) -> TransferDecision:
+        """The bot's escalation (its REFER's Refer-To and headers, or its BYE's headers)
+        decided, with the profile's bot_headers it carried copied (each refusal logged)."""
+        copied, refused = copy_bot_headers(
+            headers, self.profile.bot_headers, self.config.bridge.max_context_bytes
+        )
+        log_refused(self.interaction_id, "bot", refused)
+        decided = decide_transfer(self.config, self.profile, refer_to, headers)
+        return replace(decided, headers=copied)
 
     async def _escalate(
         self, via: str, decision: TransferDecision, release: tuple[str, ...] = ()

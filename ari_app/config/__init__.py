@@ -40,7 +40,7 @@ from ari_app.config.credentials import (
     mask_url,
     read_secret_file,
 )
-from ari_app.config.headers import check_carrier_headers
+from ari_app.config.headers import check_carrier_headers, figures_queues
 from ari_app.config.queues import (
     DEFAULT_QUEUES,
     AgentSettings,
@@ -210,13 +210,20 @@ class Config(Section, frozen=True):
         if self.profiles:  # a Config made by hand may leave them out
             check_profiles(self.profiles, self.routes)
             check_carrier_headers(
-                (p.carrier_headers for p in self.profiles.values()), self.bridge.max_header_bytes
+                (p.carrier_headers for p in self.profiles.values()),
+                self.bridge.max_header_bytes,
+                self.figures_queues,
             )
         if self.profiles and self.queues:
             check_human_side(
                 self.queues, self.agents, self.external_targets, self.routing, self.profiles
             )
         check_schedules(self.report_schedules, self.smtp)
+
+    @property
+    def figures_queues(self) -> tuple[str, ...]:
+        """The queues whose live figures the dialplan hands the app (config/headers.py)."""
+        return figures_queues((p.default_queue, p.context_keys) for p in self.profiles.values())
 
     def __repr__(self) -> str:
         shown = (

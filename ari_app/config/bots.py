@@ -12,7 +12,12 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from ari_app.config.headers import CONTEXT_KEYS, check_bot_headers, check_profile_headers
+from ari_app.config.headers import (
+    CONTEXT_KEYS,
+    VERSTAT_VERDICTS,
+    check_bot_headers,
+    check_profile_headers,
+)
 from ari_app.config.values import (
     CODECS,
     CONTEXT_NAME,
@@ -145,6 +150,12 @@ class BotProfile(Section, frozen=True):
     # the bot may hold the caller this long after it answered, then the caller goes to the
     # fallback queue (error_reason max_bot_seconds); 0 = no limit
     max_bot_seconds: Annotated[int, Meta(ge=0, le=86400)] = 0
+    # a call whose carrier verstat is one of verstat_failed (the attestation suffix -A/-B/-C
+    # aside) is handled by this profile instead (its bots, queues and settings); empty: none
+    on_verstat_failed: str = ""
+    verstat_failed: Annotated[tuple[Annotated[str, one_of(VERSTAT_VERDICTS)], ...], EACH_ONCE] = (
+        "TN-Validation-Failed",
+    )
 
     def _validate(self) -> None:
         check_profile_headers(self.carrier_headers, self.interaction_header, self.verstat_header)
@@ -196,6 +207,12 @@ def check_profiles(profiles: Mapping[str, BotProfile], routes: tuple[Route, ...]
     """Rules across profiles and routes (raise :func:`invalid`)."""
     if "default" not in profiles:
         raise invalid("profiles", "a profile named 'default' is required")
+    for name, profile in profiles.items():
+        if profile.on_verstat_failed and profile.on_verstat_failed not in profiles:
+            raise invalid(
+                f"profiles.{name}.on_verstat_failed",
+                f"names unknown profile {profile.on_verstat_failed!r}",
+            )
     for route in routes:
         if route.profile not in profiles:
             raise invalid(

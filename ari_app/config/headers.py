@@ -19,13 +19,17 @@ __all__ = [
     "CONTEXT_KEYS",
     "DIALPLAN_ARGS_BUDGET",
     "HEADER_ARG_PREFIX",
+    "QUEUE_ARG_PREFIX",
+    "QUEUE_CONTEXT_KEYS",
     "RESERVED_HEADERS",
     "VERSTAT_HEADERS",
+    "VERSTAT_VERDICTS",
     "agent_header_variable",
     "agent_headers",
     "check_bot_headers",
     "check_carrier_headers",
     "dialplan_headers",
+    "figures_queues",
     "header_arg_bytes",
 ]
 
@@ -34,8 +38,24 @@ HEADER_ARG_PREFIX = "hdr."
 # the headers whose verstat parameter is the carrier's caller verification, in the order
 # they are looked at (RFC 8224 / ATIS-1000074: P-Asserted-Identity, else From); always read
 VERSTAT_HEADERS = ("P-Asserted-Identity", "From")
+# the verdicts a call's verstat can be (ari_app/sip/headers.py reads it; the configuration
+# may not import it): ATIS-1000074's three, then "absent" and "unrecognised"
+VERSTAT_VERDICTS = (
+    "TN-Validation-Passed",
+    "TN-Validation-Failed",
+    "No-TN-Validation",
+    "absent",
+    "unrecognised",
+)
+# the extra keys of the bot's User-to-User that are the live figures of the profile's
+# default_queue, read by the dialplan (QUEUE_MEMBER ready, QUEUE_VARIABLES QUEUEHOLDTIME)
+QUEUE_CONTEXT_KEYS = ("agents_available", "estimated_wait")
 # the extra keys a profile may add to the bot's User-to-User, after business_hours
-CONTEXT_KEYS = ("dialled", "caller", "verstat")
+CONTEXT_KEYS = ("dialled", "caller", "verstat", *QUEUE_CONTEXT_KEYS)
+# a Stasis() argument carrying one queue's live figures: queue.<name>=<ready>:<found>:<hold>
+QUEUE_ARG_PREFIX = "queue."
+# the longest figures part of that argument: two numbers and the found flag
+QUEUE_FIGURES_BYTES = 2 * 20 + 3
 # headers of the bot's INVITE that Asterisk or the bridge itself sets: a copy would make a
 # second, conflicting one (compared case-insensitively)
 RESERVED_HEADERS = frozenset(
@@ -89,17 +109,32 @@ def dialplan_headers(allow_lists: Iterable[Iterable[str]]) -> tuple[str, ...]:
     return tuple(names.values())
 
 
-def check_carrier_headers(allow_lists: Iterable[Iterable[str]], max_value_bytes: int) -> None:
-    """Rules across profiles: the dialplan's header arguments fit Asterisk's buffer."""
+def figures_queues(wanted: Iterable[tuple[str, Iterable[str]]]) -> tuple[str, ...]:
+    """The queues whose live figures the dialplan reads: the default_queue of each profile
+    (``wanted``: its default_queue and its context_keys) that asks for a QUEUE_CONTEXT_KEYS
+    key, each once, in order."""
+    queues: dict[str, None] = {}
+    for queue, keys in wanted:
+        if set(keys) & set(QUEUE_CONTEXT_KEYS):
+            queues.setdefault(queue)
+    return tuple(queues)
+
+
+def check_carrier_headers(
+    allow_lists: Iterable[Iterable[str]], max_value_bytes: int, queues: Iterable[str] = ()
+) -> None:
+    """Rules across profiles: the dialplan's header (and queue figures) arguments fit
+    Asterisk's buffer."""
     names = dialplan_headers(allow_lists)
     needed = sum(header_arg_bytes(name, max_value_bytes) for name in names)
+    needed += sum(1 + len(QUEUE_ARG_PREFIX) + len(q) + 1 + QUEUE_FIGURES_BYTES for q in queues)
     if needed > DIALPLAN_ARGS_BUDGET:
         raise invalid(
             "profiles",
             f"the carrier_headers of all profiles ({len(names)} headers with the verstat "
             f"ones, up to {needed} bytes of dialplan arguments at [bridge] max_header_bytes = "
-            f"{max_value_bytes}) exceed {DIALPLAN_ARGS_BUDGET} bytes; list fewer headers or "
-            "lower max_header_bytes",
+            f"{max_value_bytes}, with the queue figures) exceed {DIALPLAN_ARGS_BUDGET} bytes; "
+            "list fewer headers or lower max_header_bytes",
         )
 
 

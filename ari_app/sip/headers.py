@@ -31,6 +31,7 @@ __all__ = [
     "VERSTAT_VALUES",
     "HeaderRefused",
     "clean_header_value",
+    "verstat_base",
     "verstat_of",
 ]
 
@@ -90,3 +91,9 @@ def verstat_of(value: str | None) -> str | None:
         return VERSTAT_UNRECOGNISED
     base = _CANONICAL[(match.group(1) or verdict).lower()]
     return base + (match.group(2) or "").upper()
+
+
+def verstat_base(verdict: str) -> str:
+    """A verdict of :func:`verstat_of` without its attestation suffix (``-A``, ``-B``, ``-C``)."""
+    match = _VERSTAT_VALUE.fullmatch(verdict)
+    return _CANONICAL[match.group(1).lower()] if match and match.group(2) else verdict

@@ -116,9 +116,12 @@ def test_verstat_of(value: str | None, verdict: str | None) -> None:
 
 
 def test_inbound_args_split_into_business_hours_and_headers() -> None:
-    plain, headers = split_inbound_args(["busy,ish", "hdr.Diversion=OmE=", "hdr.From=Og=="])
+    plain, headers, queues = split_inbound_args(
+        ["busy,ish", "hdr.Diversion=OmE=", "queue.agents-queue=1:1:12", "hdr.From=Og=="]
+    )
     assert plain == ["busy,ish"] and headers == {"Diversion": "OmE=", "From": "Og=="}
-    assert split_inbound_args([]) == ([], {})
+    assert queues == {"agents-queue": "1:1:12"}
+    assert split_inbound_args([]) == ([], {}, {})
 
 
 def test_carrier_headers_are_decoded_checked_and_kept_by_name() -> None:
@@ -155,7 +158,7 @@ def test_the_renderer_reads_the_verstat_headers_and_every_listed_header_once() -
     assert names == ["P-Asserted-Identity", "From", "Diversion"]
     assert ",hdr.Diversion=${BASE64_ENCODE(:${PJSIP_HEADER(read,Diversion):0:257})}" in rendered
     # what the renderer's arguments carry, the app reads back (an argument per header)
-    _, headers = split_inbound_args([f"hdr.Diversion={arg(b'<sip:1@a>')}"])
+    _, headers, _ = split_inbound_args([f"hdr.Diversion={arg(b'<sip:1@a>')}"])
     assert read_carrier_headers(headers, 256).values == {"diversion": "<sip:1@a>"}
 
 
