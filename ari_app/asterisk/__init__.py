@@ -187,8 +187,10 @@ def carrier_header_args(config: Config) -> str:
 def queue_figure_args(config: Config) -> str:
     """The Stasis() arguments with the live figures of each profile's default_queue that a
     profile puts in its bot's User-to-User (context_keys agents_available, estimated_wait):
-    ``,queue.<name>=<members ready>:<1 if the queue exists>:<its average hold time>``.
-    Substituted left to right, so QUEUE_VARIABLES sets QUEUEHOLDTIME before it is read."""
+    ``,queue.<name>=<members ready>:<QUEUE_VARIABLES' result, 0 when it set them>:<the
+    average hold time it set>`` (queues.conf renders these queues with setqueuevar, without
+    which QUEUE_VARIABLES sets nothing). Substituted left to right: QUEUEHOLDTIME is read
+    after QUEUE_VARIABLES set it."""
     return "".join(
         f",{QUEUE_ARG_PREFIX}{q}=${{QUEUE_MEMBER({q},ready)}}:${{QUEUE_VARIABLES({q})}}"
         ":${QUEUEHOLDTIME}"

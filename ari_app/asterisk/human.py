@@ -57,6 +57,9 @@ def queue_sections(config: Config) -> str:
         ]
         if queue.music_on_hold:
             lines.append(f"musicclass = {queue.music_on_hold}")
+        if name in config.figures_queues:
+            # QUEUE_VARIABLES() (its figures for the bot's User-to-User) answers only then
+            lines.append("setqueuevar = yes")
         for agent_name, agent in config.agents.items():
             if agent.membership == "static" and name in agent.queues:
                 penalty = agent.queues[name]

@@ -114,13 +114,14 @@ def split_inbound_args(
 
 def read_queue_figures(written: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Each queue's figures as the dialplan wrote them, ``<ready>:<found>:<holdtime>``
-    (QUEUE_MEMBER(q,ready), QUEUE_VARIABLES(q) and the QUEUEHOLDTIME it set), as context
-    values: ``agents_available`` and ``estimated_wait`` (seconds, app_queue's average hold
-    time), each only when it is a whole number (a queue Asterisk did not know has none)."""
+    (QUEUE_MEMBER(q,ready); QUEUE_VARIABLES(q), "0" when it set the variables; the
+    QUEUEHOLDTIME it set), as context values: ``agents_available`` and ``estimated_wait``
+    (seconds, app_queue's average hold time), each only when it is a whole number (a queue
+    Asterisk did not know has neither)."""
     figures: dict[str, dict[str, str]] = {}
     for queue, text in written.items():
         ready, found, holdtime = [*text.split(":"), "", ""][:3]
-        values = (ready, holdtime if found == "1" else "")
+        values = (ready, holdtime if found == "0" else "")
         figures[queue] = {
             k: v for k, v in zip(QUEUE_CONTEXT_KEYS, values, strict=True) if v.isdigit()
         }
