@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ari_app.config.headers import CONTEXT_KEYS
 from devtools.bench_analysis import parse_rates, setup_delays_ms, steal_percent, transfer_delays_ms
 from devtools.bench_host import cpu_seconds, machine_info, machine_steal, rss_kb
 from devtools.bench_parties import (
@@ -108,14 +110,16 @@ class Bench:
 
     def headers_toml(self) -> str:
         """``--carrier-headers``: the default profile copies them (the load caller sends
-        Diversion and a verified P-Asserted-Identity), with a verstat header and context keys."""
+        Diversion and a verified P-Asserted-Identity), with a verstat header and every
+        context key (the default queue's live figures too)."""
         names = self.options.carrier_headers
         if not names:
             return ""
         listed = ", ".join(f'"{name}"' for name in names)
         return (
             f"[profiles.default]\ncarrier_headers = [{listed}]\n"
-            'context_keys = ["dialled", "caller", "verstat"]\nverstat_header = "X-Verstat"\n'
+            f"context_keys = {json.dumps(list(CONTEXT_KEYS))}\n"
+            'verstat_header = "X-Verstat"\n'
         )
 
     def start_targets(self) -> None:

@@ -61,7 +61,7 @@ agent_ring_in_use = true
 
 [profiles.default]
 carrier_headers = ["Diversion", "P-Asserted-Identity"]
-context_keys = ["dialled", "caller", "verstat"]
+context_keys = ["dialled", "caller", "verstat", "agents_available", "estimated_wait"]
 verstat_header = "X-Verstat"
 
 [profiles.escalating]
