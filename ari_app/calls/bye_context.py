@@ -17,7 +17,8 @@ latest replaces it) with its User-to-User headers only, each no longer than the 
 value the context codec accepts for ``[bridge] max_context_bytes`` (a longer one drops the
 copy), and the headers any profile copies from its bot (``bot_headers``), each cut to
 ``max_context_bytes`` + 1 characters; at most ``max_entries`` dialogs are followed: memory
-stays bounded whatever arrives. Every datagram is counted by result (:data:`RESULTS`, ``/metrics``).
+stays bounded whatever arrives. Every datagram is counted by result (:data:`RESULTS`,
+``/metrics``).
 
 When a connected bot hangs up, its session asks for the BYE of the bot's Call-ID and waits
 up to ``wait_seconds`` for it (the copy usually arrives before ARI's events); a copy older
