@@ -6,10 +6,12 @@ from its BYE's copy."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ari_app import cli
 from ari_app.asterisk import queue_figure_args
 from ari_app.asterisk.human import queue_sections
 from ari_app.calls.bot_leg import bot_leg_variables
@@ -189,6 +191,17 @@ def test_verstat_failed_is_configurable_and_followed_one_hop() -> None:
 def test_verstat_routing_settings_are_checked_at_load(profile: dict[str, Any], detail: str) -> None:
     with pytest.raises(ConfigError, match=detail):
         config(checked=profile)
+
+
+def test_check_config_refuses_an_undefined_on_verstat_failed_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "botbridge.toml"
+    path.write_text('[profiles.default]\non_verstat_failed = "nowhere"\n')
+    monkeypatch.setenv("BOTBRIDGE_STATE_DIR", str(tmp_path))
+    assert cli.main(["--config", str(path), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "profiles.default.on_verstat_failed: names unknown profile 'nowhere'" in err
 
 
 # -- the bot's headers on its BYE -------------------------------------------------------------
