@@ -22,6 +22,7 @@ from ari_app.asterisk.human import (
     agent_sections,
     external_dialplan,
     external_sections,
+    queue_figure_args,
     queue_globals,
     queue_sections,
 )
@@ -29,7 +30,6 @@ from ari_app.config import Config, ConfigError, hep_password
 from ari_app.config.credentials import check_ari_password, read_given_secret
 from ari_app.config.headers import (
     HEADER_ARG_PREFIX,
-    QUEUE_ARG_PREFIX,
     agent_header_variable,
     agent_headers,
     dialplan_headers,
@@ -162,7 +162,8 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "FALLBACK_QUEUE": default.fallback_queue,
         # the dialplan hands the business_hours value to the app as a Stasis() argument
         "AVAILABILITY_ARG": "${" + bridge.availability_variable + "}",
-        "CARRIER_HEADER_ARGS": carrier_header_args(config) + queue_figure_args(config),
+        "CARRIER_HEADER_ARGS": carrier_header_args(config),
+        "QUEUE_FIGURE_ARGS": queue_figure_args(config),
         "AGENT_HEADER_STEPS": agent_header_steps(config),
         "BOT_HEALTH": bot_health_sections(config),
         "BOT_AUTH": bot_auth_sections(config),
@@ -181,20 +182,6 @@ def carrier_header_args(config: Config) -> str:
     return "".join(
         f",{HEADER_ARG_PREFIX}{name}=${{BASE64_ENCODE(:${{PJSIP_HEADER(read,{name}):0:{cut}}})}}"
         for name in names
-    )
-
-
-def queue_figure_args(config: Config) -> str:
-    """The Stasis() arguments with the live figures of each profile's default_queue that a
-    profile puts in its bot's User-to-User (context_keys agents_available, estimated_wait):
-    ``,queue.<name>=<members ready>:<QUEUE_VARIABLES' result, 0 when it set them>:<the
-    average hold time it set>`` (queues.conf renders these queues with setqueuevar, without
-    which QUEUE_VARIABLES sets nothing). Substituted left to right: QUEUEHOLDTIME is read
-    after QUEUE_VARIABLES set it."""
-    return "".join(
-        f",{QUEUE_ARG_PREFIX}{q}=${{QUEUE_MEMBER({q},ready)}}:${{QUEUE_VARIABLES({q})}}"
-        ":${QUEUEHOLDTIME}"
-        for q in config.figures_queues
     )
 
 

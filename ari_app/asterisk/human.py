@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ari_app.config import Config, ConfigError, read_secret_file
+from ari_app.config.headers import QUEUE_ARG_PREFIX
 from ari_app.config.queues import EXTERNAL_PREFIX, AgentSettings, ExternalTarget
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "agent_sections",
     "external_dialplan",
     "external_sections",
+    "queue_figure_args",
     "queue_globals",
     "queue_sections",
 ]
@@ -159,6 +161,21 @@ def external_sections(config: Config, media: tuple[str, str]) -> str:
     return "\n".join(out) or "; no external targets ([external_targets])\n"
 
 
+def queue_figure_args(config: Config) -> str:
+    """The Stasis() arguments with the live figures of each profile's default_queue that a
+    profile puts in its bot's User-to-User (context_keys agents_available, estimated_wait),
+    passed with a new call and with a caller back from a failed queue or target:
+    ``,queue.<name>=<members ready>:<QUEUE_VARIABLES' result, 0 when it set them>:<the
+    average hold time it set>`` (queue_sections renders these queues with setqueuevar,
+    without which QUEUE_VARIABLES sets nothing). Substituted left to right: QUEUEHOLDTIME is
+    read after QUEUE_VARIABLES set it."""
+    return "".join(
+        f",{QUEUE_ARG_PREFIX}{q}=${{QUEUE_MEMBER({q},ready)}}:${{QUEUE_VARIABLES({q})}}"
+        ":${QUEUEHOLDTIME}"
+        for q in config.figures_queues
+    )
+
+
 def external_dialplan(config: Config) -> str:
     """``[botbridge-external]``: one extension per target. The caller is dialled at the
     configured destination with the agent's headers (the same pre-dial handler). Busy,
@@ -171,7 +188,8 @@ def external_dialplan(config: Config) -> str:
         lines += [
             f"exten => {name},1,Dial(PJSIP/{target.destination}@{endpoint},"
             f"{target.answer_timeout_seconds},b(botbridge-agent-predial^s^1))",
-            f" same => n,Stasis({config.ari.app},queue_ended,{_QUEUE_STATUS_OF_DIAL})",
+            f" same => n,Stasis({config.ari.app},queue_ended,{_QUEUE_STATUS_OF_DIAL}"
+            f"{queue_figure_args(config)})",
             " same => n,Hangup()",
         ]
     return "\n".join(lines) or "; no external targets ([external_targets])"

@@ -13,13 +13,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ari_app.ari import AriBadRequest, AriError, AriNotFound, AriUnprocessable, Bridge, Channel
 from ari_app.calls.bot_leg import BotAttempts
-from ari_app.calls.carrier import CallerFacts
+from ari_app.calls.carrier import CallerFacts, read_queue_figures, split_inbound_args
 from ari_app.calls.control import CallControl
 from ari_app.calls.escalation import AttemptResult, attempt_closed
 from ari_app.calls.routing import verstat_profile
@@ -207,6 +207,13 @@ class Call:
         self.profile = routed
         self.bots = BotAttempts(self.services.bots, routed)
         opening["profile"] = routed.name
+
+    def take_queue_figures(self, args: Sequence[str]) -> None:
+        """The queue figures a caller back from a failed queue brought (its Stasis()
+        arguments after QUEUESTATUS): a new bot dialog is told them as they are now."""
+        _, _, written = split_inbound_args(args)
+        if written:
+            self.caller_facts = replace(self.caller_facts, queues=read_queue_figures(written))
 
     def shed_record(self, outcome: Outcome, reason: str) -> RecordChange:
         """The whole record of a call shed before its bot (the app's overload or drain):

@@ -396,8 +396,9 @@ class CallSession(Call):
 
     async def caller_entered(self, args: list[str]) -> None:
         """The caller's StasisStart: a new call (``inbound``), or a caller of this call back
-        from its queue (``queue_ended,<QUEUESTATUS>``)."""
+        from its queue (``queue_ended,<QUEUESTATUS>[,queue.<name>=<figures>...]``)."""
         if args[:1] == [QUEUE_ENDED_ARG]:
+            self.take_queue_figures(args[2:])
             await self.queue_ended(args[1] if len(args) > 1 else "")
         else:
             await self.start()

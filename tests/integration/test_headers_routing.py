@@ -16,12 +16,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from ari_app.ari import AriRest
 from devtools.devstack import DevStack, build_stack
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from devtools.stack import free_port
 from tests.harness import first, sipp_finished, until
 from tests.integration.test_call_flow import decode_uui_header
+from tests.integration.test_handoff import bot_invites, refer_headers
 from tests.integration.test_headers import CALL_TIMEOUT, call, carrier, ended_record, uui_text
 from tests.integration.test_metrics import scrape
 from tests.webhook_receiver import SECRET, Receiver
@@ -32,6 +34,10 @@ FIGURES_SERVICE = "5553001"
 NOBODY_SERVICE = "5552001"
 CHECKED_SERVICE = "5554001"
 BYE_HEADERS_SERVICE = "5556001"
+RETURNING_SERVICE = "5557001"
+CLOSED_QUEUE = "closed-queue"
+AGENT1_PAUSED = "QUEUE_MEMBER(agents-queue,paused,PJSIP/agent1)"
+RETURNING_BOT_TALK_MS = 3000
 FIGURE_KEYS = '["agents_available", "estimated_wait"]'
 BOT_HEADERS = ("X-Case-Id", "X-Big-Summary", "X-Utf")
 MAX_CONTEXT_BYTES = 256
@@ -68,6 +74,12 @@ def routing_stack(
         f"[bridge]\nmax_context_bytes = {MAX_CONTEXT_BYTES}\navailability_cache_seconds = 0\n"
         f"[bye_context]\nenabled = true\ncapture_port = {free_port(udp_too=True)}\n"
         "[queues.empty-queue]\n"
+        # strict join_empty, no member: a caller sent there is back at once (JOINEMPTY)
+        f'[queues.{CLOSED_QUEUE}]\njoin_empty = "unavailable,invalid,unknown"\n'
+        '[routing]\nagents-queue = "agents-queue"\nbilling = "billing-queue"\n'
+        f'closed = "{CLOSED_QUEUE}"\n'
+        f'[profiles.returning]\n{profile}default_queue = "agents-queue"\n'
+        f"context_keys = {FIGURE_KEYS}\nmax_escalation_returns = 1\n"
         f'[profiles.figures]\n{profile}default_queue = "agents-queue"\n'
         f"context_keys = {FIGURE_KEYS}\n"
         f'[profiles.nobody]\n{profile}default_queue = "empty-queue"\n'
@@ -85,6 +97,7 @@ def routing_stack(
         '[[routes]]\npattern = "_5552XXX"\nprofile = "nobody"\n'
         '[[routes]]\npattern = "_5554XXX"\nprofile = "checked"\n'
         '[[routes]]\npattern = "_5556XXX"\nprofile = "byeheaders"\n'
+        '[[routes]]\npattern = "_5557XXX"\nprofile = "returning"\n'
         '[[routes]]\npattern = "_X."\nprofile = "default"\n'
     )
     stack = build_stack(
@@ -138,6 +151,51 @@ async def test_the_queue_figures_cost_no_ari_request(routing_stack: DevStack) ->
         spent[service] = after - before
     assert "agents_available" in uui_pairs(bot)  # the second call did carry them
     assert spent["5551000"] == spent[FIGURES_SERVICE], spent
+
+
+async def test_a_returned_callers_bot_is_told_the_figures_as_they_are_then(
+    routing_stack: DevStack,
+) -> None:
+    """agent1 paused when the call comes in: the first bot hears agents_available=0. It is
+    back before the bot escalates to a queue that turns the caller away (JOINEMPTY): the
+    returned dialog hears agents_available=1, the figures the dialplan read as the caller
+    came back from the queue, not those of the call's start (business_hours stays as the
+    first dialog was told it)."""
+    sipp = routing_stack.sipp()
+    agent = sipp.start("common/agent", local_port=routing_stack.agent_port, extra=["-d", "500"])
+    bot = sipp.start(
+        "handoff/bot",
+        local_port=routing_stack.bot_port,
+        keys={
+            "refer_user": "escalation",
+            "refer_headers": refer_headers("closed"),
+            "return_refer_headers": refer_headers("agents-queue"),
+        },
+        calls=2,
+        extra=["-d", str(RETURNING_BOT_TALK_MS)],
+    )
+    async with routing_stack.rest() as ari:
+        await ari.post("/asterisk/variable", params={"variable": AGENT1_PAUSED, "value": "1"})
+        try:
+            caller = carrier(routing_stack, RETURNING_SERVICE)
+            await until(lambda: bot_talking(ari), 15, "the first bot answered")
+        finally:
+            await ari.post("/asterisk/variable", params={"variable": AGENT1_PAUSED, "value": "0"})
+    for run in (caller, bot, agent):
+        await sipp_finished(run, CALL_TIMEOUT)
+        assert run.wait(1) == 0, run.report()
+    first_dialog, returned = (uui_text(m.header("User-to-User")) for m in bot_invites(bot))
+    # business_hours says busy (agent1 logged in but paused), as the first dialog was told
+    assert first_dialog.startswith("business_hours=busy;agents_available=0;"), first_dialog
+    assert returned.startswith(
+        "business_hours=busy;escalation=failed;reason=no_agents;"
+        f"queue={CLOSED_QUEUE};agents_available=1;estimated_wait="
+    ), returned
+
+
+async def bot_talking(ari: AriRest) -> bool:
+    """The call's bot leg has answered."""
+    return any(c.id.startswith("bot-") and c.state == "Up" for c in await ari.channels())
 
 
 @pytest.mark.parametrize(
@@ -221,8 +279,12 @@ async def test_the_bots_allowed_bye_headers_reach_the_agent_the_record_and_the_w
         row = await ended_record(routing_stack, iid)
         assert row["outcome"] == "escalated" and row["queue"] == "billing-queue"
         assert json.loads(row["bot_headers"] or "null") == {"X-Case-Id": "case-88"}
-        post = await until(lambda: receiver.posts, 15, "the escalation webhook")
-        assert post[0]["body"]["interaction_id"] == iid
+        # other escalations of this stack may be delivered too: their sender retries
+        post = await until(
+            lambda: [p for p in receiver.posts if p["body"]["interaction_id"] == iid],
+            15,
+            "the escalation webhook",
+        )
         assert post[0]["body"]["bot_headers"] == {"X-Case-Id": "case-88"}
         log = routing_stack.app_log_text()[offset:]
         assert "bot header X-Big-Summary not used: header_too_large" in log, log[-3000:]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ari_app import cli
-from ari_app.asterisk import queue_figure_args
+from ari_app.asterisk import queue_figure_args, render, template_text, template_values
 from ari_app.asterisk.human import queue_sections
 from ari_app.calls.bot_leg import bot_leg_variables
 from ari_app.calls.bye_context import ByeContexts
@@ -31,6 +31,7 @@ from ari_app.sip.headers import VERSTAT_ABSENT, VERSTAT_UNRECOGNISED, VERSTAT_VA
 from tests.unit.test_bye_context_limits import ASTERISK, CALL_ID, bye, settings
 from tests.unit.test_carrier_headers import PROFILE, headers_of
 from tests.unit.test_hep import BYE_UUI, PASSWORD, SIP_PORT
+from tests.unit.test_queues_config import DIRS
 
 FIGURE_KEYS = ["agents_available", "estimated_wait"]
 
@@ -67,6 +68,25 @@ def test_only_the_default_queues_of_profiles_that_ask_are_read_each_once() -> No
     assert "setqueuevar = yes" in sections["agents-queue"]
     assert "setqueuevar = yes" in sections["empty-queue"]
     assert "setqueuevar" not in sections["billing-queue"]
+
+
+def test_the_figures_come_with_a_new_call_and_with_a_caller_back_from_its_queue() -> None:
+    """Every Stasis() of the caller carries them: both inbound steps, the queue's and an
+    external target's way back to the app (a returned caller's bot hears them as they are
+    then)."""
+    cfg = load_config(
+        env={"BOTBRIDGE_ARI_PASSWORD": "x"},
+        overrides={
+            "profiles": {"default": {"context_keys": FIGURE_KEYS}},
+            "external_targets": {"acme": {"address": "192.0.2.1:5060", "destination": "1"}},
+        },
+    )
+    figures = queue_figure_args(cfg)
+    extensions = render(template_text("extensions.conf"), template_values(cfg, DIRS, "/m"))
+    stasis = [line for line in extensions.splitlines() if "Stasis(botbridge," in line]
+    assert len(stasis) == 4, stasis  # two inbound, the queue's, the target's
+    assert all(line.endswith(figures + ")") for line in stasis), stasis
+    assert ",queue_ended,${QUEUESTATUS}" + figures + ")" in extensions
 
 
 def test_no_profile_asking_reads_no_queue() -> None:
