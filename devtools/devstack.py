@@ -53,6 +53,8 @@ class DevStack:
     bot_port: int
     agent_port: int
     app_proc: subprocess.Popen[bytes] | None = None
+    # how the app is run: this environment's package, or an installed wheel's `ari-app`
+    app_command: tuple[str, ...] = (sys.executable, "-m", "ari_app.cli")
     instance: AsteriskInstance = field(init=False)
     _sipps: list[Sipp] = field(init=False, default_factory=list)
 
@@ -110,9 +112,7 @@ class DevStack:
         with self.app_log.open("ab") as app_log:
             self.app_proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "ari_app.cli",
+                    *self.app_command,
                     *(["-v"] if os.environ.get("BOTBRIDGE_APP_DEBUG") else []),
                     "run",
                     *take_over,

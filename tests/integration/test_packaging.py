@@ -5,10 +5,8 @@ migrations and the type marker; installed into a fresh virtualenv its `ari-app` 
 from __future__ import annotations
 
 import json
-import site
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
@@ -16,25 +14,14 @@ from pathlib import Path
 import pytest
 
 from ari_app.asterisk import CONFIG_FILES
+from tests.wheels import build_wheel, run, venv_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # builds a wheel and a venv
 REPO = Path(__file__).resolve().parents[2]
-STEP_TIMEOUT = 300  # seconds for one build or install step
-
-
-def _build_wheel(directory: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(directory), str(REPO)],
-        check=True,
-        capture_output=True,
-        timeout=STEP_TIMEOUT,
-    )
-    (wheel,) = directory.glob("botbridge-*.whl")
-    return wheel
 
 
 def test_render_config_from_the_wheel_alone(tmp_path: Path) -> None:
-    wheel = _build_wheel(tmp_path)
+    wheel = build_wheel(REPO, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"ari_app/asterisk/{name}" for name in CONFIG_FILES} <= names
     assert {"ari_app/defaults.toml", "ari_app/store/migrations/script.py.mako"} <= names
@@ -80,63 +67,25 @@ def test_render_config_from_the_wheel_alone(tmp_path: Path) -> None:
 
 
 def test_the_wheel_in_a_fresh_virtualenv(tmp_path: Path) -> None:
-    """pip installs the wheel into a new virtualenv; its console script works from there.
-
-    Tests reach only loopback, so the dependencies are not downloaded: a .pth file lends
-    the fresh environment this one's site-packages, after its own (a path entry, whose .pth
-    files, this checkout's editable install among them, are not run). `pip check` then
-    proves every declared requirement, with its version bound, is met."""
-    wheel = _build_wheel(tmp_path / "dist")
+    """pip installs the wheel into a new virtualenv (its dependencies lent: tests/wheels.py,
+    `pip check` passes); its console script works from there."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=STEP_TIMEOUT)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT,
-    ).stdout.strip()
-    lent = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
-    (Path(purelib) / "lent-dependencies.pth").write_text("\n".join(dict.fromkeys(lent)) + "\n")
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT,
-        check=False,
-    )
-    assert install.returncode == 0, install.stderr
-
-    state = tmp_path / "state"
+    purelib = str(venv_with(build_wheel(REPO, tmp_path / "dist"), venv))
+    python = str(venv / "bin" / "python")
     env = {
-        "BOTBRIDGE_STATE_DIR": str(state),
+        "BOTBRIDGE_STATE_DIR": str(tmp_path / "state"),
         "BOTBRIDGE_ARI_PASSWORD": "x" * 24,
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
     }
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            list(args),
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=STEP_TIMEOUT,
-            check=False,
-        )
-
-    where = run(str(python), "-c", "import ari_app; print(ari_app.__file__)")
+    where = run([python, "-c", "import ari_app; print(ari_app.__file__)"], env=env, cwd=tmp_path)
     assert where.stdout.startswith(purelib), where.stdout + where.stderr  # not this checkout
-    check = run(str(python), "-m", "pip", "check")
-    assert check.returncode == 0, check.stdout + check.stderr
 
     ari_app = str(venv / "bin" / "ari-app")
-    done = run(ari_app, "--version")
+    done = run([ari_app, "--version"], env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"ari-app {version('botbridge')}"
 
-    done = run(ari_app, "check-config", "--json")
+    done = run([ari_app, "check-config", "--json"], env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     values = json.loads(done.stdout)
     assert values["ari_password"] == "********"
@@ -146,7 +95,9 @@ def test_the_wheel_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     modules.mkdir()
     (modules / "chan_pjsip.so").touch()
     target = tmp_path / "instance"
-    done = run(ari_app, "render-config", str(target), "--module-dir", str(modules))
+    done = run(
+        [ari_app, "render-config", str(target), "--module-dir", str(modules)], env=env, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     for name in CONFIG_FILES:
         assert (target / "etc" / name).is_file(), name
