@@ -82,7 +82,7 @@ def previous_source(directory: Path) -> Path:
     new_files = git("show", "--diff-filter=A", "--name-only", "--format=", added, "--", MIGRATIONS)
     archive = directory / "previous.tar"
     git("archive", "-o", str(archive), f"{added}^")
-    source = directory / "previous"
+    source = directory / "previous-source"
     with tarfile.open(archive) as tar:
         tar.extractall(source, filter="data")
     for name in new_files.splitlines():  # the previous release lacks the newest migration
@@ -93,7 +93,8 @@ def previous_source(directory: Path) -> Path:
 def install(source: Path, directory: Path) -> Release:
     venv = directory / "venv"
     packages = venv_with(build_wheel(source, directory / "dist"), venv)
-    where = run([str(venv / "bin" / "python"), "-c", "import ari_app; print(ari_app.__file__)"])
+    python = str(venv / "bin" / "python")
+    where = run([python, "-c", "import ari_app; print(ari_app.__file__)"], cwd=directory)
     assert where.stdout.startswith(str(packages)), where.stdout + where.stderr  # not a checkout
     return Release(venv)
 
@@ -129,6 +130,7 @@ class RenderedBy(AsteriskInstance):
                 self.runtime.runtime_path(Path(host)),
             ],
             env=self.env,
+            cwd=self.root,  # `python -c` imports from its working directory first
         )
         if done.returncode != 0:
             raise StackError(f"render by {self.release.venv}: {done.stderr[-2000:]}")
