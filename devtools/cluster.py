@@ -9,7 +9,8 @@ on free ports, is what tests/integration/test_cluster.py starts.
   unchanged;
 - node-1 on 127.0.0.11 and node-2 on 127.0.0.12: each one Asterisk + app (a DevStack) with
   its own SIP, ARI and HTTP listeners on its own address, taking calls only from the edge,
-  bots and agents;
+  bots and agents (these addresses and ports: devtools/cluster_addresses.py, each one
+  overridable by a ``BOTBRIDGE_CLUSTER_*`` variable);
 - PostgreSQL from the distribution's packages (devtools.postgres), one database shared by
   both nodes;
 - bots at sip:voicebot@127.0.0.1:5080 and the agent at sip:agent1@127.0.0.1:5090, as in the
@@ -37,7 +38,8 @@ from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools import prerequisites
 from devtools.certs import ensure_dev_certs
-from devtools.devstack import DevStack, build_stack, free_rtp_range, stop_node
+from devtools.cluster_addresses import ClusterAddresses, addresses_from_env
+from devtools.devstack import DevStack, build_stack, free_rtp_range, port_of, stop_node
 from devtools.edge import EdgeError, KamailioEdge, TlsPair, render_edge, stop_process_group
 from devtools.edge_config import EdgeSettings, load_edge
 from devtools.postgres import PostgresServer, PostgresUnavailable
@@ -45,15 +47,7 @@ from devtools.runtime import Runtime, RuntimeUnavailable, select_runtime
 from devtools.sipp import Sipp
 from devtools.stack import StackError, free_port
 
-NODE_HOSTS = ("127.0.0.11", "127.0.0.12")
 EDGE_HOST = "127.0.0.1"
-# `make cluster-up`: the ports of `make up`, each node on its own address
-FIXED_SIP_PORT = 5060
-FIXED_TLS_PORT = 5061
-FIXED_ARI_PORT = 8088
-FIXED_HTTP_PORT = 8090
-FIXED_BOT_URI = "sip:voicebot@127.0.0.1:5080"
-FIXED_AGENT_CONTACT = "sip:agent1@127.0.0.1:5090"
 NODES_ACTIVE_TIMEOUT_SECONDS = 15
 APP_EXIT_TIMEOUT_SECONDS = 10  # make cluster-down: apps exit before PostgreSQL stops
 POLL_SECONDS = 0.2
@@ -93,6 +87,7 @@ class Cluster:
     node_hosts: Sequence[str]
     free_ports: bool
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    addresses: ClusterAddresses = field(default_factory=ClusterAddresses)  # without free_ports
     postgres: PostgresServer | None = None
     database_url: str = ""
     nodes: list[DevStack] = field(default_factory=list)
@@ -149,9 +144,8 @@ class Cluster:
         wanted.append((edge.host, edge.tls_port, "tcp"))
         if not self.free_ports:  # with free ports the nodes' ports are chosen as they start
             for host in self.node_hosts:
-                wanted += [(host, FIXED_SIP_PORT, "udp"), (host, FIXED_SIP_PORT, "tcp")]
-                wanted += [(host, port, "tcp") for port in (FIXED_TLS_PORT, FIXED_ARI_PORT)]
-                wanted.append((host, FIXED_HTTP_PORT, "tcp"))
+                wanted.append((host, self.addresses.sip_port, "udp"))
+                wanted += [(host, port, "tcp") for port in self.addresses.node_ports()]
         problems += [problem for w in wanted if (problem := _unbindable(*w))]
         return problems
 
@@ -166,8 +160,8 @@ class Cluster:
             bot_uri = f"sip:voicebot@127.0.0.1:{self.bot_port}"
             agent_contact = f"sip:agent1@127.0.0.1:{self.agent_port}"
         else:
-            bot_uri, agent_contact = FIXED_BOT_URI, FIXED_AGENT_CONTACT
-            self.bot_port, self.agent_port = 5080, 5090
+            bot_uri, agent_contact = self.addresses.bot_uri, self.addresses.agent_contact
+            self.bot_port, self.agent_port = port_of(bot_uri), port_of(agent_contact)
         for index, host in enumerate(self.node_hosts, start=1):
             name = f"node-{index}"
             node = build_stack(
@@ -207,8 +201,8 @@ class Cluster:
             rtp = free_rtp_range()
             rtp_end = rtp + 3999
         else:
-            sip, tls, ari, http = FIXED_SIP_PORT, FIXED_TLS_PORT, FIXED_ARI_PORT, FIXED_HTTP_PORT
-            rtp, rtp_end = 10000, 10999
+            sip, tls, ari, http = self.addresses.node_ports()
+            rtp, rtp_end = self.addresses.rtp_start, self.addresses.rtp_end
         return {
             **self.extra_env,
             "BOTBRIDGE_STATE_DIR": str(self.root / name / "state"),
@@ -300,26 +294,30 @@ def build_cluster(
     root: Path,
     *,
     free_ports: bool,
-    node_hosts: Sequence[str] = NODE_HOSTS,
+    addresses: ClusterAddresses | None = None,
+    node_hosts: Sequence[str] | None = None,
     carrier_match: Sequence[str] = (EDGE_HOST,),
     extra_env: Mapping[str, str] | None = None,
     edge_overrides: Mapping[str, Any] | None = None,
 ) -> Cluster:
+    """A cluster on free ports (tests) or on ``addresses`` (default: ClusterAddresses())."""
+    addresses = addresses or ClusterAddresses()
     env = {**os.environ, **(extra_env or {})}
     edge = load_edge(env=env)
     changes: dict[str, Any] = {"host": EDGE_HOST, "carrier_match": tuple(carrier_match)}
     if free_ports:
         changes.update(port=free_port(EDGE_HOST, udp_too=True), tls_port=free_port(EDGE_HOST))
     else:
-        changes.update(port=FIXED_SIP_PORT, tls_port=FIXED_TLS_PORT)
+        changes.update(port=addresses.edge_port, tls_port=addresses.edge_tls_port)
     changes.update(edge_overrides or {})
     return Cluster(
         runtime,
         root,
         msgspec.structs.replace(edge, **changes),
-        tuple(node_hosts),
+        tuple(node_hosts or addresses.node_hosts),
         free_ports,
         extra_env=dict(extra_env or {}),
+        addresses=addresses,
     )
 
 
@@ -348,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _progress(message: str) -> None:
+def print_progress(message: str) -> None:
+    """A progress line of the cluster targets, with the time."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -357,10 +356,11 @@ def _up() -> int:
     if info_path.exists() and _alive(json.loads(info_path.read_text())):
         print(f"already up; run directory {run_dir()} (make cluster-down first)")
         return 0
+    addresses = addresses_from_env()  # a bad variable stops it before anything starts
     runtime = select_runtime()
-    _progress(f"runtime: {runtime.describe()}")
-    cluster = build_cluster(runtime, cluster_root(runtime), free_ports=False)
-    cluster.start(_progress, detach=True)
+    print_progress(f"runtime: {runtime.describe()}")
+    cluster = build_cluster(runtime, cluster_root(runtime), free_ports=False, addresses=addresses)
+    cluster.start(print_progress, detach=True)
     assert cluster.postgres is not None and cluster.edge is not None
     assert cluster.edge.proc is not None
     info = {
@@ -396,7 +396,9 @@ def _up() -> int:
     }
     run_dir().mkdir(parents=True, exist_ok=True)
     info_path.write_text(json.dumps(info, indent=2))
-    _progress(f"cluster up: carriers call {cluster.sip_remote}; make cluster-status, cluster-down")
+    print_progress(
+        f"cluster up: carriers call {cluster.sip_remote}; make cluster-status, cluster-down"
+    )
     return 0
 
 
@@ -407,11 +409,11 @@ def _down() -> int:
         return 0
     info = json.loads(info_path.read_text())
     stop_process_group(int(info["edge"]["pid"]))
-    _progress("edge stopped")
+    print_progress("edge stopped")
     runtime = select_runtime(info.get("runtime"), build=False)
     for node in info["nodes"]:
         stop_node(runtime, int(node["app_pid"]), node["conf"])
-        _progress(f"{node['name']} stopped")
+        print_progress(f"{node['name']} stopped")
     # the apps flush their last record changes on the way out: wait before the store goes
     deadline = time.monotonic() + APP_EXIT_TIMEOUT_SECONDS
     while time.monotonic() < deadline and any(_pid_alive(n["app_pid"]) for n in info["nodes"]):
@@ -421,7 +423,7 @@ def _down() -> int:
         PostgresServer(
             admin_url=pg["admin_url"], data_dir=Path(pg["data_dir"]), bin_dir=Path(pg["bin_dir"])
         ).stop()
-        _progress("PostgreSQL stopped")
+        print_progress("PostgreSQL stopped")
     info_path.unlink()
     return 0
 

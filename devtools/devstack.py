@@ -192,8 +192,8 @@ def build_stack(
     if not config.ari_password:
         ensure_password_file(config)
         config = load_config(env=env)
-    bot_port = _port_of(config.profiles["default"].bot_uri)
-    agent_port = _port_of(config.sip.agent_contact)
+    bot_port = port_of(config.profiles["default"].bot_uri)
+    agent_port = port_of(config.sip.agent_contact)
     return DevStack(runtime, config, env, root, bot_port, agent_port)
 
 
@@ -229,7 +229,7 @@ def free_rtp_range() -> int:
     raise StackError("no free RTP port range")
 
 
-def _port_of(uri: str) -> int:
+def port_of(uri: str) -> int:
     tail = uri.rsplit("@", 1)[-1].split(";", 1)[0]
     return int(tail.rsplit(":", 1)[1]) if ":" in tail else 5060
 

@@ -8,7 +8,6 @@ are SIPp parties that both nodes dial directly. The test that kills a node runs 
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import Counter
@@ -17,8 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from ari_app.records import Record
-from devtools.cluster import ACTIVE, Cluster, ClusterNotReady, build_cluster
-from devtools.cluster_restart import hand_over_in_turn
+from devtools.cluster import Cluster, ClusterNotReady, build_cluster
 from devtools.postgres import PostgresUnavailable
 from devtools.runtime import Runtime
 from devtools.sipp import SipMessage, SippRun
@@ -284,60 +282,6 @@ async def test_load_through_the_edge_spreads_over_both_nodes(cluster: Cluster) -
         assert accepted, messages
         refers_per_node[owner] += 1
     assert set(refers_per_node) == {"node-1", "node-2"}, refers_per_node
-
-
-# the rolling restart: load through the edge while each node hands its calls over in turn
-ROLLING_RATE = 10  # calls/s
-ROLLING_CALLS = 200
-ROLLING_BOT_TALK_MS = 8000
-ROLLING_START_AFTER_SECONDS = 5  # calls in progress on both nodes by then
-
-
-async def test_a_rolling_restart_under_load_fails_no_call(cluster: Cluster) -> None:
-    """`make cluster-restart`'s steps (hand_over_in_turn) under 10 calls/s through the edge:
-    the edge keeps both nodes in service throughout, no caller or bot call fails, and every
-    call has one record, `resolved` by the bot after its whole conversation."""
-    assert cluster.edge is not None
-    bot = cluster.sipp().start(
-        "load/bot_resolve",
-        local_port=cluster.bot_port,
-        extra=["-aa", "-d", str(ROLLING_BOT_TALK_MS)],
-        calls=ROLLING_CALLS,
-        timeout=SIPP_TIMEOUT,
-    )
-    callers = start_callers(cluster, calls=ROLLING_CALLS, rate=ROLLING_RATE, prefix="9777")
-    await asyncio.sleep(ROLLING_START_AFTER_SECONDS)
-    old = [n.app_proc.pid for n in cluster.nodes if n.app_proc is not None]
-    states = []
-
-    def progress(message: str) -> None:
-        assert cluster.edge is not None
-        states.append(cluster.edge.node_states())
-        print(message)
-
-    new = hand_over_in_turn(list(zip(cluster.nodes, old, strict=True)), progress, detach=False)
-    assert len(new) == len(cluster.nodes) and not set(new) & set(old)
-    # after each node's handover, every node answers the edge's probes
-    assert len(states) == len(cluster.nodes)
-    for seen in states:
-        assert len(seen) == len(cluster.nodes), seen
-        assert all(flags.startswith(ACTIVE[0]) for flags in seen.values()), seen
-    await finish_parties(callers, bot)
-
-    def ended() -> list[Record] | None:
-        rs = records_of(cluster, "9777")
-        return rs if len(rs) >= ROLLING_CALLS and all(r.get("ended_at") for r in rs) else None
-
-    records = await until(ended, 30, f"{ROLLING_CALLS} ended records")
-    numbers = Counter(r["caller_number"] for r in records)
-    twice = [r for r in records if numbers[r["caller_number"]] > 1]
-    assert not twice, sorted(twice, key=lambda r: str(r["caller_number"]))
-    assert len(records) == ROLLING_CALLS
-    assert len({r["caller_number"] for r in records}) == ROLLING_CALLS
-    assert {r["node"] for r in records} == {"node-1", "node-2"}
-    cut = [r for r in records if (r["outcome"], r["error_reason"]) != ("resolved", None)]
-    assert not cut, cut[:5]
-    assert all((r["bot_seconds"] or 0) >= ROLLING_BOT_TALK_MS / 1000 - 1 for r in records)
 
 
 async def test_a_killed_node_loses_only_its_calls_and_is_reconciled(cluster: Cluster) -> None:

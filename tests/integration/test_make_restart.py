@@ -15,10 +15,8 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +27,11 @@ from ari_app.store import InteractionStore
 from devtools.devstack import RUN_INFO, DevStack, build_stack, free_port_env, stack_settings
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
+from tests.checkout import Checkout, make_checkout
 from tests.harness import load_callers, sipp_finished, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-# what `make up` needs of a checkout: the Makefile, the package (for the virtualenv's stamp
-# and the dev tools) and the virtualenv made by `make setup`
-CHECKOUT_ENTRIES = ("Makefile", "pyproject.toml", ".venv", "ari_app", "devtools")
-# variables that would place the stack elsewhere than a plain `make up` does, and make's own
-# (a pytest run under `make test` passes its jobserver on)
-UNSET = (
-    "BOTBRIDGE_STATE_DIR",
-    "BOTBRIDGE_RUN_DIR",
-    "BOTBRIDGE_ARI_PASSWORD",
-    "BOTBRIDGE_CONFIG",
-    "BOTBRIDGE_DATABASE_URL",
-    "BOTBRIDGE_STORE_PATH",
-    "MAKEFLAGS",
-    "MFLAGS",
-    "MAKELEVEL",
-)
-MAKE_TIMEOUT_SECONDS = 180  # `make up` boots Asterisk (30 s at most) and waits for the app
 BOT_TALK_MS = 6000  # the calls in progress are still with the bot when the restart begins
 CALLS_BEFORE = 3
 CALLS_AFTER = 2
@@ -58,42 +39,10 @@ CALL_RATE = 5  # calls/s
 SIPP_TIMEOUT_SECONDS = 240  # the bot answers calls before and after the restart
 
 
-@dataclass
-class Checkout:
-    path: Path
-    env: dict[str, str]
-
-    @property
-    def info_path(self) -> Path:
-        return self.path / "var" / "run" / RUN_INFO
-
-    def make(
-        self, target: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["make", "-s", target],
-            cwd=self.path,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=MAKE_TIMEOUT_SECONDS,
-            check=False,
-        )
-
-    def info(self) -> dict[str, Any]:
-        info: dict[str, Any] = json.loads(self.info_path.read_text())
-        return info
-
-
 @pytest.fixture
 def checkout(tmp_path: Path) -> Iterator[Checkout]:
-    path = tmp_path / "checkout"
-    path.mkdir()
-    for name in CHECKOUT_ENTRIES:
-        (path / name).symlink_to(REPOSITORY / name)
-    env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    env.update(free_port_env())
-    checkout = Checkout(path, env)
+    checkout = make_checkout(tmp_path / "checkout", RUN_INFO)
+    checkout.env.update(free_port_env())
     yield checkout
     if checkout.info_path.exists():  # a failed test must not leave Asterisk running
         root = checkout.info()["root"]

@@ -12,9 +12,11 @@ import pytest
 from devtools import cluster as cluster_module
 from devtools import prerequisites
 from devtools.cluster import CLUSTER_TOOLS, Cluster, ClusterNotReady, build_cluster
+from devtools.cluster_addresses import ClusterAddresses, addresses_from_env
 from devtools.edge import KamailioEdge
 from devtools.postgres import PostgresServer
 from devtools.runtime import Runtime, RuntimeUnavailable
+from devtools.stack import StackError
 
 
 class StubRuntime(Runtime):
@@ -150,10 +152,68 @@ def test_make_cluster_up_checks_the_fixed_ports_of_every_node(
     hosts = ("127.0.77.1", "127.0.77.2")
     built = build_cluster(StubRuntime(tmp_path), tmp_path / "c", free_ports=False, node_hosts=hosts)
     with socket.socket() as other:
-        other.bind((hosts[1], cluster_module.FIXED_ARI_PORT))
+        other.bind((hosts[1], ClusterAddresses().ari_port))
         other.listen()
         with pytest.raises(ClusterNotReady) as raised:
             built.start()
-    assert f"- {hosts[1]}:{cluster_module.FIXED_ARI_PORT}/tcp cannot be bound" in str(raised.value)
-    assert f"{hosts[0]}:{cluster_module.FIXED_ARI_PORT}/tcp" not in str(raised.value)
+    assert f"- {hosts[1]}:{ClusterAddresses().ari_port}/tcp cannot be bound" in str(raised.value)
+    assert f"{hosts[0]}:{ClusterAddresses().ari_port}/tcp" not in str(raised.value)
     assert started == []
+
+
+def test_make_cluster_up_takes_its_addresses_from_the_environment(
+    tmp_path: Path, started: list[str], every_tool_there: None
+) -> None:
+    hosts = ("127.0.78.1", "127.0.78.2")
+    addresses = addresses_from_env(
+        {
+            "BOTBRIDGE_CLUSTER_EDGE_PORT": "15060",
+            "BOTBRIDGE_CLUSTER_EDGE_TLS_PORT": "15061",
+            "BOTBRIDGE_CLUSTER_NODE_HOSTS": " 127.0.78.1, 127.0.78.2 ",
+            "BOTBRIDGE_CLUSTER_ARI_PORT": "18088",
+            "BOTBRIDGE_CLUSTER_RTP_START": "30000",
+            "BOTBRIDGE_CLUSTER_RTP_END": "30999",
+            "BOTBRIDGE_CLUSTER_BOT_URI": "sip:voicebot@127.0.0.1:15080",
+            "OTHER": "ignored",
+        }
+    )
+    assert addresses == ClusterAddresses(
+        edge_port=15060,
+        edge_tls_port=15061,
+        node_hosts=hosts,
+        ari_port=18088,
+        rtp_start=30000,
+        rtp_end=30999,
+        bot_uri="sip:voicebot@127.0.0.1:15080",
+    )
+    built = build_cluster(
+        StubRuntime(tmp_path), tmp_path / "c", free_ports=False, addresses=addresses
+    )
+    assert (built.edge_settings.port, built.edge_settings.tls_port) == (15060, 15061)
+    assert tuple(built.node_hosts) == hosts
+    with socket.socket() as other:
+        other.bind((hosts[0], 18088))
+        other.listen()
+        with pytest.raises(ClusterNotReady) as raised:
+            built.start()
+    assert f"- {hosts[0]}:18088/tcp cannot be bound" in str(raised.value)
+    assert started == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("BOTBRIDGE_CLUSTER_SIP_PORT", "70000", "not a port"),
+        ("BOTBRIDGE_CLUSTER_HTTP_PORT", "http", "invalid literal"),
+        ("BOTBRIDGE_CLUSTER_NODE_HOSTS", "127.0.0.11,node-2", "node-2"),
+        ("BOTBRIDGE_CLUSTER_NODE_HOSTS", ",", "no address"),
+        ("BOTBRIDGE_CLUSTER_AGENT_CONTACT", "agent1@127.0.0.1", "not a sip: URI"),
+        ("BOTBRIDGE_CLUSTER_RTP_END", "9000", "must be above BOTBRIDGE_CLUSTER_RTP_START"),
+    ],
+)
+def test_a_bad_cluster_address_is_refused_naming_its_variable(
+    name: str, value: str, why: str
+) -> None:
+    with pytest.raises(StackError, match=name) as raised:
+        addresses_from_env({name: value})
+    assert why in str(raised.value)
