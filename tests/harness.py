@@ -133,3 +133,19 @@ def drop_queue(stack: DevStack, name: str) -> None:
     path.write_text(text[:start] + (text[end + 1 :] if end >= 0 else ""))
     reloaded = stack.instance.cli("module reload app_queue.so").stdout
     assert "reloaded" in reloaded, reloaded
+
+
+def resolving_load(
+    stack: DevStack, *, calls: int, rate: float, talk_ms: int, prefix: str, timeout: float
+) -> tuple[SippRun, SippRun]:
+    """The bot (load/bot_resolve: answers each call, hangs up after ``talk_ms``) and the
+    carrier placing ``calls`` calls at ``rate`` (``load_callers``); (callers, bot)."""
+    bot = stack.sipp().start(
+        "load/bot_resolve",
+        local_port=stack.bot_port,
+        extra=["-aa", "-d", str(talk_ms)],
+        calls=calls,
+        timeout=timeout,
+    )
+    callers = load_callers(stack, calls=calls, rate=rate, prefix=prefix, timeout=timeout)
+    return callers, bot

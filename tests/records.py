@@ -9,10 +9,12 @@ after), and :class:`WriteThrough` is a record sink that does so for a call sessi
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Protocol
 
 from ari_app.records import Record, RecordChange
 from ari_app.store import InteractionStore
+from tests.harness import until
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -64,3 +66,27 @@ def all_stored(url: str) -> list[Record]:
         return store.all()
     finally:
         store.close()
+
+
+async def closed_calls(url: str, prefix: str, calls: int, timeout: float) -> list[Record]:
+    """The records of the callers numbered ``<prefix>...`` in the store at ``url``, once
+    there are at least ``calls`` of them and every one is closed."""
+
+    def closed() -> list[Record] | None:
+        rows = [r for r in all_stored(url) if str(r["caller_number"] or "").startswith(prefix)]
+        return rows if len(rows) >= calls and all(r["ended_at"] for r in rows) else None
+
+    return await until(closed, timeout, f"{calls} closed records of callers {prefix}...")
+
+
+def assert_resolved_once(rows: list[Record], calls: int, bot_talk_ms: int) -> None:
+    """One record per call (as many as calls, one per caller number), each `resolved` by
+    the bot's hang-up after its whole conversation: none bypassed the bot, none was cut."""
+    numbers = Counter(r["caller_number"] for r in rows)
+    twice = sorted(str(n) for n, count in numbers.items() if count > 1)
+    assert not twice, twice[:5]
+    assert len(rows) == calls == len(numbers), (len(rows), calls)
+    cut = [r for r in rows if (r["outcome"], r["error_reason"]) != ("resolved", None)]
+    assert not cut, cut[:5]
+    short = [r for r in rows if (r["bot_seconds"] or 0.0) < bot_talk_ms / 1000 - 1]
+    assert not short, short[:5]

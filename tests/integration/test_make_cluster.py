@@ -14,20 +14,19 @@ import asyncio
 import json
 import os
 import shutil
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ari_app.records import Record
-from devtools.cluster import ACTIVE, RUN_INFO, SCENARIOS_DIR, all_records
+from devtools.cluster import ACTIVE, RUN_INFO, SCENARIOS_DIR
 from devtools.devstack import free_rtp_range
 from devtools.runtime import Runtime
 from devtools.sipp import Sipp
 from devtools.stack import free_port
 from tests.checkout import Checkout, make_checkout
 from tests.harness import sipp_finished, until
+from tests.records import assert_resolved_once, closed_calls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -144,22 +143,11 @@ async def test_make_cluster_restart_under_load_fails_no_call(
     finally:
         sipp.stop_all()
 
-    def ended() -> list[Record] | None:
-        rows = [
-            r
-            for r in all_records(info["database_url"])
-            if str(r.get("caller_number") or "").startswith(PREFIX)
-        ]
-        return rows if len(rows) >= ROLLING_CALLS and all(r.get("ended_at") for r in rows) else None
-
-    records = await until(ended, RECORDS_CLOSED_SECONDS, f"{ROLLING_CALLS} ended records")
-    numbers = Counter(r["caller_number"] for r in records)
-    assert not [n for n, count in numbers.items() if count > 1]
-    assert len(records) == ROLLING_CALLS == len(numbers)
+    records = await closed_calls(
+        info["database_url"], PREFIX, ROLLING_CALLS, RECORDS_CLOSED_SECONDS
+    )
+    assert_resolved_once(records, ROLLING_CALLS, ROLLING_BOT_TALK_MS)
     assert {r["node"] for r in records} == {"node-1", "node-2"}
-    cut = [r for r in records if (r["outcome"], r["error_reason"]) != ("resolved", None)]
-    assert not cut, cut[:5]
-    assert all((r["bot_seconds"] or 0) >= ROLLING_BOT_TALK_MS / 1000 - 1 for r in records)
 
     down = checkout.make("cluster-down")
     assert down.returncode == 0, down

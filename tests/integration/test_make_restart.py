@@ -28,7 +28,8 @@ from devtools.devstack import RUN_INFO, DevStack, build_stack, free_port_env, st
 from devtools.runtime import Runtime
 from devtools.sipp import SippRun
 from tests.checkout import Checkout, make_checkout
-from tests.harness import load_callers, sipp_finished, until
+from tests.harness import load_callers, resolving_load, sipp_finished, until
+from tests.records import assert_resolved_once, closed_calls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -178,17 +179,11 @@ async def test_make_restart_twice_under_load_hands_every_call_over(
     bot answers every call, none bypasses the bot or is cut (every record `resolved` by the
     bot's hang-up after its whole conversation), and each call has exactly one record."""
     info, stack = up_and_observed(runtime, checkout, observer)
-    bot = stack.sipp().start(
-        "load/bot_resolve",
-        local_port=stack.bot_port,
-        extra=["-aa", "-d", str(HANDOVER_BOT_TALK_MS)],
-        calls=HANDOVER_CALLS,
-        timeout=HANDOVER_SIPP_TIMEOUT_SECONDS,
-    )
-    callers = load_callers(
+    callers, bot = resolving_load(
         stack,
         calls=HANDOVER_CALLS,
         rate=HANDOVER_CALL_RATE,
+        talk_ms=HANDOVER_BOT_TALK_MS,
         prefix="1883",
         timeout=HANDOVER_SIPP_TIMEOUT_SECONDS,
     )
@@ -210,24 +205,8 @@ async def test_make_restart_twice_under_load_hands_every_call_over(
         assert run.wait(1) == 0, run.report()[-3000:]
     assert sum(1 for m in bot.messages() if m.method == "INVITE") == HANDOVER_CALLS
 
-    store = InteractionStore(stack.config.store.url)
-    try:
-
-        def all_closed() -> list[Record] | None:
-            rows = calls_of(store, "1883")
-            done = len(rows) >= HANDOVER_CALLS and all(r["ended_at"] for r in rows)
-            return rows if done else None
-
-        rows = await until(all_closed, 60, "every call's record closed")
-    finally:
-        store.close()
-    # one record per call: as many as calls, one per caller number
-    assert len(rows) == HANDOVER_CALLS
-    assert len({r["caller_number"] for r in rows}) == HANDOVER_CALLS
-    cut = [r for r in rows if (r["outcome"], r["error_reason"]) != ("resolved", None)]
-    assert not cut, cut[:5]
-    short = [r for r in rows if (r["bot_seconds"] or 0.0) < HANDOVER_BOT_TALK_MS / 1000 - 1]
-    assert not short, short[:5]
+    rows = await closed_calls(stack.config.store.url, "1883", HANDOVER_CALLS, 60)
+    assert_resolved_once(rows, HANDOVER_CALLS, HANDOVER_BOT_TALK_MS)
 
     log_text = (Path(info["root"]) / "app.log").read_text(errors="replace")
     took_over = [line for line in log_text.splitlines() if TOOK_OVER in line]

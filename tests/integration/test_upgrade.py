@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.records import Record
-from ari_app.store import InteractionStore
 from devtools.devstack import DevStack, build_stack
 from devtools.postgres import PostgresServer, PostgresUnavailable
 from devtools.runtime import Runtime
 from devtools.stack import AsteriskInstance, StackError
-from tests.harness import load_callers, sipp_finished, until
+from tests.harness import resolving_load, sipp_finished
+from tests.records import assert_resolved_once, closed_calls
 from tests.wheels import build_wheel, run, venv_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -176,10 +175,6 @@ def command_line(pid: int) -> list[str]:
     return [a.decode() for a in arguments if a != b"-v"]  # BOTBRIDGE_APP_DEBUG's flag
 
 
-def calls_of(store: InteractionStore) -> list[Record]:
-    return [r for r in store.all() if (r["caller_number"] or "").startswith(PREFIX)]
-
-
 async def test_an_upgrade_across_a_migration_under_load_hands_every_call_over(
     runtime: Runtime, stack: DevStack, tmp_path: Path
 ) -> None:
@@ -200,15 +195,13 @@ async def test_an_upgrade_across_a_migration_under_load_hands_every_call_over(
     assert before.endswith("(head)"), before  # the previous release made the store
     assert not this.db_current(stack.env).endswith("(head)")  # this release has more
 
-    bot = stack.sipp().start(
-        "load/bot_resolve",
-        local_port=stack.bot_port,
-        extra=["-aa", "-d", str(BOT_TALK_MS)],
+    callers, bot = resolving_load(
+        stack,
         calls=CALLS,
+        rate=CALL_RATE,
+        talk_ms=BOT_TALK_MS,
+        prefix=PREFIX,
         timeout=SIPP_TIMEOUT_SECONDS,
-    )
-    callers = load_callers(
-        stack, calls=CALLS, rate=CALL_RATE, prefix=PREFIX, timeout=SIPP_TIMEOUT_SECONDS
     )
     await asyncio.sleep(UPGRADE_AFTER_SECONDS)
     # deployment.md: start the other instance, from the virtualenv the new wheel went into
@@ -226,23 +219,8 @@ async def test_an_upgrade_across_a_migration_under_load_hands_every_call_over(
         assert party.wait(1) == 0, party.report()[-3000:]
     assert sum(1 for m in bot.messages() if m.method == "INVITE") == CALLS
 
-    store = InteractionStore(stack.config.store.url, migrate=False)
-    try:
-
-        def all_closed() -> list[Record] | None:
-            rows = calls_of(store)
-            return rows if len(rows) >= CALLS and all(r["ended_at"] for r in rows) else None
-
-        rows = await until(all_closed, RECORDS_CLOSED_SECONDS, "every call's record closed")
-    finally:
-        store.close()
-    # one record per call: as many as calls, one per caller number
-    assert len(rows) == CALLS
-    assert len({r["caller_number"] for r in rows}) == CALLS
-    cut = [r for r in rows if (r["outcome"], r["error_reason"]) != ("resolved", None)]
-    assert not cut, cut[:5]
-    short = [r for r in rows if (r["bot_seconds"] or 0.0) < BOT_TALK_MS / 1000 - 1]
-    assert not short, short[:5]
+    rows = await closed_calls(stack.config.store.url, PREFIX, CALLS, RECORDS_CLOSED_SECONDS)
+    assert_resolved_once(rows, CALLS, BOT_TALK_MS)
     log_text = stack.app_log_text()
     took_over = [line for line in log_text.splitlines() if TOOK_OVER in line]
     print(before, "->", after, *took_over, sep="\n")
