@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from ari_app.config import ConfigError
 from ari_app.records import Record
 from ari_app.store import InteractionStore
 from devtools import prerequisites
@@ -341,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return commands[args[0]]()
-    except (StackError, EdgeError, PostgresUnavailable, RuntimeUnavailable) as exc:
+    except (StackError, EdgeError, PostgresUnavailable, RuntimeUnavailable, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

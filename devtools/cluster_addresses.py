@@ -1,82 +1,68 @@
 """Where `make cluster-up` puts the edge and the nodes: fixed defaults (the addresses of
 `make up`, each node on an address of its own), each one overridable by an environment or
-make variable (docs/scaling.md, "On one machine").
+make variable ``BOTBRIDGE_CLUSTER_<FIELD>`` (docs/scaling.md, "On one machine").
+
+Declared as the app's settings are (ari_app/config/values.py): one frozen struct, each
+field with its type, limits and default; msgspec converts the variables' text.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Annotated
 
-from devtools.stack import StackError
+import msgspec
 
-PORT_MIN, PORT_MAX = 1, 65535
-
-
-@dataclass(frozen=True)
-class ClusterAddresses:
-    """The addresses of a cluster on one machine. Each field is read from the variable
-    ``BOTBRIDGE_CLUSTER_<FIELD>`` (upper case) when it is set."""
-
-    edge_port: int = 5060  # carriers call the edge on 127.0.0.1: UDP/TCP here, TLS below
-    edge_tls_port: int = 5061
-    node_hosts: tuple[str, ...] = ("127.0.0.11", "127.0.0.12")  # one node per address
-    # each node's listeners, the same ports on each node's own address
-    sip_port: int = 5060
-    tls_port: int = 5061
-    ari_port: int = 8088
-    http_port: int = 8090
-    rtp_start: int = 10000  # RTP/RTCP ports of each node: rtp_start..rtp_end
-    rtp_end: int = 10999
-    bot_uri: str = "sip:voicebot@127.0.0.1:5080"  # the bot both nodes dial
-    agent_contact: str = "sip:agent1@127.0.0.1:5090"
-
-    def node_ports(self) -> tuple[int, ...]:
-        return (self.sip_port, self.tls_port, self.ari_port, self.http_port)
-
+from ari_app.config import ConfigError
+from ari_app.config.values import IP_ADDRESS, SIP_URI, Port, Section, describe, invalid
 
 ENV_PREFIX = "BOTBRIDGE_CLUSTER_"
+NodeHosts = Annotated[tuple[Annotated[str, IP_ADDRESS], ...], msgspec.Meta(min_length=1)]
 
 
 def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+class ClusterAddresses(Section, frozen=True, rename=env_name):
+    """The addresses of a cluster on one machine; each field read from its variable."""
+
+    edge_port: Port = 5060  # carriers call the edge on 127.0.0.1: UDP/TCP here, TLS below
+    edge_tls_port: Port = 5061
+    node_hosts: NodeHosts = ("127.0.0.11", "127.0.0.12")  # one node per address
+    # each node's listeners, the same ports on each node's own address
+    sip_port: Port = 5060
+    tls_port: Port = 5061
+    ari_port: Port = 8088
+    http_port: Port = 8090
+    rtp_start: Port = 10000  # RTP/RTCP ports of each node: rtp_start..rtp_end
+    rtp_end: Port = 10999
+    bot_uri: Annotated[str, SIP_URI] = "sip:voicebot@127.0.0.1:5080"  # both nodes dial it
+    agent_contact: Annotated[str, SIP_URI] = "sip:agent1@127.0.0.1:5090"
+
+    def _validate(self) -> None:
+        if self.rtp_end <= self.rtp_start:
+            raise invalid(env_name("rtp_end"), f"must be above {env_name('rtp_start')}")
+
+    def node_ports(self) -> tuple[int, ...]:
+        return (self.sip_port, self.tls_port, self.ari_port, self.http_port)
+
+
 def addresses_from_env(env: Mapping[str, str] | None = None) -> ClusterAddresses:
-    """The defaults with every ``BOTBRIDGE_CLUSTER_*`` variable set in ``env`` applied;
-    StackError naming the variable on a bad value (node_hosts: comma-separated)."""
+    """The defaults with every ``BOTBRIDGE_CLUSTER_*`` variable set in ``env`` applied
+    (``..._NODE_HOSTS``: comma-separated); ConfigError naming the variable on a bad value or
+    an unknown variable."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for spec in fields(ClusterAddresses):
-        raw = env.get(env_name(spec.name), "").strip()
-        if raw:
-            values[spec.name] = _parse(spec.name, raw)
-    addresses = replace(ClusterAddresses(), **values)
-    if addresses.rtp_end <= addresses.rtp_start:
-        raise StackError(f"{env_name('rtp_end')} must be above {env_name('rtp_start')}")
-    return addresses
-
-
-def _parse(name: str, raw: str) -> object:
-    default = getattr(ClusterAddresses(), name)
+    raw: dict[str, object] = {
+        name: value.strip()
+        for name, value in env.items()
+        if name.startswith(ENV_PREFIX) and value.strip()
+    }
+    hosts = raw.get(env_name("node_hosts"))
+    if isinstance(hosts, str):
+        raw[env_name("node_hosts")] = [part.strip() for part in hosts.split(",") if part.strip()]
     try:
-        if isinstance(default, int):
-            port = int(raw)
-            if not PORT_MIN <= port <= PORT_MAX:
-                raise ValueError(f"not a port ({PORT_MIN}..{PORT_MAX})")
-            return port
-        if isinstance(default, tuple):
-            hosts = tuple(part.strip() for part in raw.split(",") if part.strip())
-            for host in hosts:
-                ipaddress.IPv4Address(host)
-            if not hosts:
-                raise ValueError("no address")
-            return hosts
-        if not raw.startswith("sip:"):
-            raise ValueError("not a sip: URI")
-        return raw
-    except ValueError as exc:
-        raise StackError(f"{env_name(name)}={raw!r}: {exc}") from exc
+        return msgspec.convert(raw, ClusterAddresses, strict=False)  # text to numbers
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid cluster address: {describe(exc)}") from exc

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ari_app.config import ConfigError
 from devtools import cluster as cluster_module
 from devtools import prerequisites
 from devtools.cluster import CLUSTER_TOOLS, Cluster, ClusterNotReady, build_cluster
@@ -16,7 +17,6 @@ from devtools.cluster_addresses import ClusterAddresses, addresses_from_env
 from devtools.edge import KamailioEdge
 from devtools.postgres import PostgresServer
 from devtools.runtime import Runtime, RuntimeUnavailable
-from devtools.stack import StackError
 
 
 class StubRuntime(Runtime):
@@ -203,17 +203,18 @@ def test_make_cluster_up_takes_its_addresses_from_the_environment(
 @pytest.mark.parametrize(
     ("name", "value", "why"),
     [
-        ("BOTBRIDGE_CLUSTER_SIP_PORT", "70000", "not a port"),
-        ("BOTBRIDGE_CLUSTER_HTTP_PORT", "http", "invalid literal"),
-        ("BOTBRIDGE_CLUSTER_NODE_HOSTS", "127.0.0.11,node-2", "node-2"),
-        ("BOTBRIDGE_CLUSTER_NODE_HOSTS", ",", "no address"),
-        ("BOTBRIDGE_CLUSTER_AGENT_CONTACT", "agent1@127.0.0.1", "not a sip: URI"),
+        ("BOTBRIDGE_CLUSTER_SIP_PORT", "70000", "Expected `int` <= 65535"),
+        ("BOTBRIDGE_CLUSTER_HTTP_PORT", "http", "Expected `int`"),
+        ("BOTBRIDGE_CLUSTER_NODE_HOSTS", "127.0.0.11,node-2", "Not a valid IP address"),
+        ("BOTBRIDGE_CLUSTER_NODE_HOSTS", ",", "length >= 1"),
+        ("BOTBRIDGE_CLUSTER_AGENT_CONTACT", "agent1@127.0.0.1", "must be sip:user@host[:port]"),
         ("BOTBRIDGE_CLUSTER_RTP_END", "9000", "must be above BOTBRIDGE_CLUSTER_RTP_START"),
+        ("BOTBRIDGE_CLUSTER_SIP_PROT", "5070", "Unknown field"),
     ],
 )
 def test_a_bad_cluster_address_is_refused_naming_its_variable(
     name: str, value: str, why: str
 ) -> None:
-    with pytest.raises(StackError, match=name) as raised:
+    with pytest.raises(ConfigError, match=name) as raised:
         addresses_from_env({name: value})
     assert why in str(raised.value)
