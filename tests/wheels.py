@@ -8,6 +8,7 @@ requirement the wheel declares, with its version bound, is met.
 
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -16,6 +17,21 @@ from pathlib import Path
 
 STEP_TIMEOUT_SECONDS = 300  # one build, install or check step
 LENT_PTH = "lent-dependencies.pth"
+
+
+def checkout_copy(checkout: Path, target: Path) -> Path:
+    """The files of the git checkout at ``checkout`` that a commit would hold (tracked, and
+    untracked ones git does not ignore) copied into ``target``. pip builds a local project
+    in place, and setuptools puts into the wheel whatever an earlier build left in its
+    ignored ``build/`` directory (a module since removed included): a wheel is built from
+    such a copy, as from a fresh clone."""
+    listed = run(["git", "-C", str(checkout), "ls-files", "-z", "--exclude-standard", "-co"])
+    assert listed.returncode == 0, listed.stderr
+    for name in filter(None, listed.stdout.split("\0")):
+        if (checkout / name).is_file():  # not a file deleted in the working tree
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(checkout / name, target / name)
+    return target
 
 
 def build_wheel(source: Path, directory: Path) -> Path:

@@ -14,18 +14,22 @@ from pathlib import Path
 import pytest
 
 from ari_app.asterisk import CONFIG_FILES
-from tests.wheels import build_wheel, run, venv_with
+from tests.wheels import build_wheel, checkout_copy, run, venv_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # builds a wheel and a venv
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_render_config_from_the_wheel_alone(tmp_path: Path) -> None:
-    wheel = build_wheel(REPO, tmp_path)
+    wheel = build_wheel(checkout_copy(REPO, tmp_path / "source"), tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"ari_app/asterisk/{name}" for name in CONFIG_FILES} <= names
     assert {"ari_app/defaults.toml", "ari_app/store/migrations/script.py.mako"} <= names
     assert "ari_app/py.typed" in names
+    # the migrations of the source, not also those an earlier build left in build/
+    migrations = "ari_app/store/migrations/versions"
+    shipped = {n for n in names if n.startswith(migrations) and n.endswith(".py")}
+    assert shipped == {f"{migrations}/{p.name}" for p in (REPO / migrations).glob("*.py")}
     assert not [n for n in names if n.startswith(("devtools/", "tests/"))]
 
     unpacked = tmp_path / "site"
@@ -70,7 +74,8 @@ def test_the_wheel_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """pip installs the wheel into a new virtualenv (its dependencies lent: tests/wheels.py,
     `pip check` passes); its console script works from there."""
     venv = tmp_path / "venv"
-    purelib = str(venv_with(build_wheel(REPO, tmp_path / "dist"), venv))
+    source = checkout_copy(REPO, tmp_path / "source")
+    purelib = str(venv_with(build_wheel(source, tmp_path / "dist"), venv))
     python = str(venv / "bin" / "python")
     env = {
         "BOTBRIDGE_STATE_DIR": str(tmp_path / "state"),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import shutil
-import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ from devtools.postgres import PostgresServer, PostgresUnavailable
 from devtools.runtime import Runtime
 from devtools.stack import AsteriskInstance, StackError
 from tests.harness import resolving_load, sipp_finished
+from tests.integration.test_make_restart import TOOK_OVER
 from tests.records import assert_resolved_once, closed_calls
-from tests.wheels import build_wheel, run, venv_with
+from tests.wheels import build_wheel, checkout_copy, run, venv_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -46,7 +46,6 @@ CALLS = CALL_RATE * LOAD_SECONDS
 UPGRADE_AFTER_SECONDS = 12  # a few hundred conversations in progress by then
 SIPP_TIMEOUT_SECONDS = LOAD_SECONDS + BOT_TALK_MS / 1000 + 120
 RECORDS_CLOSED_SECONDS = 60
-TOOK_OVER = "took the calls over"
 PREFIX = "1885"
 
 
@@ -76,14 +75,17 @@ def git(*args: str) -> str:
 
 def previous_source(directory: Path) -> Path:
     """This repository at the commit before the newest migration file was added."""
+    shallow = git("rev-parse", "--is-shallow-repository")
+    assert shallow == "false", "the previous release is found in the history: a full clone"
     added = git("log", "--diff-filter=A", "--format=%H", "-1", "--", MIGRATIONS)
-    assert added, f"no commit added a file under {MIGRATIONS} (a shallow clone?)"
+    assert added, f"no commit added a file under {MIGRATIONS}"
     new_files = git("show", "--diff-filter=A", "--name-only", "--format=", added, "--", MIGRATIONS)
     archive = directory / "previous.tar"
     git("archive", "-o", str(archive), f"{added}^")
     source = directory / "previous-source"
-    with tarfile.open(archive) as tar:
-        tar.extractall(source, filter="data")
+    source.mkdir()
+    unpacked = run(["tar", "-xf", str(archive), "-C", str(source)])
+    assert unpacked.returncode == 0, unpacked.stderr
     for name in new_files.splitlines():  # the previous release lacks the newest migration
         assert not (source / name).exists(), name
     return source
@@ -184,7 +186,7 @@ async def test_an_upgrade_across_a_migration_under_load_hands_every_call_over(
     (every record `resolved` after its whole conversation), each call has one record, and
     the store is at the new release's head."""
     previous = install(previous_source(tmp_path), tmp_path / "previous")
-    this = install(REPO, tmp_path / "this")
+    this = install(checkout_copy(REPO, tmp_path / "this-source"), tmp_path / "this")
     stack.instance = RenderedBy(runtime, stack.config, stack.root, release=previous, env=stack.env)
     stack.instance.start()
     stack.app_command = (previous.ari_app,)
