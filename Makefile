@@ -14,10 +14,11 @@ help:
 	@echo "make test    lint, type-check and run every test against a real Asterisk 22"
 	@echo "make setup   missing tools (apt-get, as root) + virtualenv + packages + Asterisk runtime (idempotent)"
 	@echo "make up/down start/stop Asterisk and the app in the background; make logs, make status"
-	@echo "make restart restart the app without dropping a call (drain, fail open, ready again)"
+	@echo "make restart a new app takes every call over from the running one (handover), then it exits"
 	@echo "make certs   development CA and TLS certificates under var/tls"
 	@echo "make bench   call-rate/latency/CPU/memory benchmark, app vs dialplan-only Asterisk (BENCH_ARGS=...)"
-	@echo "make cluster-up/cluster-down  Kamailio edge on 127.0.0.1:5060 + two nodes + PostgreSQL (docs/scaling.md)"
+	@echo "make cluster-up/cluster-down  Kamailio edge on 127.0.0.1:5060 + two nodes + PostgreSQL (docs/scaling.md;"
+	@echo "                             addresses: BOTBRIDGE_CLUSTER_* variables)"
 	@echo "make cluster-status, cluster-records  what runs; every node's records as JSON lines"
 	@echo "make cluster-restart          each node's app hands its calls over to a new one, in turn"
 
