@@ -114,6 +114,7 @@ class FakeAri:
         channel_id: str | None = None,
         originator: str | None = None,
         variables: Mapping[str, str] | None = None,
+        other_channel_id: str | None = None,
     ) -> Channel:
         self._record(
             "create_channel",
@@ -133,6 +134,9 @@ class FakeAri:
 
     async def ring(self, channel_id: str) -> None:
         self._record("ring", channel_id=channel_id)
+
+    async def transfer_progress(self, channel_id: str, state: str) -> None:
+        self._record("transfer_progress", channel_id=channel_id, state=state)
 
     async def answer(self, channel_id: str) -> None:
         self._record("answer", channel_id=channel_id)

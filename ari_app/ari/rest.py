@@ -167,14 +167,17 @@ class AriRest:
         channel_id: str | None = None,
         originator: str | None = None,
         variables: Mapping[str, str] | None = None,
+        other_channel_id: str | None = None,
     ) -> Channel:
-        """Create (but do not dial) a channel in Stasis app ``app``."""
+        """Create (but do not dial) a channel in Stasis app ``app`` (``other_channel_id``:
+        the id of a Local channel's second half)."""
         body = {"variables": dict(variables)} if variables else None
         params: dict[str, ParamValue] = {
             "endpoint": endpoint,
             "app": app,
             "appArgs": app_args,
             "channelId": channel_id,
+            "otherChannelId": other_channel_id,
             "originator": originator,
         }
         return load_channel(await self.post("/channels/create", params=params, json=body))
@@ -193,6 +196,13 @@ class AriRest:
 
     async def ring(self, channel_id: str) -> None:
         await self.post(path_for("channels", channel_id, "ring"))
+
+    async def transfer_progress(self, channel_id: str, state: str) -> None:
+        """Tell the bot how its REFER went (``PJSIP_TRANSFER_HANDLING()=ari-only`` on the
+        channel): ``channel_answered`` is NOTIFY 200, ``channel_declined`` NOTIFY 603."""
+        await self.post(
+            path_for("channels", channel_id, "transfer_progress"), params={"states": state}
+        )
 
     async def hangup(self, channel_id: str, reason: str | None = None) -> None:
         """Hang up; a channel that is already gone counts as success."""

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ari_app.asterisk.certs import write_self_signed
+from ari_app.asterisk.consult import consult_values
 from ari_app.asterisk.hold_music import write_hold_tone
 from ari_app.asterisk.human import (
     agent_sections,
@@ -169,6 +170,7 @@ def template_values(config: Config, dirs: Mapping[str, str], module_dir: str) ->
         "BOT_AUTH": bot_auth_sections(config),
         **_human_values(config),
         **_hep_values(config),
+        **consult_values(config),
     }
 
 

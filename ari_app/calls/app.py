@@ -5,7 +5,9 @@ Channels enter the app in four roles, told apart by Stasis arguments or ``replac
   admission control lets it in (else it is shed: fallback queue or 503, never half-handled);
 - ``bot,<interaction id>``: the bot leg the app created -> dial it;
 - a Local channel with ``replace_channel`` = a bot leg: the bot's REFER (core transfer mode);
-- ``queue_ended,<QUEUESTATUS>``: a caller of ours back from a queue without an agent.
+- ``queue_ended,<QUEUESTATUS>``: a caller of ours back from a queue without an agent;
+- ``consult,hdr...``: a bot's consult call, and ``consult_agent,<iid>`` the agent leg the app
+  made for it (warm transfer, calls/consult.py).
 
 Routing (:meth:`BridgeApp.dispatch`) runs on the event reader and only posts each event to
 its call's queue (calls/dispatch.py); all that talks to Asterisk runs in the call's own task.
@@ -22,7 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ari_app.ari import AriError, AriNotFound, Channel, Event
-from ari_app.calls import reconcile
+from ari_app.calls import consult, reconcile
+from ari_app.calls import drain as draining
 from ari_app.calls.admission import Admission
 from ari_app.calls.availability import QueueAvailability
 from ari_app.calls.bots import BotPool
@@ -30,6 +33,7 @@ from ari_app.calls.bye_context import ByeContexts
 from ari_app.calls.carrier import split_inbound_args
 from ari_app.calls.control import CallControl
 from ari_app.calls.dispatch import Dispatcher
+from ari_app.calls.drain import APP_DRAINING
 from ari_app.calls.logcontext import bind_call, call_fields
 from ari_app.calls.reconcile import PROBE_ARGS
 from ari_app.calls.routing import profile_for
@@ -43,6 +47,7 @@ from ari_app.calls.session import CallSession
 from ari_app.calls.states import CallState
 from ari_app.calls.transfer import TransferDecision
 from ari_app.config import Config, answering_agent
+from ari_app.config.dialplan import CONSULT_AGENT_ARG, CONSULT_ARG
 from ari_app.connect import event_stream
 from ari_app.outcomes import Outcome
 from ari_app.store import InteractionStore
@@ -54,11 +59,6 @@ log = logging.getLogger(__name__)
 REFUSE_CONTEXT = "botbridge-refuse"
 # how long a stopping app lets calls' pending events finish before it closes the records
 STOP_GRACE_SECONDS = 5.0
-# drain (SIGTERM): why new calls skip the bot, and why a call still with the bot at the end
-# of [bridge] drain_seconds is handed to the fallback queue
-APP_DRAINING = "app_draining"
-DRAIN_TIMEOUT = "drain_timeout"
-DRAIN_POLL_SECONDS = 0.2
 # ContactStatusChange statuses that mean a bot's SIP OPTIONS probe failed (any other status,
 # Reachable, Unknown, NonQualified..., leaves the bot eligible), and the state of a health
 # endpoint whose bot answers its probes (GET /endpoints)
@@ -114,7 +114,7 @@ class BridgeApp:
         try:
             await self.stream.run(self.dispatch)
             if self.draining:
-                await self._pick_up_strays()
+                await self.pick_up_strays()
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dispatcher.idle(), STOP_GRACE_SECONDS)
@@ -123,40 +123,12 @@ class BridgeApp:
     def stop(self) -> None:
         self.stream.stop()
 
-    async def _pick_up_strays(self) -> None:
-        """Once a draining app's socket is closed (no caller can enter it any more), a caller
-        whose StasisStart came in the last moment and was never read still waits in the app:
-        it goes to the fallback queue like any call during the drain."""
-        try:
-            channels = await self.ari.channels()
-        except AriError as exc:
-            log.warning("callers left in the app not looked for (%s)", exc)
-            return
-        reconcile.pick_up_strays(self, channels)
-
     async def drain(self) -> None:
-        """SIGTERM: take no new call (each goes straight to the fallback queue, recorded
-        ``bypassed``/``app_draining``), let the calls with the bot finish for
-        ``[bridge] drain_seconds``, hand those still there to the fallback queue
-        (``drain_timeout``), then stop; ``run`` flushes the records and returns."""
-        if self.draining:
-            return
-        self.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.bridge.drain_seconds
-        log.warning(
-            "draining: new calls go to the fallback queue; %d calls in progress, up to %.0f s",
-            self.active_calls,
-            self.config.bridge.drain_seconds,
-        )
-        while self.active_calls and loop.time() < deadline:
-            await asyncio.sleep(DRAIN_POLL_SECONDS)
-        for session in [s for s in self.sessions.values() if not s.handed_off]:
-            await self._fail_safe(session, DRAIN_TIMEOUT)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.dispatcher.idle(), STOP_GRACE_SECONDS)
-        log.warning("drained; stopping")
-        self.stop()
+        """SIGTERM: calls/drain.py."""
+        await draining.drain(self, STOP_GRACE_SECONDS)
+
+    async def pick_up_strays(self) -> None:
+        await draining.pick_up_strays(self)
 
     @property
     def bye_contexts(self) -> ByeContexts | None:
@@ -206,11 +178,12 @@ class BridgeApp:
         if peer is None:
             return None
         session = self._by_channel.get(peer.id)
-        if session is not None and peer.id == session.bot_channel_id:
+        if session is not None and (peer.id == session.bot_channel_id or session.consult):
             return session
         if event.dialstatus == "ANSWER" and event.caller is not None:
-            # Queue() reached an agent for a caller the app follows after the queue
-            return self.sessions.get(event.caller.id)
+            # Queue() reached an agent for a caller the app follows after the queue (or for
+            # the queue half of a consult's agent leg)
+            return self._by_channel.get(event.caller.id)
         return None
 
     def _route_gone(self, event: Event) -> CallSession | None:
@@ -253,7 +226,15 @@ class BridgeApp:
             return None  # reconciliation's probe channel: it hangs it up itself
         elif args[:1] == ["queue_ended"] and channel.id in self.sessions:
             return self.sessions[channel.id]  # a caller of ours back from its queue
-        elif args[:1] == ["bot"]:
+        elif args[:1] == [CONSULT_ARG]:
+            headers = consult.consult_headers(args[1:])
+            session = consult.find_call(self.sessions.values(), headers)
+            if session is not None:
+                return session
+            log.warning("consult %s names no live call; refused", channel.name)
+            self.dispatcher.spawn(self.ari.hangup(channel.id, consult.REFUSED), "refuse")
+            return None
+        elif args[:1] in (["bot"], [CONSULT_AGENT_ARG]):
             session = self._by_channel.get(channel.id)
             if session is not None:
                 return session
@@ -338,6 +319,8 @@ class BridgeApp:
             handling = EVENTS.get(event.type)  # routed: the type is in the table
             if handling is not None and handling.apply is not None:
                 await handling.apply(self, session, event)
+            if session.consult is not None:
+                await consult.tidy(session)  # the call left its bot while it consulted
         except AriNotFound as exc:
             # a channel vanished mid-operation: normal telephony; its own events decide
             log.info("call %s: %s: %s", session.interaction_id, event.type, exc)
@@ -349,20 +332,25 @@ class BridgeApp:
                 event.type,
                 exc,
             )
-            await self._fail_safe(session, f"ari_error_{exc.status}")
+            await self.fail_safe(session, f"ari_error_{exc.status}")
         except Exception as exc:
             log.exception(
                 "call %s: unexpected error handling %s", session.interaction_id, event.type
             )
-            await self._fail_safe(session, f"internal_error_{type(exc).__name__}")
+            await self.fail_safe(session, f"internal_error_{type(exc).__name__}")
 
     async def _apply_stasis_start(self, session: CallSession, event: Event) -> None:
         channel = event.channel
         assert channel is not None
+        args = list(event.args or ())
         if event.replace_channel is not None:
             await session.transfer_requested(channel)
         elif channel.id == session.caller_id:
-            await session.caller_entered(list(event.args or ()))
+            await session.caller_entered(args)
+        elif args[:1] == [CONSULT_ARG]:
+            await consult.consult_arrived(session, channel, args[1:])
+        elif args[:1] == [CONSULT_AGENT_ARG]:
+            await consult.agent_leg_entered(session, channel.id)
         else:
             await session.bot_entered_stasis(channel.id)
 
@@ -370,7 +358,7 @@ class BridgeApp:
         assert event.peer is not None
         if event.peer.id == session.bot_channel_id:
             await session.bot_dial_result(event.dialstatus or "")
-        else:
+        elif not await consult.dial_result(session, event):
             await session.agent_answered(event.peer.id, answering_agent(event.peer.name))
 
     async def _channel_gone(self, session: CallSession, event: Event) -> None:
@@ -387,16 +375,19 @@ class BridgeApp:
                 # StasisEnd when it was not followed (hung up in the app; the app gets no
                 # event of the channel after that one)
                 await session.caller_ended()
+                await consult.call_ended(session)
                 self.forget(session)
         elif channel.id == session.bot_channel_id:
             if event.type == "ChannelDestroyed":
                 await session.bot_destroyed(event.cause)
             else:
                 await session.bot_left()
+        elif await consult.channel_gone(session, channel.id):
+            pass
         elif event.type == "ChannelDestroyed":
             self._by_channel.pop(channel.id, None)
 
-    async def _fail_safe(self, session: CallSession, reason: str) -> None:
+    async def fail_safe(self, session: CallSession, reason: str) -> None:
         """Never leave a caller stranded in the app because handling an event failed."""
         if session.handed_off:
             return
@@ -494,6 +485,10 @@ EVENTS: dict[str, EventHandling] = {
     "ChannelDestroyed": EventHandling(BridgeApp._route_gone, BridgeApp._channel_gone),
     "ContactStatusChange": EventHandling(BridgeApp._route_contact_status),
     BOT_TIME_UP: EventHandling(lambda app, event: None, lambda app, s, event: s.bot_time_up()),
+    # the bot's REFER while it consults (its leg in ari-only transfer mode: calls/consult.py)
+    "ChannelTransfer": EventHandling(
+        BridgeApp._route_gone, lambda app, s, event: consult.refer_received(s, event)
+    ),
 }
 # ApplicationReplaced: the replaced instance lets go of its calls (ari_app/calls/handover.py)
 EVENT_TYPES = frozenset({*EVENTS, "ApplicationReplaced"}) - {BOT_TIME_UP}

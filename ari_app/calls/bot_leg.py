@@ -16,6 +16,7 @@ from ari_app.calls.bots import BotPool
 from ari_app.calls.carrier import CallerFacts
 from ari_app.calls.services import AVAILABILITY_CLOSED
 from ari_app.config import BotProfile, BotTarget
+from ari_app.config.dialplan import TRANSFER_CONTEXT
 from ari_app.records import BotAttempt
 from ari_app.sip import uui
 
@@ -127,12 +128,16 @@ def bot_leg_variables(
     caller: CallerFacts,
     availability: str,
     context: Sequence[tuple[str, str]] = (),
+    *,
+    consult_on: bool = False,
 ) -> dict[str, str]:
     """The bot leg's channel variables: its INVITE's headers (the UUI with business_hours,
     or ``context`` when given, then the profile's context keys, the queue figures those of
     its default_queue as the call came in; the interaction id, the
     profile's extra headers, the carrier headers it copies, the verstat header), the
-    caller's number, and the declined transfer context when nobody could take the caller."""
+    caller's number, and the transfer context: declined when nobody could take the caller,
+    else ``botbridge-transfer`` when the bot endpoint's own context takes consult calls
+    (``consult_on``: some profile has warm_transfer)."""
     facts = {
         "dialled": caller.dialled,
         "caller": caller.number,
@@ -159,4 +164,6 @@ def bot_leg_variables(
     if profile.decline_transfer_when_closed and availability == AVAILABILITY_CLOSED:
         # nobody to take the caller: a REFER gets 202 then NOTIFY 404, the bot keeps it
         variables["TRANSFER_CONTEXT"] = DECLINED_TRANSFER_CONTEXT
+    elif consult_on:
+        variables["TRANSFER_CONTEXT"] = TRANSFER_CONTEXT
     return variables

@@ -40,6 +40,8 @@ from ari_app.records import EscalationAttempt, RecordChange, billing
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ari_app.calls.warm import Consult
+
 __all__ = ["CHANNEL_LEFT", "Call", "gather_all", "raise_first"]
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,9 @@ class Call:
     # answered bot dialogs, and the bot time of those that are over (billing counts them all)
     bot_dialogs: int = 0
     earlier_bot_seconds: float = 0.0
+    # warm transfer (calls/consult.py): the bot's consult call now or last, consults so far
+    consult: Consult | None = None
+    consults: int = 0
 
     def __post_init__(self) -> None:
         self.bots = BotAttempts(self.services.bots, self.profile)
@@ -124,6 +129,12 @@ class Call:
     @property
     def records(self) -> RecordSink:
         return self.services.records
+
+    @property
+    def consult_on(self) -> bool:
+        """Some profile has warm_transfer: the bot endpoint's context takes consult calls,
+        so each bot leg names its transfer context itself."""
+        return any(p.warm_transfer for p in self.config.profiles.values())
 
     @property
     def caller_id(self) -> str:

@@ -33,6 +33,7 @@ class CallControl(Protocol):
         channel_id: str | None = None,
         originator: str | None = None,
         variables: Mapping[str, str] | None = None,
+        other_channel_id: str | None = None,
     ) -> Channel: ...
 
     async def dial(
@@ -40,6 +41,8 @@ class CallControl(Protocol):
     ) -> None: ...
 
     async def ring(self, channel_id: str) -> None: ...
+
+    async def transfer_progress(self, channel_id: str, state: str) -> None: ...
 
     async def answer(self, channel_id: str) -> None: ...
 

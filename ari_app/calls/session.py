@@ -80,7 +80,7 @@ class CallSession(Call):
         self.availability = availability = await self._availability()
         self.bot_channel_id = self.bot_channel_id or bot_channel_id_for(self.interaction_id)
         self._bot_variables = bot_leg_variables(
-            self.profile, self.interaction_id, facts, availability
+            self.profile, self.interaction_id, facts, availability, consult_on=self.consult_on
         )
         if not self.bots.claim_next():
             self.record(availability=availability)
@@ -459,7 +459,12 @@ class CallSession(Call):
         availability = self.availability or ""
         context = failed_escalation_context(availability, result, queue)
         self._bot_variables = bot_leg_variables(
-            self.profile, self.interaction_id, self.caller_facts, availability, context
+            self.profile,
+            self.interaction_id,
+            self.caller_facts,
+            availability,
+            context,
+            consult_on=self.consult_on,
         )
         claimed = self.bots.claim_next()
         if claimed:

@@ -156,6 +156,13 @@ class BotProfile(Section, frozen=True):
     verstat_failed: Annotated[tuple[Annotated[str, one_of(VERSTAT_VERDICTS)], ...], EACH_ONCE] = (
         "TN-Validation-Failed",
     )
+    # warm transfer (docs/call-flows.md, "Warm transfer"): the bot may place consult calls
+    # into the bridge ([bridge] consult_user) and REFER the caller with Replaces naming one;
+    # at most max_consults per call, one at a time, each ringing for at most
+    # consult_timeout_seconds
+    warm_transfer: bool = False
+    max_consults: Annotated[int, Meta(ge=1, le=10)] = 2
+    consult_timeout_seconds: Annotated[int, Meta(ge=1, le=600)] = 60
 
     def _validate(self) -> None:
         check_profile_headers(self.carrier_headers, self.interaction_header, self.verstat_header)

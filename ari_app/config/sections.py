@@ -102,6 +102,8 @@ class BridgeSettings(Section, frozen=True):
     drain_seconds: Annotated[float, Meta(ge=0, le=3600)] = 30.0
     # music on hold (musiconhold.conf class) while a caller waits for a new bot dialog
     hold_music_class: Annotated[str, ENDPOINT_NAME] = "botbridge"
+    # the Request-URI user of a bot's consult call (warm transfer, profile warm_transfer)
+    consult_user: Annotated[str, ENDPOINT_NAME] = "consult"
 
 
 class Limits(Section, frozen=True):
