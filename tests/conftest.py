@@ -74,6 +74,8 @@ async def nothing_left_behind(checked_stack: DevStack) -> AsyncIterator[None]:
         async def empty() -> bool:
             return not await ari.channels() and not await ari.bridges()
 
-        await until(
-            empty, NOTHING_LEFT_TIMEOUT_SECONDS, "no channels and no bridges left in Asterisk"
-        )
+        try:
+            await until(empty, NOTHING_LEFT_TIMEOUT_SECONDS, "nothing left in Asterisk")
+        except AssertionError as exc:
+            left = [c.name for c in await ari.channels()] + [b.id for b in await ari.bridges()]
+            raise AssertionError(f"{exc}: left {left}") from None

@@ -73,6 +73,8 @@ def _consult_dialplan(config: Config, profiles: list[BotProfile]) -> str:
     return (
         f"exten => {config.bridge.consult_user},1,Stasis({config.ari.app},{CONSULT_ARG}{args})\n"
         " same => n,Hangup()\n"
+        "; the end of a consult keeps the cause the app gave it (the pattern below matches h)\n"
+        "exten => h,1,NoOp(consult ended)\n"
         "exten => _[+0-9a-zA-Z*#]!,1,Hangup(21)"
     )
 

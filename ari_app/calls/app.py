@@ -382,7 +382,7 @@ class BridgeApp:
                 await session.bot_destroyed(event.cause)
             else:
                 await session.bot_left()
-        elif await consult.channel_gone(session, channel.id):
+        elif await consult.channel_gone(session, channel.id, event):
             pass
         elif event.type == "ChannelDestroyed":
             self._by_channel.pop(channel.id, None)

@@ -82,12 +82,10 @@ REFUSED = "rejected"
 NO_AGENT = "no_answer"
 WARM_TRANSFER = "warm_transfer"
 VIA_CONSULT = "consult"
-# the agent leg's Dial status -> the attempt's result (the queue half hangs up with the
-# cause its QUEUESTATUS maps to, extensions.conf [botbridge-consult-queue])
-_RESULT_OF_DIALSTATUS = {
-    "NOANSWER": AttemptResult.TIMEOUT,
-    "BUSY": AttemptResult.FULL,
-}
+# the agent leg's hangup cause -> the attempt's result: the queue half hangs up with the
+# cause its QUEUESTATUS maps to (extensions.conf [botbridge-consult-queue]: TIMEOUT 19 "no
+# answer", FULL 17 "busy"), which reaches the agent leg; anything else: no agent there
+_RESULT_OF_CAUSE = {19: AttemptResult.TIMEOUT, 17: AttemptResult.FULL}
 # seconds the agent leg's dial outlasts the queue's own timeout: the queue decides
 DIAL_SLACK_SECONDS = 5
 
@@ -203,21 +201,25 @@ async def consult_arrived(session: CallSession, channel: Channel, args: list[str
             app_args=f"{CONSULT_AGENT_ARG},{session.interaction_id}",
             channel_id=consult.agent_leg_id,
             other_channel_id=consult.queue_half_id,
+            originator=channel.id,  # its formats (a Local channel has none of its own)
             variables=as_channel_variables(variables),
         ),
     )
 
 
 async def agent_leg_entered(session: CallSession, channel_id: str) -> None:
-    """The agent leg entered the app: into the consult's bridge, the app follows its queue
-    half (the agent's Dial), then it is dialled."""
+    """The agent leg entered the app: into the consult's bridge, the app follows it and its
+    queue half (the agent's Dial), then it is dialled."""
     consult = session.consult
     if consult is None or consult.ended or channel_id != consult.agent_leg_id:
         await gather_all(session.ari.hangup(channel_id))
         return
     await gather_all(
         session.ari.add_to_bridge(consult.bridge_id, [channel_id]),
-        session.ari.subscribe(session.config.ari.app, f"channel:{consult.queue_half_id}"),
+        # its end (ChannelDestroyed, with the cause) comes after it left the app
+        session.ari.subscribe(
+            session.config.ari.app, [f"channel:{channel_id}", f"channel:{consult.queue_half_id}"]
+        ),
     )
     timeout = session.profile.consult_timeout_seconds + DIAL_SLACK_SECONDS
     await session.ari.dial(channel_id, timeout=timeout)
@@ -228,24 +230,32 @@ async def dial_result(session: CallSession, event: Event) -> bool:
     reached from the queue half. False when the event is not the consult's."""
     consult = session.consult
     peer, caller = event.peer, event.caller
+    log.debug(
+        "call %s: Dial %s -> %s: %s",
+        session.interaction_id,
+        caller.id if caller else None,
+        peer.id if peer else None,
+        event.dialstatus,
+    )
     if consult is None or consult.ended or peer is None:
         return False
     if caller is not None and caller.id == consult.queue_half_id:
+        # Queue() reached an agent: the consult is answered (the agent leg's own Dial
+        # events do not reach the app every time, Asterisk 22.10.1: measured)
         if event.dialstatus == "ANSWER":
             consult.agent_channel, consult.agent = peer.id, answering_agent(peer.name)
+            await _answered(session, consult)
         return True
     if peer.id != consult.agent_leg_id:
         return False
-    status = event.dialstatus or ""
-    if status == "ANSWER":
+    if event.dialstatus == "ANSWER":
         await _answered(session, consult)
-    elif status not in {"RINGING", "PROGRESS", "PROCEEDING", ""}:
-        result = _RESULT_OF_DIALSTATUS.get(status, AttemptResult.NO_AGENTS)
-        await _end(session, consult, result, f"agent leg {status}")
     return True
 
 
 async def _answered(session: CallSession, consult: Consult) -> None:
+    if consult.answered_at is not None:
+        return
     consult.answered_at = time.time()
     log.info("call %s: agent answered the consult", session.interaction_id)
     _close(session, AttemptResult.ANSWERED, consult.answered_at)
@@ -336,8 +346,10 @@ async def _transfer(session: CallSession, consult: Consult, bot_leg: str | None)
         session.services.observer.agent_answered(decision.queue, consult.agent or "(unknown)")
 
 
-async def channel_gone(session: CallSession, channel_id: str) -> bool:
-    """StasisEnd or ChannelDestroyed of a consult's channel. False: not the consult's."""
+async def channel_gone(session: CallSession, channel_id: str, event: Event) -> bool:
+    """StasisEnd or ChannelDestroyed of a consult's channel. False: not the consult's. The
+    agent leg's end is read from its ChannelDestroyed, which has the hangup cause."""
+    cause = event.cause if event.type == "ChannelDestroyed" else None
     consult = session.consult
     if consult is None or channel_id not in consult.channel_ids:
         return False
@@ -350,8 +362,9 @@ async def channel_gone(session: CallSession, channel_id: str) -> bool:
         if channel_id == consult.channel_id:
             why = AttemptResult.CALLER_ABANDONED  # the bot ended its consult
             await _end(session, consult, why, "the bot ended the consult")
-        elif channel_id == consult.agent_leg_id:
-            await _end(session, consult, AttemptResult.NO_AGENTS, "agent leg ended")
+        elif channel_id == consult.agent_leg_id and cause is not None:
+            result = _RESULT_OF_CAUSE.get(cause or 0, AttemptResult.NO_AGENTS)
+            await _end(session, consult, result, f"agent leg ended, cause {cause}")
     return True
 
 
