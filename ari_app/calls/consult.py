@@ -348,7 +348,8 @@ async def _transfer(session: CallSession, consult: Consult, bot_leg: str | None)
 
 async def channel_gone(session: CallSession, channel_id: str, event: Event) -> bool:
     """StasisEnd or ChannelDestroyed of a consult's channel. False: not the consult's. The
-    agent leg's end is read from its ChannelDestroyed, which has the hangup cause."""
+    end of the agent side is read from the first ChannelDestroyed of its halves, which has
+    the hangup cause (the queue half's, which the app follows, comes first)."""
     cause = event.cause if event.type == "ChannelDestroyed" else None
     consult = session.consult
     if consult is None or channel_id not in consult.channel_ids:
@@ -362,9 +363,10 @@ async def channel_gone(session: CallSession, channel_id: str, event: Event) -> b
         if channel_id == consult.channel_id:
             why = AttemptResult.CALLER_ABANDONED  # the bot ended its consult
             await _end(session, consult, why, "the bot ended the consult")
-        elif channel_id == consult.agent_leg_id and cause is not None:
+        elif channel_id != consult.channel_id and cause is not None:
+            # the queue half's end (the app follows it), or the agent leg's, with the cause
             result = _RESULT_OF_CAUSE.get(cause or 0, AttemptResult.NO_AGENTS)
-            await _end(session, consult, result, f"agent leg ended, cause {cause}")
+            await _end(session, consult, result, f"agent side ended, cause {cause}")
     return True
 
 

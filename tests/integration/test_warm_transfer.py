@@ -103,7 +103,6 @@ def warm_bot(
     *,
     escalate_to: str = "agents-queue",
     talk_ms: int = 1000,
-    sipfrag: str = "200",
     foreign: tuple[str, str, str] = ("", "", ""),
     iid_suffix: str = "",
 ) -> SippRun:
@@ -116,10 +115,9 @@ def warm_bot(
         "foreign_call": foreign[0],
         "foreign_to": foreign[1],
         "foreign_from": foreign[2],
-        "refer_sipfrag": sipfrag,
     }
     return stack.sipp().start(
-        "warm/bot", local_port=stack.bot_port, keys=keys, extra=["-d", str(talk_ms)]
+        "warm/bot", local_port=stack.bot_port, keys=keys, extra=["-aa", "-d", str(talk_ms)]
     )
 
 
@@ -164,7 +162,9 @@ async def test_warm_transfer_joins_the_caller_to_the_consulted_agent(
     assert "SIP/2.0 200" in final_notify(bot).body
     leg = first(bot, method="INVITE", direction="received").header("Call-ID")
     byes = [m for m in bot.messages() if m.method == "BYE" and m.direction == "received"]
-    assert sorted(m.header("Call-ID") for m in byes) == sorted([leg, f"consult///{leg}"])
+    assert sorted(m.header("Call-ID") or "" for m in byes) == sorted(
+        [leg or "", f"consult///{leg}"]
+    )
     row = await ended_record(warm_stack, iid)
     assert row["outcome"] == "escalated" and row["queue"] == "agents-queue"
     assert row["escalate_to"] == "agents-queue"
@@ -249,7 +249,7 @@ async def test_a_replaces_naming_another_calls_dialog_is_declined(
     dialog = await bot_leg_dialog(warm_stack, iid_a)
     agent = warm_stack.sipp().start("warm/agent_waits", local_port=warm_stack.agent_port)
     # Replaces: to-tag is the tag of the dialog's recipient (Asterisk), from-tag the bot's
-    bot_b = warm_bot(warm_stack, sipfrag="603", foreign=dialog)
+    bot_b = warm_bot(warm_stack, foreign=dialog)
     call_b = caller(warm_stack)
     finished(call_b, bot_b, agent, call_a, bot_a)
     iid_b = first(bot_b, method="INVITE", direction="received").header("X-Interaction-Id")
