@@ -143,7 +143,10 @@ class FakeAri:
 
     async def hangup(self, channel_id: str, reason: str | None = None) -> None:
         self.requests += 1
-        self.calls.append(("hangup", {"channel_id": channel_id}))  # a gone channel is fine
+        # a gone channel is fine; the reason is kept only when one is given
+        self.calls.append(
+            ("hangup", {"channel_id": channel_id, **({"reason": reason} if reason else {})})
+        )
 
     async def get_var(self, channel_id: str, name: str) -> str | None:
         self._record("get_var", channel_id=channel_id, name=name)
