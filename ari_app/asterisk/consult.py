@@ -7,7 +7,7 @@ Rendered only when a profile has ``warm_transfer``; otherwise the bot endpoint k
 
 from __future__ import annotations
 
-from ari_app.config import BotProfile, Config
+from ari_app.config import BotProfile, Config, ConfigError, read_secret_file
 from ari_app.config.dialplan import (
     CONSULT_ARG,
     CONSULT_CONTEXT,
@@ -18,6 +18,9 @@ from ari_app.config.headers import HEADER_ARG_PREFIX
 
 __all__ = ["consult_values", "warm_profiles"]
 
+AUTH_NAME = "bot-consult-auth"
+# the random password made for consult_password_file when it is absent (bytes)
+CONSULT_SECRET_BYTES = 18
 # tried before [carrier] (identify sections are tried in name order): a bot's consult must
 # not be taken for a carrier call when both come from one host
 IDENTIFY_NAME = "bot-consult"
@@ -40,6 +43,7 @@ def consult_values(config: Config) -> dict[str, object]:
             "BOT_CONSULT_IDENTIFY": "; (no profile has warm_transfer: a bot cannot start calls)",
             "CONSULT_DIALPLAN": "exten => _[+0-9a-zA-Z*#]!,1,Hangup(21)",
             "CONSULT_QUEUE_ENTRY": "exten => s,1,NoOp(no profile has warm_transfer)",
+            "BOT_CONSULT_AUTH": "; (no consult calls: nothing to authenticate)",
         }
     endpoints = sorted({p.bot_endpoint for p in profiles})
     hosts = sorted({host for p in profiles for t in p.bots if (host := _host_port(t.uri))})
@@ -48,7 +52,18 @@ def consult_values(config: Config) -> dict[str, object]:
         f"match = {','.join(hosts)}\n"
         for endpoint in endpoints
     )
+    auth_line = "; consult calls are not challenged ([bridge] consult_auth_username)"
+    username = config.bridge.consult_auth_username
+    if username:
+        # a 401 challenge on the consult INVITE, the only request a bot starts; requests
+        # inside the bot's dialogs are never challenged
+        auth_line = f"auth = {AUTH_NAME}"
+        identify += (
+            f"\n[{AUTH_NAME}]\ntype = auth\nauth_type = userpass\nusername = {username}\n"
+            f"password = {_consult_secret(config)}\n"
+        )
     return {
+        "BOT_CONSULT_AUTH": auth_line,
         "BOT_CONTEXT": CONSULT_CONTEXT,
         "BOT_CONSULT_IDENTIFY": identify,
         "CONSULT_DIALPLAN": _consult_dialplan(config, profiles),
@@ -77,6 +92,15 @@ def _consult_dialplan(config: Config, profiles: list[BotProfile]) -> str:
         "exten => h,1,NoOp(consult ended)\n"
         "exten => _[+0-9a-zA-Z*#]!,1,Hangup(21)"
     )
+
+
+def _consult_secret(config: Config) -> str:
+    setting = "bridge.consult_password_file"
+    path = config.state_path(config.bridge.consult_password_file)
+    secret = read_secret_file(path, CONSULT_SECRET_BYTES, setting)
+    if any(ord(c) < 0x20 or c in ";#" for c in secret):
+        raise ConfigError(f"{setting}: the secret holds a control character, ';' or '#'")
+    return secret
 
 
 def _host_port(uri: str) -> str:

@@ -26,6 +26,7 @@ from ari_app.config.values import (
     Rule,
     Section,
     invalid,
+    matches,
     one_of,
 )
 from ari_app.outcomes import OUTCOMES
@@ -34,6 +35,7 @@ from ari_app.records.billing import DEFAULT_ROUNDING, ROUNDINGS
 RtpPort = Annotated[int, Meta(ge=1024, le=65535)]
 Encryption = Annotated[str, one_of(("no", "sdes"))]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CONSULT_USER_NAME = matches(r"[A-Za-z0-9._-]{0,64}", "must be [A-Za-z0-9._-]")
 LOG_FORMATS = ("text", "json")
 # Asterisk's HTTP server listens with a backlog of 10 (main/tcptls.c, not configurable): more
 # REST connections opened at once than that overflow it, and the kernel drops their SYNs (the
@@ -104,6 +106,11 @@ class BridgeSettings(Section, frozen=True):
     hold_music_class: Annotated[str, ENDPOINT_NAME] = "botbridge"
     # the Request-URI user of a bot's consult call (warm transfer, profile warm_transfer)
     consult_user: Annotated[str, ENDPOINT_NAME] = "consult"
+    # digest authentication of the bots' consult calls: the user name they must answer a
+    # 401 with (empty: none) and the file holding its password (state-relative, made with a
+    # random password when absent; hand it to the bot)
+    consult_auth_username: Annotated[str, CONSULT_USER_NAME] = ""
+    consult_password_file: str = "consult-password"
 
 
 class Limits(Section, frozen=True):

@@ -34,6 +34,8 @@ NOBODY_QUEUE = "warm-nobody"
 OTHER_NUMBER = "5553000"
 CASE_HEADER = "X-Case-Number"
 CALL_TIMEOUT = 40
+# the bots' consult calls answer a digest challenge ([bridge] consult_auth_username)
+CONSULT_USER = "warmbot"
 
 
 def consult_uui(escalate_to: str) -> str:
@@ -48,6 +50,7 @@ def warm_stack(runtime: Runtime) -> Iterator[DevStack]:
     config = root / "warm.toml"
     other_bot = free_port(udp_too=True)
     config.write_text(
+        f'[bridge]\nconsult_auth_username = "{CONSULT_USER}"\n'
         "[routing]\n"
         'agents-queue = "agents-queue"\n'
         f'nobody = "{NOBODY_QUEUE}"\n'
@@ -105,6 +108,7 @@ def warm_bot(
     talk_ms: int = 1000,
     foreign: tuple[str, str, str] = ("", "", ""),
     iid_suffix: str = "",
+    password: str | None = None,
 ) -> SippRun:
     """The warm-transferring bot (tests/scenarios/warm/bot.xml); ``foreign`` (Call-ID,
     to-tag, from-tag) names another dialog than its consult in its Replaces."""
@@ -112,6 +116,8 @@ def warm_bot(
         "consult_user": "consult",
         "consult_headers": f"{consult_uui(escalate_to)}\r\n{CASE_HEADER}: 4711",
         "iid_suffix": iid_suffix,
+        "consult_auth_user": CONSULT_USER,
+        "consult_auth_password": consult_password(stack) if password is None else password,
         "foreign_call": foreign[0],
         "foreign_to": foreign[1],
         "foreign_from": foreign[2],
@@ -127,6 +133,11 @@ def final_notify(bot: SippRun) -> SipMessage:
     final = [m for m in notifies if "terminated" in (m.header("Subscription-State") or "")]
     assert len(final) == 1, bot.report()
     return final[0]
+
+
+def consult_password(stack: DevStack) -> str:
+    """The password the bridge made for consult calls (bridge.consult_password_file)."""
+    return stack.config.state_path(stack.config.bridge.consult_password_file).read_text().strip()
 
 
 def finished(*runs: SippRun) -> None:
@@ -151,6 +162,11 @@ async def test_warm_transfer_joins_the_caller_to_the_consulted_agent(
     finished(call, bot, agent)
     iid = first(bot, method="INVITE", direction="received").header("X-Interaction-Id")
     assert iid
+    # the consult answered the bridge's digest challenge
+    consults = [m for m in bot.messages() if m.method == "INVITE" and m.direction == "sent"]
+    assert [m.header("Authorization") is not None for m in consults] == [False, True]
+    assert f'username="{CONSULT_USER}"' in (consults[1].header("Authorization") or "")
+    assert first(bot, status=401, direction="received", cseq="INVITE")
     invites = [m for m in agent.messages() if m.method == "INVITE" and m.direction == "received"]
     assert len(invites) == 1, agent.report()
     invite = invites[0]
@@ -213,6 +229,26 @@ async def test_a_consult_naming_no_call_is_refused(warm_stack: DevStack) -> None
     iid = first(bot, method="INVITE", direction="received").header("X-Interaction-Id")
     assert iid
     assert first(bot, status=403, direction="received", cseq="INVITE")
+    row = await ended_record(warm_stack, iid)
+    assert row["outcome"] == "resolved"
+    assert json.loads(row["escalations"] or "[]") == []
+
+
+async def test_a_consult_with_the_wrong_password_is_refused(warm_stack: DevStack) -> None:
+    """A consult whose digest answer is wrong is challenged again and never reaches the app;
+    the bot keeps its caller and ends the call (resolved, no escalation attempt)."""
+    bot = warm_bot(warm_stack, password="not-the-password")
+    call = caller(warm_stack)
+    finished(call, bot)
+    iid = first(bot, method="INVITE", direction="received").header("X-Interaction-Id")
+    assert iid
+    challenges = [m for m in bot.messages() if m.status == 401 and m.direction == "received"]
+    assert len(challenges) == 2, bot.report()
+    assert not [
+        m
+        for m in bot.messages()
+        if m.status == 200 and m.cseq_method == "INVITE" and m.direction == "received"
+    ]
     row = await ended_record(warm_stack, iid)
     assert row["outcome"] == "resolved"
     assert json.loads(row["escalations"] or "[]") == []
