@@ -97,10 +97,10 @@ def _consult_dialplan(config: Config, profiles: list[BotProfile]) -> str:
 def _consult_secret(config: Config) -> str:
     setting = "bridge.consult_password_file"
     path = config.state_path(config.bridge.consult_password_file)
-    secret = read_secret_file(path, CONSULT_SECRET_BYTES, setting)
-    if any(ord(c) < 0x20 or c in ";#" for c in secret):
+    word = read_secret_file(path, CONSULT_SECRET_BYTES, setting)
+    if any(ord(c) < 0x20 or c in ";#" for c in word):
         raise ConfigError(f"{setting}: the secret holds a control character, ';' or '#'")
-    return secret
+    return word
 
 
 def _host_port(uri: str) -> str:
