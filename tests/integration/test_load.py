@@ -1,10 +1,11 @@
-"""Correctness under concurrency: a short SIPp load through the real stack, both flows mixed.
+"""Correctness under concurrency: a short SIPp load through the real stack, the flows mixed.
 
-300 calls at 30 calls/s, a third per flow: a number whose bot hangs up after 1 s
-(resolved), a number whose bot REFERs after 1 s with a context (escalated to the agent), and
-a number whose bot REFERs to a queue nobody is in (the escalation fails at once, JOINEMPTY),
+400 calls at 40 calls/s, a quarter per flow: a number whose bot hangs up after 1 s
+(resolved), a number whose bot REFERs after 1 s with a context (escalated to the agent), a
+number whose bot REFERs to a queue nobody is in (the escalation fails at once, JOINEMPTY),
 gets the caller back in a new dialog (same interaction id, ``escalation=failed``) and REFERs
-it to the agent. The default profile copies carrier headers (Diversion,
+it to the agent, and a number whose bot warm-transfers (consults the agent, then REFERs with
+Replaces naming the consult). The default profile copies carrier headers (Diversion,
 P-Asserted-Identity) with its verstat header and context keys. Asserted: every SIPp party
 saw every call succeed, the event socket never reconnected, and the records match the wire
 exactly, call by call (outcome, queue, context, interaction id, the escalation attempts, the
@@ -34,12 +35,16 @@ from tests.records import all_stored
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 CALLS_PER_FLOW = 100
-RATE_PER_FLOW = 10  # calls/s; the three flows together: 30 calls/s
+RATE_PER_FLOW = 10  # calls/s; the four flows together: 40 calls/s
 BOT_TALK_MS = 1000
+# the warm-transferring bot talks this long, then briefs the agent as long: less than the
+# agent stays (AGENT_TALK_MS), so every consult is still up when its REFER comes
+WARM_BOT_MS = 200
 AGENT_TALK_MS = 500
 RESOLVE_NUMBER = "5551000"
 ESCALATE_NUMBER = "6661000"
 RETURN_NUMBER = "7771000"
+WARM_NUMBER = "4441000"
 # a queue without members whose strict joinempty refuses every caller at once (JOINEMPTY)
 CLOSED_QUEUE = "load-closed"
 SIPP_TIMEOUT = 120
@@ -51,6 +56,7 @@ def loaded(runtime: Runtime) -> Iterator[DevStack]:
     root.mkdir(parents=True, exist_ok=True)
     escalating_bot = free_port(udp_too=True)
     returning_bot = free_port(udp_too=True)
+    warm_bot = free_port(udp_too=True)
     config = root / "botbridge.toml"
     # a second profile whose bot (its own SIPp) transfers; one agent contact stands for a
     # pool of agents, so the queue rings it while it is on another call
@@ -80,6 +86,15 @@ fallback_queue = "agents-queue"
 default_queue = "agents-queue"
 availability_queue = "agents-queue"
 
+[profiles.warm]
+bot_endpoint = "voicebot"
+bot_uri = "sip:voicebot@127.0.0.1:{warm_bot}"
+answer_timeout_seconds = 10
+fallback_queue = "agents-queue"
+default_queue = "agents-queue"
+availability_queue = "agents-queue"
+warm_transfer = true
+
 [routing]
 agents-queue = "agents-queue"
 closed = "{CLOSED_QUEUE}"
@@ -97,6 +112,10 @@ pattern = "{RETURN_NUMBER}"
 profile = "returning"
 
 [[routes]]
+pattern = "{WARM_NUMBER}"
+profile = "warm"
+
+[[routes]]
 pattern = "_X."
 profile = "default"
 """
@@ -109,6 +128,7 @@ profile = "default"
     )
     stack.escalating_bot_port = escalating_bot  # type: ignore[attr-defined]
     stack.returning_bot_port = returning_bot  # type: ignore[attr-defined]
+    stack.warm_bot_port = warm_bot  # type: ignore[attr-defined]
     stack.start()
     yield stack
     stack.stop()
@@ -146,7 +166,7 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         stack.agent_port,
         keys={},
         extra=["-d", str(AGENT_TALK_MS)],
-        calls=2 * CALLS_PER_FLOW,  # the escalated callers and the returned ones
+        calls=3 * CALLS_PER_FLOW,  # the escalated, the returned, the warm consults
     )
     resolver = load_party(
         stack, "bot_resolve", stack.bot_port, keys={}, extra=["-d", str(BOT_TALK_MS)]
@@ -173,6 +193,22 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         extra=["-d", str(BOT_TALK_MS)],
         calls=2 * CALLS_PER_FLOW,  # two dialogs per call
     )
+    warm = load_party(
+        stack,
+        "warm/bot",
+        stack.warm_bot_port,  # type: ignore[attr-defined]
+        keys={
+            "consult_user": "consult",
+            "consult_headers": f"User-to-User: {SEED_ESCALATION_HEX};encoding=hex",
+            "iid_suffix": "",
+            "foreign_call": "",
+            "foreign_to": "",
+            "foreign_from": "",
+            "consult_auth_user": "",
+            "consult_auth_password": "",
+        },
+        extra=["-d", str(WARM_BOT_MS)],
+    )
     resolving_callers = load_callers(
         stack,
         calls=CALLS_PER_FLOW,
@@ -198,8 +234,16 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
         service=RETURN_NUMBER,
         timeout=SIPP_TIMEOUT,
     )
-    parties = (resolving_callers, escalating_callers, returning_callers, resolver, escalator)
-    for run in (*parties, returner, agent):
+    warm_callers = load_callers(
+        stack,
+        calls=CALLS_PER_FLOW,
+        rate=RATE_PER_FLOW,
+        prefix="4555",
+        service=WARM_NUMBER,
+        timeout=SIPP_TIMEOUT,
+    )
+    parties = (resolving_callers, escalating_callers, returning_callers, warm_callers)
+    for run in (*parties, resolver, escalator, warm, returner, agent):
         await sipp_finished(run, SIPP_TIMEOUT)
         assert run.wait(1) == 0, run.report()[-3000:]
 
@@ -229,16 +273,25 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
     return_ids = {number: invites[0][0] for number, invites in returned.items()}
     assert invites_by_caller(agent, "3555") == return_ids
 
+    # every warm-transferred caller: the agent got the consult (its INVITE, the interaction
+    # id of the bot's call); both bot dialogs of each call ended by the bridge's BYEs
+    warm_ids = invites_by_caller(warm, "4555")
+    assert len(warm_ids) == CALLS_PER_FLOW
+    consulted = {m.header("X-Interaction-Id") for m in agent.messages() if m.method == "INVITE"}
+    assert set(warm_ids.values()) <= consulted
+    warm_byes = [m for m in warm.messages() if m.method == "BYE" and m.direction == "received"]
+    assert len(warm_byes) == 2 * CALLS_PER_FLOW
+
     def settled() -> list[Record] | None:
         rows = all_records(stack)
-        done = len(rows) == 3 * CALLS_PER_FLOW and all(r["ended_at"] for r in rows)
+        done = len(rows) == 4 * CALLS_PER_FLOW and all(r["ended_at"] for r in rows)
         return rows if done else None
 
     rows = await until(settled, 30, "every record closed")
     by_id = {r["interaction_id"]: r for r in rows}
     assert Counter(r["outcome"] for r in rows) == {
         "resolved": CALLS_PER_FLOW,
-        "escalated": 2 * CALLS_PER_FLOW,
+        "escalated": 3 * CALLS_PER_FLOW,
     }
     for outcome, ids in bot_ids.items():
         for caller_number, iid in ids.items():
@@ -260,6 +313,15 @@ async def test_mixed_load_fails_no_call_and_the_records_match_the_wire(loaded: D
             (CLOSED_QUEUE, "refer", "no_agents"),
             ("agents-queue", "refer", "answered"),
         ], row
+
+    for caller_number, iid in warm_ids.items():
+        row = by_id[iid]
+        assert row["caller_number"] == caller_number and row["outcome"] == "escalated", row
+        attempts = [(a["target"], a["via"], a["result"]) for a in stored_escalations(row)]
+        assert attempts == [("agents-queue", "warm_transfer", "answered")], row
+        assert row["context"] == {"escalate_to": "agents-queue"}, row
+        answered, transfer = row["agent_answered_at"], row["transfer_at"]
+        assert answered and transfer and answered <= transfer, row
 
     after = await scrape(stack)
     assert (
