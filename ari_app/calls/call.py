@@ -327,6 +327,21 @@ class Call:
         decision = TransferDecision(queue=self.profile.fallback_queue, error=reason)
         await self.route_caller(decision, outcome=Outcome.ERROR)
 
+    async def _hold_music(self, *, start: bool) -> None:
+        """The hold music of a returned caller in the call's bridge, started while the new
+        bot is dialled and stopped when it answers. Never a reason to fail the call: a
+        refusal (no such class, already stopped) is logged."""
+        if self.bridge_id is None:
+            return
+        try:
+            if start:
+                moh_class = self.config.bridge.hold_music_class
+                await self.ari.start_bridge_moh(self.bridge_id, moh_class)
+            else:
+                await self.ari.stop_bridge_moh(self.bridge_id)
+        except AriError as exc:
+            log.warning("call %s: hold music (start=%s): %s", self.interaction_id, start, exc)
+
     # -- the bot's time limit (max_bot_seconds) ------------------------------------------
 
     def _arm_bot_timer(self) -> None:

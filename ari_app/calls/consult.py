@@ -42,7 +42,7 @@ from ari_app.calls.transfer import (
     caller_variables,
     decide_transfer,
 )
-from ari_app.calls.warm import Consult
+from ari_app.calls.warm import ARI_ONLY, CORE, TRANSFER_HANDLING, Consult
 from ari_app.config import answering_agent
 from ari_app.config.dialplan import (
     CONSULT_AGENT_ARG,
@@ -71,9 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# the bot leg's transfer handling while a consult runs, and after it
-TRANSFER_HANDLING = "PJSIP_TRANSFER_HANDLING()"
-ARI_ONLY, CORE = "ari-only", "core"
 # transfer_progress states: NOTIFY 200 and NOTIFY 603 to the bot
 TRANSFER_DONE, TRANSFER_DECLINED = "channel_answered", "channel_declined"
 # what a refused consult hears: 403 Forbidden (ARI hangup reason "rejected", cause 21)

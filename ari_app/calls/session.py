@@ -41,6 +41,7 @@ from ari_app.calls.transfer import (
     TransferDecision,
     decide_transfer,
 )
+from ari_app.calls.warm import CORE, TRANSFER_HANDLING
 from ari_app.outcomes import Outcome
 from ari_app.records import RecordChange
 from ari_app.sip import uui
@@ -110,6 +111,10 @@ class CallSession(Call):
         if bot_alive:
             self._arm_bot_timer()
             await self._read_bot_call_id()
+            if self.consult_on and self.bot_channel_id:
+                # a consult of the replaced instance is not taken over: the bot's next REFER
+                # is a blind one again (calls/consult.py)
+                await self.ari.set_vars(self.bot_channel_id, {TRANSFER_HANDLING: CORE})
 
     async def _read_bot_call_id(self) -> None:
         """[bye_context]: the key of the bot's BYE copy, read while the bot channel exists;
@@ -484,18 +489,3 @@ class CallSession(Call):
             await self._create_bot_leg()
         except AriError as exc:
             await self.bot_failed(f"bot_channel_failed: {exc.status}")
-
-    async def _hold_music(self, *, start: bool) -> None:
-        """The hold music of a returned caller in the call's bridge, started while the new
-        bot is dialled and stopped when it answers. Never a reason to fail the call: a
-        refusal (no such class, already stopped) is logged."""
-        if self.bridge_id is None:
-            return
-        try:
-            if start:
-                moh_class = self.config.bridge.hold_music_class
-                await self.ari.start_bridge_moh(self.bridge_id, moh_class)
-            else:
-                await self.ari.stop_bridge_moh(self.bridge_id)
-        except AriError as exc:
-            log.warning("call %s: hold music (start=%s): %s", self.interaction_id, start, exc)

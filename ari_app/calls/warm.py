@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from ari_app.calls.transfer import TransferDecision
 
-__all__ = ["Consult"]
+__all__ = ["ARI_ONLY", "CORE", "TRANSFER_HANDLING", "Consult"]
+
+# the bot leg's transfer handling while a consult runs, and after it
+TRANSFER_HANDLING = "PJSIP_TRANSFER_HANDLING()"
+ARI_ONLY, CORE = "ari-only", "core"
 
 
 @dataclass(eq=False)
