@@ -29,18 +29,15 @@ import binascii
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ari_app.ari import AriError, Channel, Event
 from ari_app.calls.call import gather_all
-from ari_app.calls.carrier import copy_bot_headers, log_refused
 from ari_app.calls.escalation import AttemptResult, attempt_closed
 from ari_app.calls.states import CallState, Trigger
 from ari_app.calls.transfer import (
     as_channel_variables,
     caller_variables,
-    decide_transfer,
 )
 from ari_app.calls.warm import ARI_ONLY, CORE, TRANSFER_HANDLING, Consult
 from ari_app.config import answering_agent
@@ -141,13 +138,8 @@ async def consult_arrived(session: CallSession, channel: Channel, args: list[str
         )
         await gather_all(session.ari.hangup(channel.id, reason=REFUSED))
         return
-    headers = consult_headers(args)
     profile, config = session.profile, session.config
-    copied, refused = copy_bot_headers(
-        headers, profile.bot_headers, config.bridge.max_context_bytes
-    )
-    log_refused(session.interaction_id, "consult", refused)
-    decision = replace(decide_transfer(config, profile, None, headers), headers=copied)
+    decision = session.decided(None, consult_headers(args))
     session.consults += 1
     n = session.consults
     leg = f"consult-{session.interaction_id}-{n}"

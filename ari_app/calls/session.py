@@ -310,7 +310,7 @@ class CallSession(Call):
         if bye_contexts is not None and self.bot_call_id:
             headers = await bye_contexts.headers_of(self.bot_call_id)
         if headers and self.state is CallState.BOT_CONNECTED:
-            decision = self._decided(None, headers)
+            decision = self.decided(None, headers)
             if decision.escalate_to is not None:
                 self._fire(Trigger.BYE_ESCALATION, transfer_at=time.time())
                 await self._escalate("BYE", decision)
@@ -351,7 +351,7 @@ class CallSession(Call):
         handling_started = time.monotonic()
         self._fire(Trigger.REFER_RECEIVED, transfer_at=time.time())
         refer_to, headers = await read_refer(self.ari, local.id, self.profile.bot_headers)
-        decision = self._decided(refer_to, headers)
+        decision = self.decided(refer_to, headers)
         # Asterisk hangs the bot up itself once the transfer is done (core transfer mode):
         # only the transfer's Local channel is the app's to release, answered or not. The
         # bot was told the outcome before the app saw the channel (NOTIFY 200, sent as the
@@ -363,9 +363,10 @@ class CallSession(Call):
         if self.services.observer is not None:
             self.services.observer.transfer_handled(time.monotonic() - handling_started)
 
-    def _decided(self, refer_to: str | None, headers: Mapping[str, str]) -> TransferDecision:
-        """The bot's escalation (its REFER's Refer-To and headers, or its BYE's headers)
-        decided, with the profile's bot_headers it carried copied (each refusal logged)."""
+    def decided(self, refer_to: str | None, headers: Mapping[str, str]) -> TransferDecision:
+        """The bot's escalation (its REFER's Refer-To and headers, its BYE's headers, or its
+        consult call's) decided, with the profile's bot_headers it carried copied (each
+        refusal logged)."""
         copied, refused = copy_bot_headers(
             headers, self.profile.bot_headers, self.config.bridge.max_context_bytes
         )
