@@ -191,6 +191,15 @@ class Call:
         is a type error (``RecordChange``), not a change refused here at run time."""
         self.records.update(self.interaction_id, **fields)
 
+    def record_decision(self, decision: TransferDecision) -> None:
+        """The bot's escalation into the record: its target, context, error and headers."""
+        self.record(
+            escalate_to=decision.escalate_to,
+            context_json=decision.context.as_dict() if decision.context else None,
+            error_reason=decision.error,
+            bot_headers=dict(decision.headers) or None,
+        )
+
     def opening_record(self) -> RecordChange:
         """The record's first fields: who called whom, through which profile, when."""
         caller = self.caller

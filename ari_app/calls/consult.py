@@ -316,12 +316,7 @@ async def _transfer(session: CallSession, consult: Consult, bot_leg: str | None)
         decision.queue,
         consult.agent,
     )
-    session.record(
-        escalate_to=decision.escalate_to,
-        context_json=decision.context.as_dict() if decision.context else None,
-        error_reason=decision.error,
-        bot_headers=dict(decision.headers) or None,
-    )
+    session.record_decision(decision)
     session._fire(
         Trigger.CALLER_ROUTED,
         queue=decision.queue,

@@ -388,12 +388,7 @@ class CallSession(Call):
             decision.escalate_to,
             decision.error,
         )
-        self.record(
-            escalate_to=decision.escalate_to,
-            context_json=decision.context.as_dict() if decision.context else None,
-            error_reason=decision.error,
-            bot_headers=dict(decision.headers) or None,
-        )
+        self.record_decision(decision)
         await self.send_to_queue(
             decision, outcome=Outcome.ESCALATED, release=release, via=via.lower()
         )

@@ -77,7 +77,6 @@ def warm_stack(runtime: Runtime) -> Iterator[DevStack]:
         extra_env={
             "BOTBRIDGE_CONFIG": str(config),
             "BOTBRIDGE_BOT_ANSWER_TIMEOUT": "4",
-            "BOTBRIDGE_LOG_LEVEL": "DEBUG",
         },
     )
     stack.other_bot_port = other_bot  # type: ignore[attr-defined]
