@@ -253,6 +253,40 @@ async def test_a_consult_with_the_wrong_password_is_refused(warm_stack: DevStack
     assert json.loads(row["escalations"] or "[]") == []
 
 
+async def test_a_consult_from_an_address_that_is_no_bot_is_refused(
+    warm_stack: DevStack,
+) -> None:
+    """An address that is no bot (127.0.0.2: no carrier, bot or agent) calls the consult
+    address with a live call's interaction id: refused before it reaches the app; the call
+    goes on with its bot and ends resolved, without an attempt."""
+    bot = warm_stack.sipp().start(
+        "bot_resolves/bot", local_port=warm_stack.bot_port, extra=["-d", "4000"]
+    )
+    call = caller(warm_stack)
+
+    async def bot_answered() -> str | None:
+        async with warm_stack.rest() as ari:
+            legs = [c for c in await ari.channels() if c.id.startswith("bot-")]
+        return legs[0].id.removeprefix("bot-") if legs and legs[0].state == "Up" else None
+
+    iid = await until(bot_answered, 10, "the bot answered")
+    consults_before = warm_stack.app_log_text().count("consult PJSIP")
+    stranger = warm_stack.sipp().start(
+        "warm/stranger_consult",
+        local_ip="127.0.0.2",
+        local_port=free_port(udp_too=True),
+        remote=warm_stack.sip_remote,
+        keys={"consult_user": "consult", "iid": iid},
+    )
+    finished(stranger, call, bot)
+    answers = [m.status for m in stranger.messages() if m.direction == "received"]
+    assert answers and answers[-1] in {401, 403, 404}, stranger.report()
+    # no consult reached the app (each one it sees is logged, taken or refused)
+    assert warm_stack.app_log_text().count("consult PJSIP") == consults_before
+    row = await ended_record(warm_stack, iid)
+    assert row["outcome"] == "resolved" and json.loads(row["escalations"] or "[]") == []
+
+
 async def bot_leg_dialog(stack: DevStack, interaction_id: str) -> tuple[str, str, str]:
     """(Call-ID, Asterisk's tag, the bot's tag) of a call's live bot leg, read from ARI."""
     async with stack.rest() as ari:
