@@ -177,23 +177,28 @@ async def consult_arrived(session: CallSession, channel: Channel, args: list[str
     variables = caller_variables(session.interaction_id, profile, decision, Outcome.ESCALATED)
     variables[CONSULT_TIMEOUT_VARIABLE] = str(profile.consult_timeout_seconds)
     assert session.bot_channel_id
-    await gather_all(
-        session.ari.ring(channel.id),
-        session.ari.set_vars(session.bot_channel_id, {TRANSFER_HANDLING: ARI_ONLY}),
-        session.ari.create_bridge("mixing", bridge_id=consult.bridge_id, name=consult.bridge_id),
-    )
-    await gather_all(
-        session.ari.add_to_bridge(consult.bridge_id, [channel.id]),
-        session.ari.create_channel(
-            f"Local/s@{CONSULT_QUEUE_CONTEXT}/n",
-            config.ari.app,
-            app_args=f"{CONSULT_AGENT_ARG},{session.interaction_id}",
-            channel_id=consult.agent_leg_id,
-            other_channel_id=consult.queue_half_id,
-            originator=channel.id,  # its formats (a Local channel has none of its own)
-            variables=as_channel_variables(variables),
-        ),
-    )
+    try:
+        await gather_all(
+            session.ari.ring(channel.id),
+            session.ari.set_vars(session.bot_channel_id, {TRANSFER_HANDLING: ARI_ONLY}),
+            session.ari.create_bridge(
+                "mixing", bridge_id=consult.bridge_id, name=consult.bridge_id
+            ),
+        )
+        await gather_all(
+            session.ari.add_to_bridge(consult.bridge_id, [channel.id]),
+            session.ari.create_channel(
+                f"Local/s@{CONSULT_QUEUE_CONTEXT}/n",
+                config.ari.app,
+                app_args=f"{CONSULT_AGENT_ARG},{session.interaction_id}",
+                channel_id=consult.agent_leg_id,
+                other_channel_id=consult.queue_half_id,
+                originator=channel.id,  # its formats (a Local channel has none of its own)
+                variables=as_channel_variables(variables),
+            ),
+        )
+    except AriError as exc:
+        await _set_up_failed(session, consult, exc)
 
 
 async def agent_leg_entered(session: CallSession, channel_id: str) -> None:
@@ -203,15 +208,26 @@ async def agent_leg_entered(session: CallSession, channel_id: str) -> None:
     if consult is None or consult.ended or channel_id != consult.agent_leg_id:
         await gather_all(session.ari.hangup(channel_id))
         return
-    await gather_all(
-        session.ari.add_to_bridge(consult.bridge_id, [channel_id]),
-        # its end (ChannelDestroyed, with the cause) comes after it left the app
-        session.ari.subscribe(
-            session.config.ari.app, [f"channel:{channel_id}", f"channel:{consult.queue_half_id}"]
-        ),
-    )
-    timeout = session.profile.consult_timeout_seconds + DIAL_SLACK_SECONDS
-    await session.ari.dial(channel_id, timeout=timeout)
+    try:
+        await gather_all(
+            session.ari.add_to_bridge(consult.bridge_id, [channel_id]),
+            # its end (ChannelDestroyed, with the cause) comes after it left the app
+            session.ari.subscribe(
+                session.config.ari.app,
+                [f"channel:{channel_id}", f"channel:{consult.queue_half_id}"],
+            ),
+        )
+        timeout = session.profile.consult_timeout_seconds + DIAL_SLACK_SECONDS
+        await session.ari.dial(channel_id, timeout=timeout)
+    except AriError as exc:
+        await _set_up_failed(session, consult, exc)
+
+
+async def _set_up_failed(session: CallSession, consult: Consult, exc: AriError) -> None:
+    """A request of the consult's set-up failed: the consult ends (480), the caller stays
+    with its bot. Never the call's fail-safe, which would take the caller from its bot."""
+    log.warning("call %s: consult set-up failed: %s", session.interaction_id, exc)
+    await _end(session, consult, AttemptResult.NO_AGENTS, "set-up failed")
 
 
 async def dial_result(session: CallSession, event: Event) -> bool:

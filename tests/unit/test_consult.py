@@ -5,10 +5,11 @@ call flow itself is tested on a real Asterisk (tests/integration/test_warm_trans
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import pytest
 
-from ari_app.ari import Event
+from ari_app.ari import AriError, Channel, Event
 from ari_app.calls import consult
 from ari_app.calls.app import BridgeApp
 from ari_app.calls.session import CallSession
@@ -143,3 +144,31 @@ async def test_a_consult_is_let_go_when_its_caller_hangs_up(store: InteractionSt
     assert {"1.4", f"consult-{IID}-1"} <= hung_up
     assert session.consult is not None and session.consult.ended
     assert session.escalations[-1]["result"] == "caller_abandoned"
+
+
+class FailingAri(FakeAri):
+    """Asterisk refusing to make the consult's agent leg (HTTP 500)."""
+
+    async def create_channel(self, endpoint: str, app: str, **kwargs: object) -> Channel:
+        raise AriError(500, "POST", "/channels/create", "Allocation failed")
+
+
+async def test_a_consult_whose_set_up_fails_ends_and_leaves_the_caller_with_its_bot(
+    store: InteractionStore,
+) -> None:
+    """An ARI fault while the consult is set up ends the consult (480 to the bot), puts the
+    bot leg back in core mode and leaves the caller with its bot: never the fail-safe's
+    fallback queue."""
+    app, session = app_with_call(store)
+    ari = FailingAri([session.caller])
+    app.services = replace(app.services, ari=ari)
+    session.services = app.services
+    call = channel("1.4", name="PJSIP/voicebot-00000002")
+    await app.handle(Event("StasisStart", "botbridge", channel=call, args=ARGS))
+    assert session.state is CallState.BOT_CONNECTED
+    assert session.consult is not None and session.consult.ended
+    assert {"channel_id": "1.4", "reason": "no_answer"} in ari.called("hangup")
+    back = [v["variables"] for v in ari.called("set_vars") if v["channel_id"] == f"bot-{IID}"]
+    assert back[-1] == {"PJSIP_TRANSFER_HANDLING()": "core"}
+    assert not ari.called("continue_in_dialplan")  # the caller was not sent to a queue
+    assert session.escalations[-1]["result"] == "no_agents"
