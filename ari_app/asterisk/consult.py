@@ -16,7 +16,7 @@ from ari_app.config.dialplan import (
 )
 from ari_app.config.headers import HEADER_ARG_PREFIX
 
-__all__ = ["consult_values", "warm_profiles"]
+__all__ = ["consult_values"]
 
 AUTH_NAME = "bot-consult-auth"
 # the random password made for consult_password_file when it is absent (bytes)
@@ -31,12 +31,8 @@ CONTEXT_HEADERS = ("User-to-User", "x-User-to-User")
 CONSULT_HEADER_SLACK = 32
 
 
-def warm_profiles(config: Config) -> list[BotProfile]:
-    return [p for p in config.profiles.values() if p.warm_transfer]
-
-
 def consult_values(config: Config) -> dict[str, object]:
-    profiles = warm_profiles(config)
+    profiles = config.warm_profiles()
     if not profiles:
         return {
             "BOT_CONTEXT": TRANSFER_CONTEXT,

@@ -132,9 +132,7 @@ class Call:
 
     @property
     def consult_on(self) -> bool:
-        """Some profile has warm_transfer: the bot endpoint's context takes consult calls,
-        so each bot leg names its transfer context itself."""
-        return any(p.warm_transfer for p in self.config.profiles.values())
+        return self.services.consult_on
 
     @property
     def caller_id(self) -> str:

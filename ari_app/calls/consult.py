@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ari_app.ari import AriError, Channel, Event
 from ari_app.calls.call import gather_all
-from ari_app.calls.escalation import AttemptResult, attempt_closed
+from ari_app.calls.escalation import AttemptResult
 from ari_app.calls.states import CallState, Trigger
 from ari_app.calls.transfer import (
     as_channel_variables,
@@ -268,12 +268,10 @@ async def _answered(session: CallSession, consult: Consult) -> None:
 
 
 def _close(session: CallSession, result: AttemptResult, at: float) -> None:
-    attempts = session.escalations
-    if attempts and attempts[-1]["via"] == VIA_CONSULT and attempts[-1]["result"] is None:
-        attempts[-1] = attempt_closed(attempts[-1], result, at)
-        if result is AttemptResult.ANSWERED:
-            attempts[-1]["agent_answered_at"] = at
-        session.record(escalations=session.escalations_copy())
+    """The consult's attempt (the call's open one: a call with its bot has no other) ends."""
+    closed = session._close_attempt(result, at)
+    if closed:
+        session.record(**closed)
 
 
 async def refer_received(session: CallSession, event: Event) -> None:

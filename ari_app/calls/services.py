@@ -11,6 +11,7 @@ Also here: the call's ARI ids and the pure readings of Asterisk's values a sessi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -84,6 +85,12 @@ class CallServices:
     # told, with the caller's channel id, when a call's max_bot_seconds has passed: the app
     # posts it to the call's queue of events (CallSession.bot_time_up)
     on_bot_time_up: Callable[[str], None] | None = None
+
+    @functools.cached_property
+    def consult_on(self) -> bool:
+        """Some profile has warm_transfer (worked out once): the bot endpoint's context takes
+        consult calls, so each bot leg names its transfer context itself."""
+        return bool(self.config.warm_profiles())
 
 
 def bot_channel_id_for(interaction_id: str, attempt: int = 1) -> str:

@@ -232,6 +232,10 @@ class Config(Section, frozen=True):
         )
         return f"Config({', '.join(shown)})"
 
+    def warm_profiles(self) -> list[BotProfile]:
+        """The profiles with warm_transfer: with any, the bot endpoint takes consult calls."""
+        return [p for p in self.profiles.values() if p.warm_transfer]
+
     def bot_health_endpoints(self) -> dict[str, tuple[str, int]]:
         """The probed bot URIs: health endpoint name -> (URI, qualify seconds).
 

@@ -139,6 +139,17 @@ def consult_password(stack: DevStack) -> str:
     return stack.config.state_path(stack.config.bridge.consult_password_file).read_text().strip()
 
 
+async def talking_call(stack: DevStack) -> str:
+    """The interaction id of the one call whose bot leg is up, once it is (read from ARI)."""
+
+    async def answered() -> str | None:
+        async with stack.rest() as ari:
+            legs = [c for c in await ari.channels() if c.id.startswith("bot-")]
+        return legs[0].id.removeprefix("bot-") if legs and legs[0].state == "Up" else None
+
+    return await until(answered, 10, "a bot answered")
+
+
 def finished(*runs: SippRun) -> None:
     for run in runs:
         run.wait(CALL_TIMEOUT)
@@ -264,12 +275,7 @@ async def test_a_consult_from_an_address_that_is_no_bot_is_refused(
     )
     call = caller(warm_stack)
 
-    async def bot_answered() -> str | None:
-        async with warm_stack.rest() as ari:
-            legs = [c for c in await ari.channels() if c.id.startswith("bot-")]
-        return legs[0].id.removeprefix("bot-") if legs and legs[0].state == "Up" else None
-
-    iid = await until(bot_answered, 10, "the bot answered")
+    iid = await talking_call(warm_stack)
     consults_before = warm_stack.app_log_text().count("consult PJSIP")
     stranger = warm_stack.sipp().start(
         "warm/stranger_consult",
@@ -309,12 +315,7 @@ async def test_a_replaces_naming_another_calls_dialog_is_declined(
     bot_a = warm_stack.sipp().start("bot_resolves/bot", local_port=other_port, extra=["-d", "9000"])
     call_a = caller(warm_stack, OTHER_NUMBER)
 
-    async def bot_a_answered() -> str | None:
-        async with warm_stack.rest() as ari:
-            legs = [c for c in await ari.channels() if c.id.startswith("bot-")]
-        return legs[0].id.removeprefix("bot-") if legs and legs[0].state == "Up" else None
-
-    iid_a = await until(bot_a_answered, 10, "call A's bot answered")
+    iid_a = await talking_call(warm_stack)
     dialog = await bot_leg_dialog(warm_stack, iid_a)
     agent = warm_stack.sipp().start("warm/agent_waits", local_port=warm_stack.agent_port)
     # Replaces: to-tag is the tag of the dialog's recipient (Asterisk), from-tag the bot's
